@@ -1,0 +1,362 @@
+"""Typed configuration: one frozen dataclass per part, validated on construction, and presets.
+
+Every number here becomes either a static structure choice (sizes, layer counts, switches) or a
+pytree leaf inside the state that uses it (learning rates, alpha, beta, guidance scales, mixing
+ratios), so sweeping a number never recompiles. Defaults are the published values (EDIS paper,
+Liu et al. 2024; SynthER, Lu et al. 2023; CORL), cited where they are set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+Algo = Literal["iql", "calql", "sac"]
+Guide = Literal["state", "policy", "transition"]
+GUIDES: tuple[str, ...] = ("state", "policy", "transition")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field and the fix."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value > 0, f"{type(obj).__name__}.{name} must be > 0, got {value}")
+
+
+def _non_negative(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value >= 0, f"{type(obj).__name__}.{name} must be >= 0, got {value}")
+
+
+def _unit_interval(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(0.0 <= value <= 1.0, f"{type(obj).__name__}.{name} must be in [0, 1], got {value}")
+
+
+# ----------------------------------------------------------------------------------- agents
+
+
+@dataclass(frozen=True)
+class IQLConfig:
+    """IQL (Kostrikov et al. 2022), CORL's defaults for MuJoCo."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target Q
+    expectile: float = 0.7
+    beta: float = 3.0  # inverse temperature of advantage weighting
+    max_exp_adv: float = 100.0  # exp-advantage clip (IQL paper)
+    # Cosine decay of the actor lr over the offline phase (CORL). The driver sets the horizon.
+    actor_cosine_decay: bool = True
+
+    def __post_init__(self):
+        _positive(self, "actor_lr", "critic_lr", "value_lr", "beta", "max_exp_adv")
+        _unit_interval(self, "discount", "tau", "expectile")
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """SAC (Haarnoja et al. 2018) with RLPD-style options (ensemble size, LayerNorm critic)."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temp_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 0.005
+    num_qs: int = 2
+    critic_layer_norm: bool = False
+    init_temperature: float = 1.0
+    backup_entropy: bool = True
+    # Steps of uniform random actions before the policy acts, when training from scratch.
+    start_steps: int = 5000
+
+    def __post_init__(self):
+        _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature")
+        _unit_interval(self, "discount", "tau")
+        _check(self.num_qs >= 2, f"SACConfig.num_qs must be >= 2, got {self.num_qs}")
+        _non_negative(self, "start_steps")
+
+
+@dataclass(frozen=True)
+class CalQLConfig:
+    """Cal-QL (Nakamoto et al. 2023): SAC + CQL regulariser calibrated by Monte-Carlo returns.
+
+    Defaults follow CORL's cal_ql.py for MuJoCo where the paper is silent.
+    """
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    actor_lr: float = 1e-4  # Cal-QL paper, policy lr
+    critic_lr: float = 3e-4
+    temp_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 0.005
+    num_qs: int = 2
+    critic_layer_norm: bool = False
+    init_temperature: float = 1.0
+    backup_entropy: bool = False  # CQL/Cal-QL back up without the entropy term
+    cql_alpha: float = 5.0  # offline phase (Cal-QL paper)
+    cql_alpha_online: float = 5.0  # online phase; a leaf, switched without recompiling
+    cql_n_actions: int = 10  # uniform and policy samples for the importance-sampled logsumexp
+    cql_temperature: float = 1.0
+    max_target_backup: bool = False
+    calibrate: bool = True  # lower-bound policy Q by the MC return-to-go (the "Cal" in Cal-QL)
+
+    def __post_init__(self):
+        _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "cql_temperature")
+        _non_negative(self, "cql_alpha", "cql_alpha_online")
+        _unit_interval(self, "discount", "tau")
+        _check(self.num_qs >= 2, f"CalQLConfig.num_qs must be >= 2, got {self.num_qs}")
+        _positive(self, "cql_n_actions")
+
+
+# ------------------------------------------------------------------------------- diffusion
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """EDM (Karras et al. 2022) with SynthER's settings (Lu et al. 2023); DESIGN.md section 2."""
+
+    width: int = 1024
+    depth: int = 6  # residual blocks
+    dim_t: int = 256
+    activation: Literal["relu", "silu", "gelu"] = "relu"
+    layer_norm: bool = False
+    num_fourier: int = 8  # random Fourier frequencies of the time embedding (fixed, not trained)
+    sigma_data: float = 1.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    batch_size: int = 256
+    lr: float = 3e-4
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    ema_every: int = 10
+    train_steps: int = 30_000  # per (re)training; IQL-EDIS 30k-50k, Cal-QL-EDIS 10k
+    train_chunk: int = 1000  # steps per jitted call; the progress bar ticks between chunks
+    num_steps: int = 128  # Heun sampler steps
+    s_churn: float = 80.0
+    s_tmin: float = 0.05
+    s_tmax: float = 50.0
+    s_noise: float = 1.003
+    sample_batch: int = 10_000  # rows per jitted sampler call; large n runs in such batches
+
+    def __post_init__(self):
+        _positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
+        _positive(self, "sigma_max", "rho", "batch_size", "lr", "train_chunk", "num_steps")
+        _positive(self, "ema_every", "sample_batch", "grad_clip")
+        _non_negative(self, "train_steps", "s_churn", "s_tmin", "s_tmax")
+        _unit_interval(self, "beta1", "beta2", "ema_decay")
+        _check(
+            self.sigma_min < self.sigma_max,
+            f"DiffusionConfig.sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})",
+        )
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Energy networks trained by contrastive energy prediction (CEP, Lu et al. 2023)."""
+
+    hidden_dims: tuple[int, ...] = (256, 256, 256)
+    lr: float = 1e-3
+    steps: int = 20  # CEP steps per energy per retrain (published code)
+    batch_size: int = 256  # online positives per step
+    num_negatives: int = 10  # K negatives per positive for E_a and E_t
+    level_stride: int = 16  # noise levels: every 16th step of the 128-step schedule (8 levels)
+    # Guidance scales w_s, w_a, w_t (IQL-EDIS defaults, EDIS paper appendix).
+    scale_state: float = 2.0
+    scale_policy: float = 0.1
+    scale_transition: float = 0.1
+    clip_factor: float = 10.0  # rows of g with norm above sqrt(D) * clip_factor are rescaled
+    sigma_scaled: bool = False  # multiply g by sigma (exact score of q*exp(-E)); off by default
+    # Negatives are drawn once per retrain into a bank of this many rows per conditioned energy,
+    # then resampled each CEP step: the chain is the dominant cost (DESIGN.md, CEP training).
+    negative_bank: int = 2560
+
+    def __post_init__(self):
+        _positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
+        _positive(self, "clip_factor", "negative_bank")
+        _non_negative(self, "scale_state", "scale_policy", "scale_transition")
+
+
+# ---------------------------------------------------------------------------------- online
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """The online phase: acting, buffers, generator schedule and agent updates."""
+
+    utd: int = 1  # agent updates per environment step (U)
+    retrain_every: int = 10_000  # R: env steps between generator retrains (EDIS paper)
+    num_samples: int = 100_000  # S: synthetic transitions generated per retrain (EDIS paper)
+    synthetic_ratio: float = 0.5  # rho: fraction of each batch drawn from synthetic data
+    # Baseline (no EDIS) and pre-first-retrain batches: this fraction comes from the online
+    # buffer, the rest from all real data (offline + online). 0 = replay all real data (CORL).
+    baseline_online_ratio: float = 0.0
+    # The published code trains the agent only on retrain steps (U=20 there) and on real data in
+    # between; True reproduces that schedule.
+    published_schedule: bool = False
+
+    def __post_init__(self):
+        _positive(self, "utd", "retrain_every", "num_samples")
+        _unit_interval(self, "synthetic_ratio", "baseline_online_ratio")
+
+
+# ------------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one `edis-jax train` run needs; saved resolved into the run directory."""
+
+    algo: Algo = "iql"
+    dataset: str = "local/hopper/medium-v0"
+    preset: Literal["tiny", "cpu", "paper"] = "cpu"
+    seeds: int = 2
+    seed: int = 0  # base seed; seed i of the run uses fold_in(PRNGKey(seed), i)
+    offline_steps: int = 20_000
+    online_steps: int = 20_000
+    edis: bool = True
+    guide: tuple[Guide, ...] = GUIDES
+    out: str = "runs/default"
+    overwrite: bool = False
+    batch_size: int = 256  # agent batch
+    eval_every: int = 5000  # in steps of the current phase
+    eval_episodes: int = 1  # full episodes per seed per evaluation
+    log_every: int = 1000
+    checkpoint_every: int = 5000  # online env steps between checkpoints
+    ref_min_score: float | None = None  # override the dataset's reference scores
+    ref_max_score: float | None = None
+    iql: IQLConfig = field(default_factory=IQLConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    calql: CalQLConfig = field(default_factory=CalQLConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+
+    def __post_init__(self):
+        _check(
+            self.algo in ("iql", "calql", "sac"),
+            f"unknown algo {self.algo!r}: choose one of iql, calql, sac",
+        )
+        _check(
+            self.preset in PRESET_NAMES,
+            f"unknown preset {self.preset!r}: choose one of {', '.join(PRESET_NAMES)}",
+        )
+        _positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
+        _positive(self, "checkpoint_every")
+        _non_negative(self, "offline_steps", "online_steps")
+        bad = [g for g in self.guide if g not in GUIDES]
+        _check(not bad, f"unknown guide {bad}: --guide takes a comma list of {','.join(GUIDES)}")
+        _check(
+            len(set(self.guide)) == len(self.guide), f"--guide lists a term twice: {self.guide}"
+        )
+        _check(
+            (self.ref_min_score is None) == (self.ref_max_score is None),
+            "give both --ref-min-score and --ref-max-score, or neither",
+        )
+        if self.ref_min_score is not None:
+            _check(
+                self.ref_max_score > self.ref_min_score,
+                "--ref-max-score must be above --ref-min-score",
+            )
+
+    @property
+    def agent(self) -> IQLConfig | SACConfig | CalQLConfig:
+        """The config of the selected algorithm."""
+        return getattr(self, self.algo)
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------- presets
+
+PRESET_NAMES = ("tiny", "cpu", "paper")
+
+
+def preset(name: str) -> RunConfig:
+    """The named preset: `tiny` (tests, seconds), `cpu` (2 cores, minutes), `paper` (a GPU)."""
+    if name not in PRESET_NAMES:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESET_NAMES)}")
+    return _PRESETS[name]()
+
+
+def _tiny() -> RunConfig:
+    return RunConfig(
+        preset="tiny",
+        seeds=2,
+        offline_steps=200,
+        online_steps=200,
+        batch_size=32,
+        eval_every=100,
+        log_every=50,
+        checkpoint_every=100,
+        iql=IQLConfig(hidden_dims=(32, 32)),
+        sac=SACConfig(hidden_dims=(32, 32), start_steps=50),
+        calql=CalQLConfig(hidden_dims=(32, 32), cql_n_actions=4),
+        diffusion=DiffusionConfig(
+            width=32, depth=2, dim_t=16, batch_size=32, train_steps=100, train_chunk=50,
+            num_steps=16, sample_batch=256,
+        ),
+        energy=EnergyConfig(
+            hidden_dims=(32, 32), steps=4, batch_size=16, num_negatives=4, level_stride=4,
+            negative_bank=64,
+        ),
+        online=OnlineConfig(utd=1, retrain_every=100, num_samples=512),
+    )
+
+
+def _cpu() -> RunConfig:
+    # Sized so that `make run` (IQL vs IQL-EDIS, 2 seeds each) fits in 20 minutes on 2 cores.
+    return RunConfig(
+        preset="cpu",
+        seeds=2,
+        offline_steps=20_000,
+        online_steps=10_000,
+        eval_every=2500,
+        log_every=500,
+        checkpoint_every=2500,
+        diffusion=DiffusionConfig(
+            width=256, depth=4, dim_t=64, train_steps=3000, num_steps=32, sample_batch=2048
+        ),
+        energy=EnergyConfig(steps=20, level_stride=4, negative_bank=1024),
+        online=OnlineConfig(utd=1, retrain_every=5000, num_samples=20_000),
+    )
+
+
+def _paper() -> RunConfig:
+    # EDIS paper: 1M offline steps, 200k online, retrain every 10k, 100k samples per retrain,
+    # diffusion 1024x6 trained 30k steps; U=20 as in the published code.
+    return RunConfig(
+        preset="paper",
+        seeds=5,
+        offline_steps=1_000_000,
+        online_steps=200_000,
+        eval_every=10_000,
+        log_every=1000,
+        checkpoint_every=10_000,
+        eval_episodes=10,
+        online=OnlineConfig(utd=20, retrain_every=10_000, num_samples=100_000),
+    )
+
+
+_PRESETS = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
