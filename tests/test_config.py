@@ -1,0 +1,65 @@
+"""Config validation and presets."""
+
+import dataclasses
+
+import pytest
+
+from edis_jax import config as C
+
+
+@pytest.mark.parametrize("name", C.PRESET_NAMES)
+def test_presets_are_valid_and_named(name):
+    cfg = C.preset(name)
+    assert cfg.preset == name
+    assert cfg.agent is cfg.iql
+
+
+def test_paper_preset_has_published_defaults():
+    cfg = C.preset("paper")
+    d, e, o = cfg.diffusion, cfg.energy, cfg.online
+    assert (d.width, d.depth, d.dim_t, d.num_steps) == (1024, 6, 256, 128)
+    assert (d.sigma_min, d.sigma_max, d.rho, d.s_churn, d.s_noise) == (0.002, 80.0, 7.0, 80.0, 1.003)
+    assert (e.scale_state, e.scale_policy, e.scale_transition) == (2.0, 0.1, 0.1)
+    assert (o.retrain_every, o.num_samples, o.synthetic_ratio) == (10_000, 100_000, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"offline_steps": -1}, "offline_steps must be >= 0"),
+        ({"seeds": 0}, "seeds must be > 0"),
+        ({"algo": "td3"}, "unknown algo 'td3'"),
+        ({"guide": ("state", "reward")}, "unknown guide"),
+        ({"guide": ("state", "state")}, "lists a term twice"),
+        ({"ref_min_score": 0.0}, "give both"),
+        ({"ref_min_score": 5.0, "ref_max_score": 1.0}, "must be above"),
+    ],
+)
+def test_run_config_rejects_bad_values(changes, match):
+    with pytest.raises(C.ConfigError, match=match):
+        C.RunConfig(**changes)
+
+
+@pytest.mark.parametrize(
+    ("cls", "changes", "match"),
+    [
+        (C.OnlineConfig, {"synthetic_ratio": 1.5}, r"synthetic_ratio must be in \[0, 1\]"),
+        (C.IQLConfig, {"expectile": -0.1}, "expectile"),
+        (C.DiffusionConfig, {"sigma_min": 100.0}, "sigma_min"),
+        (C.CalQLConfig, {"cql_alpha": -1.0}, "cql_alpha must be >= 0"),
+        (C.EnergyConfig, {"num_negatives": 0}, "num_negatives must be > 0"),
+    ],
+)
+def test_part_configs_reject_bad_values(cls, changes, match):
+    with pytest.raises(C.ConfigError, match=match):
+        cls(**changes)
+
+
+def test_unknown_preset_is_rejected():
+    with pytest.raises(C.ConfigError, match="unknown preset 'huge'"):
+        C.preset("huge")
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        C.preset("tiny").seeds = 3
