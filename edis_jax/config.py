@@ -360,3 +360,32 @@ def _paper() -> RunConfig:
 
 
 _PRESETS = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The resolved config as plain JSON-ready values (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict, cls: type = RunConfig):
+    """Rebuild a config written by `to_dict`; unknown keys are an error naming them."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} fields {unknown}: was it written by another version?")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in _NESTED.get(cls, ()) else None
+        if default is not None and dataclasses.is_dataclass(default):
+            kwargs[name] = from_dict(value, type(default))
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {RunConfig: ("iql", "sac", "calql", "diffusion", "energy", "online")}

@@ -1,0 +1,414 @@
+"""The run driver: offline phase, then online phase, for all seeds at once.
+
+The host loop only steps gymnasium, logs and saves; every computation is a jitted, seed-vmapped
+call from train/state.py. A run writes into its directory:
+  config.json     the resolved RunConfig
+  metrics.jsonl   one record per log point per seed (no wall-clock values, so a resumed run
+                  writes exactly the records an uninterrupted run writes)
+  checkpoints/    orbax checkpoints of the whole run (train/state.RunState + host record)
+  summary.json    the scores and timings (DESIGN.md section 4)
+
+How a resumed run restores its environments: the online buffer holds every action taken, in
+order, per seed (it never wraps). The vector env is reset with the run's seeds and the recorded
+actions are replayed through it, which puts every sub-env (physics, time limit, autoreset RNG)
+exactly where the interrupted run left it; the replay checks that the observations match the
+stored ones. Evaluation envs are created afresh per evaluation from the evaluation's index.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from edis_jax import checkpoint, edis, envs
+from edis_jax.config import RunConfig, from_dict, to_dict
+from edis_jax.data import datasets
+from edis_jax.data.transition import Transition
+from edis_jax.train import state as S
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass
+class Progress:
+    """Host-side record of a run, saved as JSON with every checkpoint."""
+
+    phase: str = "offline"  # offline -> online -> done
+    offline_step: int = 0
+    online_step: int = 0
+    retrains: int = 0
+    evals: list = field(default_factory=list)  # {"phase", "step", "returns", "scores"} per eval
+    records: list = field(default_factory=list)  # the metrics.jsonl records so far
+    wall: dict = field(default_factory=lambda: {"offline": 0.0, "online": 0.0})
+
+
+# ------------------------------------------------------------------------------- entry points
+
+
+def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: bool = True):
+    """Run `cfg` from scratch into cfg.out. Returns the summary dict.
+
+    `stop_at_online_step` ends the process-side loop early without a final save, as a kill
+    would (used by the resume tests).
+    """
+    run_dir = Path(cfg.out)
+    _prepare_run_dir(run_dir, cfg.overwrite)
+    dataset = datasets.load_dataset(cfg.dataset)
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    run = _Run(cfg, dataset, run_dir, progress)
+    return run.execute(stop_at_online_step)
+
+
+def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progress: bool = True):
+    """Continue the run in `run_dir` from its latest checkpoint. Returns the summary dict."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise RunDirError(
+            f"{run_dir} is not a run directory (no config.json): give the --out of an earlier "
+            "`edis-jax train`"
+        )
+    cfg = from_dict(json.loads(config_file.read_text()))
+    dataset = datasets.load_dataset(cfg.dataset)
+    run = _Run(cfg, dataset, run_dir, progress)
+    run.restore()
+    return run.execute(stop_at_online_step)
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"run directory {run_dir} already exists: pass --overwrite to replace it, "
+                f"`edis-jax resume {run_dir}` to continue it, or choose another --out"
+            )
+        if not (run_dir / "config.json").is_file():
+            raise RunDirError(
+                f"{run_dir} exists and is not an edis-jax run directory: refusing to delete it "
+                "even with --overwrite; choose another --out"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+# -------------------------------------------------------------------------------------- run
+
+
+class _Run:
+    def __init__(self, cfg: RunConfig, dataset, run_dir: Path, progress: bool):
+        self.cfg, self.dataset, self.run_dir, self.show = cfg, dataset, run_dir, progress
+        self.ref = _reference_scores(cfg, dataset)
+        self.keys = S.seed_keys(cfg)
+        offline = dataset.transitions
+        self.reward_scale = _reward_scale(cfg, dataset)
+        self.state = S.init_state(cfg, offline, self.reward_scale)
+        self.progress = Progress()
+        self.use_edis = cfg.edis and cfg.online_steps > 0
+        self.terminal_fn = envs.termination_fn(dataset.env_id)
+
+    # ----------------------------------------------------------------------- checkpoints
+
+    def save(self, step: int) -> None:
+        checkpoint.save(self.run_dir, step, self.state, _asdict(self.progress))
+
+    def restore(self) -> None:
+        self.state, host, _ = checkpoint.restore(self.run_dir, self.state)
+        self.progress = Progress(**host)
+        # metrics.jsonl may hold records written after the checkpoint: rewrite it from the
+        # checkpoint so that the resumed run appends exactly what a straight run would.
+        self._write_records_file()
+
+    def _global_step(self) -> int:
+        return self.progress.offline_step + self.progress.online_step
+
+    # ------------------------------------------------------------------------- phases
+
+    def execute(self, stop_at_online_step: int | None) -> dict | None:
+        if self.progress.phase == "offline":
+            self.offline_phase()
+        if self.progress.phase == "online":
+            finished = self.online_phase(stop_at_online_step)
+            if not finished:
+                return None
+        summary = self.summary()
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def offline_phase(self) -> None:
+        cfg, p = self.cfg, self.progress
+        bar = self._bar(cfg.offline_steps, p.offline_step, "offline updates")
+        t0 = time.perf_counter() - p.wall["offline"]
+        while p.offline_step < cfg.offline_steps:
+            n = min(cfg.log_every - p.offline_step % cfg.log_every, cfg.offline_steps - p.offline_step)
+            keys = S.step_key(self.keys, S.OFFLINE_STREAM, p.offline_step)
+            self.state, metrics = S.update_chunk(
+                self.state, keys, algo=cfg.algo, num_updates=n, batch_size=cfg.batch_size
+            )
+            before, p.offline_step = p.offline_step, p.offline_step + n
+            done = p.offline_step == cfg.offline_steps
+            evaluated = self._crossed(before, p.offline_step, cfg.eval_every) or done
+            scores = self.evaluate("offline", p.offline_step) if evaluated else None
+            self._log("offline", p.offline_step, metrics, scores)
+            bar.update(n)
+            if scores is not None:
+                bar.set_postfix(score=f"{np.mean(scores):.1f}")
+            p.wall["offline"] = time.perf_counter() - t0
+            if done:
+                p.phase = "online" if cfg.online_steps > 0 else "done"
+            if done or self._crossed(before, p.offline_step, cfg.checkpoint_every):
+                self.save(self._global_step())
+        bar.close()
+        if p.phase == "offline":  # zero offline steps
+            p.phase = "online" if cfg.online_steps > 0 else "done"
+
+    def online_phase(self, stop_at: int | None) -> bool:
+        cfg, p = self.cfg, self.progress
+        algo, o = cfg.algo, cfg.online
+        vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds)
+        obs, episode_return, last_return = self._restore_envs(vec_env)
+        if p.online_step == 0:
+            self.state = S.with_online_phase(self.state, algo=algo)
+            if not p.evals or p.evals[-1]["phase"] != "offline":
+                self._log("online", 0, None, self.evaluate("online", 0))
+        random_steps = cfg.sac.start_steps if (algo == "sac" and cfg.offline_steps == 0) else 0
+        bar = self._bar(cfg.online_steps, p.online_step, "online steps")
+        t0 = time.perf_counter() - p.wall["online"]
+        while p.online_step < cfg.online_steps:
+            if stop_at is not None and p.online_step >= stop_at:
+                vec_env.close()
+                return False
+            t = p.online_step
+            action = np.asarray(
+                S.choose_action(
+                    self.state.agent,
+                    jnp.asarray(obs, jnp.float32),
+                    S.step_key(self.keys, S.ACT_STREAM, t),
+                    jnp.asarray(t < random_steps),
+                    algo=algo,
+                )
+            )
+            next_obs, reward, terminated, truncated, info = vec_env.step(action)
+            ended = terminated | truncated
+            final_obs = _final_observations(next_obs, ended, info)
+            transition = Transition.from_arrays(obs, action, reward, final_obs, terminated)
+            self.state, metrics = S.online_step(
+                self.state,
+                transition,
+                S.step_key(self.keys, S.ONLINE_STREAM, t),
+                algo=algo,
+                utd=o.utd,
+                batch_size=cfg.batch_size,
+            )
+            episode_return += reward
+            last_return = np.where(ended, episode_return, last_return)
+            episode_return = np.where(ended, 0.0, episode_return)
+            obs = next_obs
+            p.online_step = t = t + 1
+            bar.update(1)
+
+            scores = None
+            if t % cfg.eval_every == 0 or t == cfg.online_steps:
+                scores = self.evaluate("online", t)
+                bar.set_postfix(score=f"{np.mean(scores):.1f}")
+            if t % cfg.log_every == 0 or scores is not None:
+                self._log("online", t, metrics, scores, train_return=last_return)
+            if self.use_edis and t % o.retrain_every == 0 and t < cfg.online_steps:
+                self.retrain()
+            p.wall["online"] = time.perf_counter() - t0
+            if t % cfg.checkpoint_every == 0 or t == cfg.online_steps:
+                if t == cfg.online_steps:
+                    p.phase = "done"
+                self.save(self._global_step())
+        bar.close()
+        vec_env.close()
+        p.phase = "done"
+        return True
+
+    def retrain(self) -> None:
+        """Retrain every seed's generator on its data and refill its synthetic buffer."""
+        cfg, p = self.cfg, self.progress
+        keys = S.step_key(self.keys, S.RETRAIN_STREAM, p.online_step)
+        policy = S.policy_for_generator(cfg.algo, self.state.agent)
+        generator, _ = edis.retrain_with_progress(
+            self.state.generator,
+            self.state.real,
+            self.state.online,
+            policy,
+            keys,
+            progress=self.show,
+        )
+        keys = S.step_key(self.keys, S.GENERATE_STREAM, p.online_step)
+        samples = edis.generate_with_progress(
+            generator, keys, cfg.online.num_samples, terminal_fn=self.terminal_fn, progress=self.show
+        )
+        self.state = S.set_synthetic(self.state.replace(generator=generator), samples, S.synthetic_weights(cfg))
+        p.retrains += 1
+
+    # -------------------------------------------------------------------- evaluation
+
+    def evaluate(self, phase: str, step: int) -> np.ndarray:
+        """Normalised score per seed (mean over cfg.eval_episodes deterministic episodes)."""
+        cfg = self.cfg
+        index = len(self.progress.evals)
+        agent = self.state.agent
+
+        def policy(obs):
+            return np.asarray(S.greedy_action(agent, jnp.asarray(obs, jnp.float32), algo=cfg.algo))
+
+        returns = envs.evaluate(
+            policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes, seed=_eval_seed(cfg, index)
+        )
+        mean_returns = np.asarray(returns, np.float64).mean(axis=1)
+        scores = datasets.normalized_score(mean_returns, *self.ref)
+        self.progress.evals.append(
+            {"phase": phase, "step": step, "returns": mean_returns.tolist(), "scores": scores.tolist()}
+        )
+        return scores
+
+    # ----------------------------------------------------------------------- logging
+
+    def _log(self, phase, step, metrics, scores, train_return=None) -> None:
+        metrics = {} if metrics is None else jax.device_get(metrics)
+        records = []
+        for i in range(self.cfg.seeds):
+            record = {"phase": phase, "step": int(step), "seed": i}
+            record.update({k: float(np.asarray(v)[i]) for k, v in sorted(metrics.items())})
+            if scores is not None:
+                record["eval_return"] = self.progress.evals[-1]["returns"][i]
+                record["eval_score"] = float(scores[i])
+            if train_return is not None:
+                value = float(train_return[i])
+                record["train_return"] = None if np.isnan(value) else value
+            records.append(record)
+        self.progress.records.extend(records)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+
+    def _write_records_file(self) -> None:
+        with open(self.run_dir / "metrics.jsonl", "w") as f:
+            for record in self.progress.records:
+                f.write(json.dumps(record) + "\n")
+
+    def _bar(self, total: int, initial: int, desc: str):
+        return tqdm(total=total, initial=initial, desc=desc, disable=not self.show or total == 0,
+                    unit="step", dynamic_ncols=True)
+
+    @staticmethod
+    def _crossed(before: int, after: int, every: int) -> bool:
+        return after // every > before // every
+
+    # -------------------------------------------------------------------- environments
+
+    def _restore_envs(self, vec_env):
+        """Reset the sub-envs with the run's seeds and replay the recorded online actions."""
+        cfg, p = self.cfg, self.progress
+        obs, _ = vec_env.reset(seed=[_train_seed(cfg, i) for i in range(cfg.seeds)])
+        episode_return = np.zeros(cfg.seeds)
+        last_return = np.full(cfg.seeds, np.nan)
+        if p.online_step == 0:
+            return obs, episode_return, last_return
+        stored = jax.device_get(self.state.online.data)
+        for t in tqdm(range(p.online_step), desc="replaying env", disable=not self.show):
+            if not np.array_equal(obs, stored.obs[:, t]):
+                raise checkpoint.CheckpointError(
+                    f"replaying the environment diverged at online step {t}: the env is not "
+                    "deterministic under its seed (or mujoco changed version), so this run "
+                    "cannot be resumed exactly; start it again with --overwrite"
+                )
+            obs, reward, terminated, truncated, _ = vec_env.step(stored.action[:, t])
+            episode_return += reward
+            ended = terminated | truncated
+            last_return = np.where(ended, episode_return, last_return)
+            episode_return = np.where(ended, 0.0, episode_return)
+        return obs, episode_return, last_return
+
+    # --------------------------------------------------------------------------- summary
+
+    def summary(self) -> dict:
+        cfg, p = self.cfg, self.progress
+        offline = [e for e in p.evals if e["phase"] == "offline"]
+        offline_eval = offline[-1] if offline else p.evals[0]
+        all_scores = np.array([e["scores"] for e in p.evals])  # (evals, seeds)
+        env_steps = cfg.online_steps * cfg.seeds
+        updates = (cfg.offline_steps + cfg.online_steps * cfg.online.utd) * cfg.seeds
+        wall = {**p.wall, "total": p.wall["offline"] + p.wall["online"]}
+        return {
+            "algo": cfg.algo,
+            "edis": bool(self.use_edis),
+            "guide": list(cfg.guide) if self.use_edis else [],
+            "dataset": cfg.dataset,
+            "env_id": self.dataset.env_id,
+            "seeds": cfg.seeds,
+            "preset": cfg.preset,
+            "offline_steps": cfg.offline_steps,
+            "online_steps": cfg.online_steps,
+            "offline_score": _stats(offline_eval["scores"]),
+            "final_score": _stats(p.evals[-1]["scores"]),
+            "best_score": _stats(all_scores.max(axis=0)),
+            "wall_time_s": wall,
+            # all seeds together; the online phase's time includes generator retrains
+            "env_steps_per_s": env_steps / p.wall["online"] if p.wall["online"] > 0 else None,
+            "updates_per_s": updates / wall["total"] if wall["total"] > 0 else None,
+            "retrains": p.retrains,
+        }
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
+
+
+def _asdict(progress: Progress) -> dict:
+    return {k: getattr(progress, k) for k in Progress.__dataclass_fields__}
+
+
+def _train_seed(cfg: RunConfig, i: int) -> int:
+    return cfg.seed * 10_007 + i
+
+
+def _eval_seed(cfg: RunConfig, index: int) -> int:
+    return 1_000_003 + cfg.seed * 10_007 + index * cfg.seeds * cfg.eval_episodes
+
+
+def _final_observations(next_obs, ended, info) -> np.ndarray:
+    """With SAME_STEP autoreset, an ended sub-env returns its reset observation; the true last
+    observation is in info["final_obs"]."""
+    if not np.any(ended):
+        return next_obs
+    final = np.array(next_obs, copy=True)
+    for i in np.flatnonzero(ended):
+        final[i] = info["final_obs"][i]
+    return final
+
+
+def _reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:
+    if cfg.ref_min_score is not None:
+        return cfg.ref_min_score, cfg.ref_max_score
+    if dataset.ref_min_score is None or dataset.ref_max_score is None:
+        raise datasets.MissingReferenceScoresError(
+            f"dataset {cfg.dataset} has no reference scores: pass --ref-min-score and "
+            "--ref-max-score (e.g. random and expert returns)"
+        )
+    return dataset.ref_min_score, dataset.ref_max_score
+
+
+def _reward_scale(cfg: RunConfig, dataset) -> float:
+    """IQL on MuJoCo scales rewards by 1000 / (max - min episode return) (CORL, IQL paper)."""
+    if cfg.algo != "iql" or len(dataset.episode_returns) < 2:
+        return 1.0
+    spread = float(np.max(dataset.episode_returns) - np.min(dataset.episode_returns))
+    return 1000.0 / spread if spread > 0 else 1.0

@@ -1,0 +1,180 @@
+"""The device state of a run and the jitted, seed-vmapped functions that advance it.
+
+Every leaf of `RunState` carries a leading seed axis. The host loop (train/loop.py) calls the
+functions here once per chunk (offline) or once per environment step (online); everything inside
+them is one compiled program for all seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from edis_jax import agents, edis
+from edis_jax.config import RunConfig
+from edis_jax.data import buffer as rb
+from edis_jax.data.normalizer import Normalizer
+from edis_jax.data.transition import Transition
+
+# Key streams: every random draw is fold_in(seed_key, stream + step), so any step's key is known
+# without carrying a key through the run, and a resumed run draws exactly the same numbers.
+OFFLINE_STREAM = 0
+ONLINE_STREAM = 1 << 28
+ACT_STREAM = 4 << 28
+RETRAIN_STREAM = 2 << 28
+GENERATE_STREAM = 3 << 28
+
+# Mixture weights over (synthetic, online, real) buffers.
+SYNTHETIC, ONLINE, REAL = 0, 1, 2
+
+
+class RunState(struct.PyTreeNode):
+    agent: Any
+    generator: Any  # an edis.Generator, or None for the baseline
+    real: rb.ReplayBuffer  # offline data + everything seen online
+    online: rb.ReplayBuffer  # online transitions only, in arrival order (never wraps)
+    synthetic: rb.ReplayBuffer  # the generator's latest samples (1 row for the baseline)
+    weights: jnp.ndarray  # (3,) batch fractions drawn from (synthetic, online, real)
+
+
+def seed_keys(cfg: RunConfig) -> jax.Array:
+    """One key per seed: fold_in(PRNGKey(cfg.seed), i)."""
+    base = jax.random.PRNGKey(cfg.seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(cfg.seeds))
+
+
+def step_key(keys: jax.Array, stream: int, step: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.fold_in(k, stream + step))(keys)
+
+
+def real_weights(cfg: RunConfig) -> jnp.ndarray:
+    """Batches of real data: the baseline's, and EDIS's before its first retrain."""
+    beta = cfg.online.baseline_online_ratio
+    return jnp.array([0.0, beta, 1.0 - beta], jnp.float32)
+
+
+def synthetic_weights(cfg: RunConfig) -> jnp.ndarray:
+    rho = cfg.online.synthetic_ratio
+    return jnp.array([rho, 1.0 - rho, 0.0], jnp.float32)
+
+
+def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunState:
+    """The state at step 0 for every seed: fresh agents and generators, filled buffers."""
+    obs_dim, act_dim = offline.obs_dim, offline.act_dim
+    module = agents.get(cfg.algo)
+    obs_norm = Normalizer.fit(offline.obs) if len(offline) > 1 else Normalizer.identity(obs_dim)
+    offline = jax.tree.map(jnp.asarray, offline)
+    use_edis = cfg.edis and cfg.online_steps > 0
+
+    def one_seed(key):
+        k_agent, k_gen = jax.random.split(key)
+        agent = module.create(
+            k_agent,
+            obs_dim,
+            act_dim,
+            cfg.agent,
+            obs_norm=obs_norm,
+            reward_scale=reward_scale,
+            decay_steps=cfg.offline_steps,
+        )
+        generator = (
+            edis.create(k_gen, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
+            if use_edis
+            else None
+        )
+        return agent, generator
+
+    agent, generator = jax.jit(jax.vmap(one_seed))(seed_keys(cfg))
+    row = Transition.zeros(obs_dim, act_dim)
+    capacity_online = max(cfg.online_steps, 1)
+    real = rb.from_transitions(offline, len(offline) + capacity_online)
+    synthetic_capacity = cfg.online.num_samples if use_edis else 1
+    per_seed = RunState(
+        agent=None,
+        generator=None,
+        real=real,
+        online=rb.create(row, capacity_online),
+        synthetic=rb.create(row, synthetic_capacity),
+        weights=real_weights(cfg),
+    )
+    per_seed = jax.tree.map(lambda x: jnp.broadcast_to(x, (cfg.seeds, *x.shape)), per_seed)
+    return per_seed.replace(agent=agent, generator=generator)
+
+
+# ----------------------------------------------------------------------- jitted seed programs
+
+
+@functools.partial(jax.jit, static_argnames=("algo", "num_updates", "batch_size"))
+def update_chunk(state: RunState, keys, *, algo: str, num_updates: int, batch_size: int):
+    """num_updates agent updates per seed on the current mixture: one device call."""
+    module = agents.get(algo)
+
+    def one_seed(s: RunState, key):
+        mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
+        return module.update_chunk(s.agent, mixture, key, num_updates, batch_size)
+
+    agent, metrics = jax.vmap(one_seed)(state, keys)
+    return state.replace(agent=agent), metrics
+
+
+@functools.partial(
+    jax.jit, static_argnames=("algo", "utd", "batch_size"), donate_argnames=("state",)
+)
+def online_step(
+    state: RunState, transition: Transition, keys: jax.Array, *, algo: str, utd: int, batch_size: int
+):
+    """Store one transition per seed and run `utd` agent updates on the current mixture."""
+    module = agents.get(algo)
+
+    def one_seed(s: RunState, tr, key):
+        s = s.replace(online=rb.add(s.online, tr), real=rb.add(s.real, tr))
+        mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
+        agent, metrics = module.update_chunk(s.agent, mixture, key, utd, batch_size)
+        return s.replace(agent=agent), metrics
+
+    return jax.vmap(one_seed)(state, transition, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("algo",))
+def choose_action(agent, obs, keys, random_action, *, algo: str):
+    """The exploration action per seed; uniform in [-1, 1] while `random_action` (a bool leaf,
+    SAC's start steps). Always this one function, so a resumed run picks bitwise the same."""
+    module = agents.get(algo)
+
+    def one_seed(a, o, key):
+        k_act, k_random = jax.random.split(key)
+        action = module.sample_action(a, k_act, o)
+        uniform = jax.random.uniform(k_random, action.shape, minval=-1.0, maxval=1.0)
+        return jnp.where(random_action, uniform, action)
+
+    return jax.vmap(one_seed)(agent, obs, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("algo",))
+def greedy_action(agent, obs, *, algo: str):
+    """Deterministic actions for evaluation, one observation per seed."""
+    module = agents.get(algo)
+    dummy = jax.random.PRNGKey(0)  # unused by deterministic acting
+    return jax.vmap(lambda a, o: module.act(a, dummy, o, True))(agent, obs)
+
+
+@functools.partial(jax.jit, static_argnames=("algo",))
+def with_online_phase(state: RunState, *, algo: str) -> RunState:
+    """Switch phase-dependent agent leaves (Cal-QL's alpha) for the online phase."""
+    return state.replace(agent=jax.vmap(agents.get(algo).set_online)(state.agent))
+
+
+def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) -> RunState:
+    """Replace the synthetic buffer by fresh samples (leading seed axis) and set the mixture."""
+    synthetic = jax.jit(jax.vmap(rb.from_transitions))(samples)
+    seeds = samples.reward.shape[0]
+    return state.replace(synthetic=synthetic, weights=jnp.broadcast_to(weights, (seeds, 3)))
+
+
+def policy_for_generator(algo: str, agent) -> Any:
+    """The current policy as a pytree callable (seed-batched leaves), for E_a's positives."""
+    return agents.policy(algo, agent)
