@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from edis_jax import checkpoint, edis, envs
 from edis_jax.config import RunConfig, from_dict, to_dict
 from edis_jax.data import datasets
+from edis_jax.data import scores as reference
 from edis_jax.data.transition import Transition
 from edis_jax.train import state as S
 
@@ -269,7 +270,7 @@ class _Run:
             policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes, seed=_eval_seed(cfg, index)
         )
         mean_returns = np.asarray(returns, np.float64).mean(axis=1)
-        scores = datasets.normalized_score(mean_returns, *self.ref)
+        scores = scores_of(mean_returns, self.ref)
         self.progress.evals.append(
             {"phase": phase, "step": step, "returns": mean_returns.tolist(), "scores": scores.tolist()}
         )
@@ -367,6 +368,10 @@ class _Run:
 # ----------------------------------------------------------------------------- helpers
 
 
+def scores_of(returns, ref: tuple[float, float]) -> np.ndarray:
+    return np.asarray(reference.normalized_score(returns, *ref), np.float64)
+
+
 def _stats(values) -> dict:
     v = np.asarray(values, np.float64)
     return {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
@@ -399,7 +404,7 @@ def _reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:
     if cfg.ref_min_score is not None:
         return cfg.ref_min_score, cfg.ref_max_score
     if dataset.ref_min_score is None or dataset.ref_max_score is None:
-        raise datasets.MissingReferenceScoresError(
+        raise reference.ReferenceScoreError(
             f"dataset {cfg.dataset} has no reference scores: pass --ref-min-score and "
             "--ref-max-score (e.g. random and expert returns)"
         )

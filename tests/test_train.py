@@ -1,0 +1,133 @@
+"""The run driver end to end at the tiny preset: every algorithm with and without EDIS, exact
+resume after a kill, overwrite refusal, damaged checkpoints."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edis_jax import checkpoint, config
+from edis_jax.data import builder
+from edis_jax.train import loop
+
+DATASET = "test/hopper/random-v0"
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory):
+    """A small Hopper random dataset, built once for the module."""
+    path = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(path))
+        builder.make_dataset("Hopper-v5", "random", 1500, DATASET, seed=0)
+    return path
+
+
+@pytest.fixture
+def datasets_env(dataset_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(dataset_path))
+
+
+def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
+    base = config.preset("tiny").replace(
+        dataset=DATASET,
+        out=str(tmp_path / name),
+        offline_steps=100,
+        online_steps=120,
+        eval_every=60,
+        log_every=30,
+        checkpoint_every=60,
+        online=config.OnlineConfig(utd=1, retrain_every=60, num_samples=256),
+    )
+    return base.replace(**changes)
+
+
+def read_records(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("algo", ["iql", "calql", "sac"])
+@pytest.mark.parametrize("edis", [False, True])
+def test_end_to_end_tiny_run(datasets_env, tmp_path, algo, edis):
+    cfg = tiny(tmp_path, f"{algo}_{edis}", algo=algo, edis=edis)
+    summary = loop.train(cfg, progress=False)
+    run_dir = Path(cfg.out)
+
+    assert summary["algo"] == algo and summary["edis"] is edis and summary["seeds"] == 2
+    assert summary["retrains"] == (1 if edis else 0)  # at step 60; none at the last step
+    for key in ("offline_score", "final_score", "best_score"):
+        assert len(summary[key]["per_seed"]) == 2
+    assert summary["best_score"]["mean"] >= summary["final_score"]["mean"]
+    assert set(summary["wall_time_s"]) == {"offline", "online", "total"}
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert config.from_dict(json.loads((run_dir / "config.json").read_text())) == cfg
+
+    records = read_records(run_dir)
+    seeds_per_point = {(r["phase"], r["step"]) for r in records}
+    assert all(sum(1 for r in records if (r["phase"], r["step"]) == p) == 2 for p in seeds_per_point)
+    online = [r for r in records if r["phase"] == "online" and "eval_score" in r]
+    assert [r["step"] for r in online] == [60, 60, 120, 120]
+    # Seeds are different runs: their training losses differ.
+    losses = [k for k in records[0] if k not in ("phase", "step", "seed", "eval_return", "eval_score")]
+    assert losses, "training metrics are logged"
+    assert records[0][losses[0]] != records[1][losses[0]]
+
+
+def test_resume_after_kill_equals_straight_run(datasets_env, tmp_path):
+    straight = tiny(tmp_path, "straight", algo="iql", edis=True)
+    loop.train(straight, progress=False)
+
+    killed = straight.replace(out=str(tmp_path / "killed"))
+    # Stop at online step 90: after the checkpoint and retrain at 60, records at 90 written.
+    assert loop.train(killed, stop_at_online_step=90, progress=False) is None
+    assert any(r["step"] == 90 and r["phase"] == "online" for r in read_records(killed.out))
+    summary = loop.resume(killed.out, progress=False)
+
+    assert read_records(killed.out) == read_records(straight.out)
+    reference = json.loads((Path(straight.out) / "summary.json").read_text())
+    for key in ("offline_score", "final_score", "best_score"):
+        assert summary[key] == reference[key]
+
+
+def test_resume_falls_back_when_newest_checkpoint_is_damaged(datasets_env, tmp_path):
+    cfg = tiny(tmp_path, "damaged", algo="iql", edis=False)
+    loop.train(cfg, stop_at_online_step=115, progress=False)  # kept checkpoints: 100 and 160
+    ckpt = Path(cfg.out) / checkpoint.CHECKPOINT_DIR
+    steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+    assert len(steps) == 2
+    shutil.rmtree(ckpt / str(steps[-1]) / "state")  # as if the newest were half written
+    summary = loop.resume(cfg.out, progress=False)
+    assert summary is not None and len(summary["final_score"]["per_seed"]) == 2
+
+
+def test_corrupt_checkpoint_gives_clear_error_and_touches_nothing(datasets_env, tmp_path):
+    cfg = tiny(tmp_path, "corrupt", algo="iql", edis=False)
+    loop.train(cfg, stop_at_online_step=30, progress=False)
+    run_dir = Path(cfg.out)
+    for step_dir in (run_dir / checkpoint.CHECKPOINT_DIR).iterdir():
+        shutil.rmtree(step_dir / "state", ignore_errors=True)
+    before = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint"):
+        loop.resume(run_dir, progress=False)
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_existing_run_dir_is_refused_without_overwrite(datasets_env, tmp_path):
+    cfg = tiny(tmp_path, "exists", offline_steps=30, online_steps=0)
+    loop.train(cfg, progress=False)
+    marker = (Path(cfg.out) / "metrics.jsonl").read_text()
+    with pytest.raises(loop.RunDirError, match="already exists: pass --overwrite"):
+        loop.train(cfg, progress=False)
+    assert (Path(cfg.out) / "metrics.jsonl").read_text() == marker
+    loop.train(cfg.replace(overwrite=True), progress=False)  # allowed with --overwrite
+
+
+def test_overwrite_never_deletes_a_foreign_directory(datasets_env, tmp_path):
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("do not delete")
+    cfg = tiny(tmp_path, "precious", overwrite=True)
+    with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
+        loop.train(cfg, progress=False)
+    assert (foreign / "thesis.tex").read_text() == "do not delete"
