@@ -114,7 +114,10 @@ class CalQLConfig:
     cql_n_actions: int = 10  # uniform and policy samples for the importance-sampled logsumexp
     cql_temperature: float = 1.0
     max_target_backup: bool = False
+    max_target_backup_online: bool = False  # online phase; a leaf, switched without recompiling
     calibrate: bool = True  # lower-bound policy Q by the MC return-to-go (the "Cal" in Cal-QL)
+    # CORL's fine-tuning turns calibration off online, where the MC return of new data is unknown.
+    calibrate_online: bool = False
 
     def __post_init__(self):
         _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "cql_temperature")
@@ -195,6 +198,11 @@ class EnergyConfig:
         _positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
         _positive(self, "clip_factor", "negative_bank")
         _non_negative(self, "scale_state", "scale_policy", "scale_transition")
+        _check(
+            self.negative_bank >= self.num_negatives,
+            f"EnergyConfig.negative_bank ({self.negative_bank}) must be >= num_negatives "
+            f"({self.num_negatives}): the bank holds K negatives per positive",
+        )
 
 
 # ---------------------------------------------------------------------------------- online

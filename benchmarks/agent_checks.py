@@ -1,0 +1,279 @@
+"""Learning and speed checks of the agents (helper "agents"); results in benchmarks/results/.
+
+    python -m benchmarks.agent_checks [--only sac_pendulum sac_hopper offline_pendulum throughput]
+
+- sac_pendulum: online SAC on Pendulum-v1, 20k steps; target: eval return >= -200.
+- sac_hopper: online SAC on Hopper-v5, 100k steps (stops at --hopper-stop); target: >= 1000.
+- offline_pendulum: a medium Pendulum dataset from our own SAC (trained to about half the
+  expert's normalised return, rolled out stochastically), then IQL and Cal-QL offline on it;
+  target: both beat the dataset's average return.
+- throughput: updates/s for 1 and 8 vmapped seeds, batch 256, 256x2 networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+CHECKS = ("sac_pendulum", "sac_hopper", "offline_pendulum", "throughput")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=CHECKS, default=list(CHECKS))
+    parser.add_argument("--hopper-steps", type=int, default=100_000)
+    parser.add_argument("--hopper-stop", type=float, default=1000.0)
+    parser.add_argument("--offline-updates", type=int, default=20_000)
+    parser.add_argument("--calql-updates", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in args.only:
+        start = time.time()
+        result = CHECK_FNS[name](args)
+        result.update(check=name, wall_s=round(time.time() - start, 1), device=_device())
+        path = RESULTS / f"agents_{name}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        print(f"-> {path}")
+
+
+# ---------------------------------------------------------------------------- online SAC
+
+
+def sac_pendulum(args) -> dict:
+    from edis_jax.config import SACConfig
+    from edis_jax.train.behaviour import train_sac_online
+
+    # 1000 random steps (5 episodes) instead of 5000: the 20k-step budget is short.
+    run = train_sac_online(
+        "Pendulum-v1",
+        20_000,
+        seed=args.seed,
+        config=SACConfig(start_steps=1000),
+        eval_every=2000,
+        eval_episodes=10,
+    )
+    best = max(r for _, r in run.evals)
+    return {
+        "target": ">= -200 within 20k steps",
+        "evals": run.evals,
+        "best_eval": best,
+        "passed": best >= -200,
+    }
+
+
+def sac_hopper(args) -> dict:
+    from edis_jax.config import SACConfig
+    from edis_jax.train.behaviour import train_sac_online
+
+    start = time.time()
+    run = train_sac_online(
+        "Hopper-v5",
+        args.hopper_steps,
+        seed=args.seed,
+        config=SACConfig(),
+        eval_every=5000,
+        eval_episodes=5,
+        stop_return=args.hopper_stop,
+    )
+    best = max(r for _, r in run.evals)
+    return {
+        "target": f">= 1000 within {args.hopper_steps} steps",
+        "evals": run.evals,
+        "steps": run.steps,
+        "best_eval": best,
+        "env_steps_per_s": round(run.steps / (time.time() - start), 1),
+        "passed": best >= 1000,
+    }
+
+
+# ------------------------------------------------------------------------ offline agents
+
+
+def offline_pendulum(args) -> dict:
+    from edis_jax.agents import calql, iql
+    from edis_jax.config import CalQLConfig, IQLConfig, SACConfig
+    from edis_jax.data import buffer as replay
+    from edis_jax.data.normalizer import Normalizer
+    from edis_jax.train.behaviour import train_sac_online
+
+    # Pendulum-v1 reference returns: random policy about -1200, expert SAC about -150. "Medium"
+    # = roughly half of the expert's normalised return: stop SAC once it evaluates above -700.
+    behaviour = train_sac_online(
+        "Pendulum-v1",
+        20_000,
+        seed=args.seed,
+        config=SACConfig(start_steps=1000),
+        eval_every=1000,
+        eval_episodes=5,
+        stop_return=-700.0,
+        progress=False,
+    )
+    data, episode_returns = _rollout_dataset(behaviour.agent, "Pendulum-v1", 50, args.seed)
+    dataset_mean = float(np.mean(episode_returns))
+    obs_norm = Normalizer.fit(data.obs)
+    mixture = replay.Mixture.of(replay.from_transitions(data))
+    out = {
+        "behaviour_evals": behaviour.evals,
+        "dataset_transitions": len(data),
+        "dataset_mean_return": dataset_mean,
+        "dataset_std_return": float(np.std(episode_returns)),
+    }
+    # CORL scales MuJoCo rewards by 1000 / (max return - min return) for IQL; same here.
+    iql_scale = 1000.0 / (np.max(episode_returns) - np.min(episode_returns))
+    for name, module, config, updates, kwargs in (
+        ("iql", iql, IQLConfig(), args.offline_updates, {"reward_scale": float(iql_scale)}),
+        ("calql", calql, CalQLConfig(), args.calql_updates, {}),
+    ):
+        key = jax.random.PRNGKey(args.seed + 1)
+        agent = module.create(
+            key,
+            data.obs_dim,
+            data.act_dim,
+            config,
+            obs_norm=obs_norm,
+            decay_steps=updates,
+            **kwargs,
+        )
+        chunk = jax.jit(module.update_chunk, static_argnums=(3, 4))
+        start, curve = time.time(), []
+        for i in range(updates // 1000):
+            agent, metrics = chunk(agent, mixture, jax.random.fold_in(key, i), 1000, 256)
+            if (i + 1) % max(1, updates // 5000) == 0:
+                curve.append(((i + 1) * 1000, _eval(module, agent, "Pendulum-v1", args.seed)))
+                print(name, curve[-1], {k: round(float(v), 3) for k, v in metrics.items()})
+        final = curve[-1][1]
+        out[name] = {
+            "updates": updates,
+            "curve": curve,
+            "final_eval": final,
+            "update_s": round(time.time() - start, 1),
+            "beats_dataset": final > dataset_mean,
+        }
+    out["passed"] = out["iql"]["beats_dataset"] and out["calql"]["beats_dataset"]
+    return out
+
+
+def _rollout_dataset(agent, env_id: str, episodes: int, seed: int):
+    """Stochastic rollouts of a SAC agent as a Transition with MC returns-to-go (gamma 0.99)."""
+    from edis_jax.agents import sac
+    from edis_jax.data.datasets import returns_to_go
+    from edis_jax.data.transition import Transition
+    from edis_jax.envs import make_env
+    from edis_jax.train.behaviour import _unit_action_env
+
+    env = _unit_action_env(make_env(env_id, seed + 20_000))
+    act = jax.jit(sac.sample_action)
+    key = jax.random.PRNGKey(seed + 20_000)
+    rows, returns = {k: [] for k in ("obs", "act", "rew", "next", "term", "trunc")}, []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done, total = False, 0.0
+        while not done:
+            key, k = jax.random.split(key)
+            action = np.asarray(act(agent, k, jnp.asarray(obs, jnp.float32)))
+            next_obs, reward, term, trunc, _ = env.step(action)
+            for name, value in zip(rows, (obs, action, reward, next_obs, term, trunc), strict=True):
+                rows[name].append(value)
+            total += float(reward)
+            obs, done = next_obs, term or trunc
+        returns.append(total)
+    env.close()
+    mc = returns_to_go(rows["rew"], rows["term"], rows["trunc"], 0.99)
+    data = Transition.from_arrays(
+        np.stack(rows["obs"]),
+        np.stack(rows["act"]),
+        np.asarray(rows["rew"]),
+        np.stack(rows["next"]),
+        np.asarray(rows["term"]),
+        mc,
+    )
+    return data, np.asarray(returns)
+
+
+def _eval(module, agent, env_id: str, seed: int, episodes: int = 10) -> float:
+    """Mean return of the deterministic policy over `episodes` parallel episodes."""
+    from edis_jax.envs import evaluate
+    from edis_jax.train.behaviour import _bounds
+
+    low, high = _bounds(env_id)
+    greedy = jax.jit(module.deterministic_action)
+
+    def policy(obs):
+        unit = np.asarray(greedy(agent, jax.random.PRNGKey(0), jnp.asarray(obs, jnp.float32)))
+        return low + (unit + 1.0) * (high - low) / 2.0
+
+    return float(np.mean(evaluate(policy, env_id, episodes, 1, seed + 30_000)))
+
+
+# ---------------------------------------------------------------------------- throughput
+
+
+def throughput(args) -> dict:
+    """Updates per second of update_chunk (100 updates per call), Hopper-sized data."""
+    from edis_jax import agents
+    from edis_jax.config import CalQLConfig, IQLConfig, SACConfig
+    from edis_jax.data import buffer as replay
+    from edis_jax.data.transition import Transition
+
+    obs_dim, act_dim, n, chunk_len = 11, 3, 10_000, 100
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    data = Transition.from_arrays(
+        jax.random.normal(keys[0], (n, obs_dim)),
+        jax.random.uniform(keys[1], (n, act_dim), minval=-1, maxval=1),
+        jax.random.normal(keys[2], (n,)),
+        jax.random.normal(keys[3], (n, obs_dim)),
+        jnp.zeros(n),
+    )
+    mixture = replay.Mixture.of(replay.from_transitions(data))
+    rows = {}
+    for algo, config in (("iql", IQLConfig()), ("sac", SACConfig()), ("calql", CalQLConfig())):
+        module = agents.get(algo)
+        for seeds in (1, 8):
+            seed_keys = jax.random.split(jax.random.PRNGKey(1), seeds)
+            agent = jax.vmap(lambda k, m=module, c=config: m.create(k, obs_dim, act_dim, c))(
+                seed_keys
+            )
+            mixtures = jax.tree.map(lambda x, s=seeds: jnp.broadcast_to(x, (s, *x.shape)), mixture)
+            step = jax.jit(
+                jax.vmap(lambda a, m, k, mod=module: mod.update_chunk(a, m, k, chunk_len, 256))
+            )
+            agent, _ = jax.block_until_ready(step(agent, mixtures, seed_keys))  # compile
+            repeats = 3 if algo != "calql" else 1
+            start = time.perf_counter()
+            for _ in range(repeats):
+                agent, _ = step(agent, mixtures, seed_keys)
+            jax.block_until_ready(agent)
+            seconds = (time.perf_counter() - start) / repeats
+            rows[f"{algo}/{seeds}_seeds"] = {
+                "updates_per_s": round(chunk_len / seconds, 1),  # vmapped steps per second
+                "seed_updates_per_s": round(seeds * chunk_len / seconds, 1),
+                "ms_per_update": round(1000 * seconds / chunk_len, 2),
+            }
+            print(algo, seeds, rows[f"{algo}/{seeds}_seeds"])
+    return {"batch_size": 256, "hidden": [256, 256], "obs_dim": obs_dim, "rows": rows}
+
+
+def _device() -> str:
+    dev = jax.devices()[0]
+    return f"{dev.platform}:{dev.device_kind} ({platform.processor() or platform.machine()})"
+
+
+CHECK_FNS = {
+    "sac_pendulum": sac_pendulum,
+    "sac_hopper": sac_hopper,
+    "offline_pendulum": offline_pendulum,
+    "throughput": throughput,
+}
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Timings of edis-jax's own functions at given sizes (no separate JAX implementation here).
+
+Every function builds the package's state (generator, agents, run state) with random data of
+Hopper's shapes, compiles the program ahead of time (`jit(...).lower(...).compile()`, so the
+long rows run once, not once more as warm-up) and returns milliseconds per call. The programs
+are the package's public functions wrapped in `jax.jit` exactly as the driver calls them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.harness import time_ms
+from edis_jax import agents, edis
+from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig, RunConfig
+from edis_jax.data import buffer
+from edis_jax.data.transition import Transition
+from edis_jax.diffusion import model as diffusion_model
+from edis_jax.diffusion import sampler
+from edis_jax.energy import cep
+
+
+@dataclasses.dataclass
+class Timing:
+    ms: float
+    compile_s: float
+
+
+def random_transitions(key: jax.Array, n: int, obs_dim: int, act_dim: int) -> Transition:
+    k = jax.random.split(key, 5)
+    return Transition.from_arrays(
+        jax.random.normal(k[0], (n, obs_dim)),
+        jax.random.uniform(k[1], (n, act_dim), minval=-1.0, maxval=1.0),
+        jax.random.normal(k[2], (n,)),
+        jax.random.normal(k[3], (n, obs_dim)),
+        jnp.zeros(n),
+        jax.random.normal(k[4], (n,)),
+    )
+
+
+def compile_ahead(fn, *args) -> tuple:
+    """(compiled executable, seconds to compile)."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def sampler_timing(
+    obs_dim: int,
+    act_dim: int,
+    dcfg: DiffusionConfig,
+    ecfg: EnergyConfig,
+    n: int,
+    guided: bool,
+    repeats: int = 1,
+) -> Timing:
+    """`edis.generate` of n rows in one batch (sample_batch = n), all three energies or none."""
+    dcfg = dataclasses.replace(dcfg, sample_batch=n)
+    gen = edis.create(jax.random.key(0), obs_dim, act_dim, dcfg, ecfg, GUIDES if guided else ())
+    key = jax.random.key(1)
+    compiled, compile_s = compile_ahead(lambda g, k: edis.generate(g, k, n), gen, key)
+    ms = time_ms(lambda: compiled(gen, key), warmup=0, repeats=repeats)
+    return Timing(ms, compile_s)
+
+
+def diffusion_step_timing(data_dim: int, dcfg: DiffusionConfig, repeats: int) -> Timing:
+    """One `diffusion.model.train_step` at batch dcfg.batch_size, one jitted call per step."""
+    state = diffusion_model.init(jax.random.key(0), data_dim, dcfg)
+    batch = jax.random.normal(jax.random.key(1), (dcfg.batch_size, data_dim))
+    key = jax.random.key(2)
+    compiled, compile_s = compile_ahead(diffusion_model.train_step, state, batch, key)
+    return Timing(
+        time_ms(lambda: compiled(state, batch, key), warmup=0, repeats=repeats), compile_s
+    )
+
+
+def diffusion_chunk_timing(
+    obs_dim: int, act_dim: int, dcfg: DiffusionConfig, steps: int, repeats: int
+) -> Timing:
+    """`edis.train_diffusion`: `steps` EDM steps in one scan, batches drawn from a device buffer."""
+    gen, real, _ = _generator_and_buffers(obs_dim, act_dim, dcfg, EnergyConfig())
+    key = jax.random.key(3)
+    fn = functools.partial(edis.train_diffusion, num_steps=steps)
+    compiled, compile_s = compile_ahead(lambda g, r, k: fn(g, r, k), gen, real, key)
+    return Timing(time_ms(lambda: compiled(gen, real, key), warmup=0, repeats=repeats), compile_s)
+
+
+def cep_timing(
+    obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig, steps: int, repeats: int
+) -> Timing:
+    """`steps` CEP steps over all three energies (`edis.train_energies`; steps=1 is one step),
+    on a negative bank of the configured shape filled with random rows."""
+    gen, _, online = _generator_and_buffers(obs_dim, act_dim, dcfg, ecfg)
+    positives, condition = cep.bank_rows(jax.random.key(4), online, gen.normalizer, ecfg, GUIDES)
+    levels = sampler.level_indices(dcfg, ecfg.level_stride)
+    saved = jax.random.normal(jax.random.key(5), (len(levels), *condition.values.shape))
+    sigmas = sampler.schedule(dcfg).sigmas[jnp.asarray(levels)]
+    bank = cep.assemble_bank(positives, saved, sigmas, ecfg, GUIDES)
+    policy = agents.policy("iql", make_agent("iql", obs_dim, act_dim))
+    key = jax.random.key(6)
+
+    def run(g, b, o, p, k):
+        return edis.train_energies(g, b, o, p, k, steps)
+
+    compiled, compile_s = compile_ahead(run, gen, bank, online, policy, key)
+    args = (gen, bank, online, policy, key)
+    return Timing(time_ms(lambda: compiled(*args), warmup=0, repeats=repeats), compile_s)
+
+
+def agent_chunk_timing(
+    algo: str,
+    obs_dim: int,
+    act_dim: int,
+    updates: int,
+    repeats: int,
+    seeds: int | None = None,
+    batch_size: int = 256,
+) -> Timing:
+    """`update_chunk` of `updates` updates at `batch_size`; with `seeds`, vmapped over that many
+    seeds (own agent, buffer and key each)."""
+
+    def make(key):
+        k_agent, k_data = jax.random.split(key)
+        data = random_transitions(k_data, 10_000, obs_dim, act_dim)
+        return make_agent(algo, obs_dim, act_dim, k_agent), buffer.Mixture.of(
+            buffer.from_transitions(data)
+        )
+
+    module = agents.get(algo)
+    chunk = functools.partial(module.update_chunk, num_updates=updates, batch_size=batch_size)
+    run = lambda a, m, k: chunk(a, m, k)  # noqa: E731
+    if seeds is None:
+        agent, mixture = make(jax.random.key(0))
+        key = jax.random.key(1)
+    else:
+        agent, mixture = jax.vmap(make)(jax.random.split(jax.random.key(0), seeds))
+        key = jax.random.split(jax.random.key(1), seeds)
+        run = jax.vmap(run)
+    compiled, compile_s = compile_ahead(run, agent, mixture, key)
+    return Timing(
+        time_ms(lambda: compiled(agent, mixture, key), warmup=0, repeats=repeats), compile_s
+    )
+
+
+def sampler_seeds_timing(
+    obs_dim: int,
+    act_dim: int,
+    dcfg: DiffusionConfig,
+    ecfg: EnergyConfig,
+    n: int,
+    seeds: int | None,
+    repeats: int,
+) -> Timing:
+    """Guided `edis.generate` of n rows per seed, vmapped over `seeds` generators (None: one,
+    unvmapped)."""
+    dcfg = dataclasses.replace(dcfg, sample_batch=n)
+    make = lambda k: edis.create(k, obs_dim, act_dim, dcfg, ecfg)  # noqa: E731
+    run = lambda g, k: edis.generate(g, k, n)  # noqa: E731
+    if seeds is None:
+        gen, key = make(jax.random.key(0)), jax.random.key(1)
+    else:
+        gen = jax.vmap(make)(jax.random.split(jax.random.key(0), seeds))
+        key, run = jax.random.split(jax.random.key(1), seeds), jax.vmap(run)
+    compiled, compile_s = compile_ahead(run, gen, key)
+    return Timing(time_ms(lambda: compiled(gen, key), warmup=0, repeats=repeats), compile_s)
+
+
+def online_step_timing(
+    env_id: str, algo: str, utd: int, steps: int, batch_size: int = 256
+) -> Timing:
+    """One online step of the run driver for 1 seed (train/state.py): choose_action, the
+    vector env step, the Transition, and online_step (store + `utd` updates). Mean over
+    `steps` steps after 3 warm-up steps; compile time is that of the warm-up."""
+    from edis_jax import envs
+    from edis_jax.train import state as run_state
+
+    vec_env = envs.make_vector_env(env_id, 1)
+    obs_dim = vec_env.single_observation_space.shape[0]
+    act_dim = vec_env.single_action_space.shape[0]
+    cfg = RunConfig(
+        algo=algo,
+        seeds=1,
+        edis=False,
+        online_steps=steps + 3,
+        offline_steps=0,
+        batch_size=batch_size,
+    )
+    offline = jax.tree.map(
+        np.asarray, random_transitions(jax.random.key(0), 10_000, obs_dim, act_dim)
+    )
+    state = run_state.init_state(cfg, offline, 1.0)
+    keys = run_state.seed_keys(cfg)
+    obs = vec_env.reset(seed=0)[0]
+    random_action = jnp.asarray(False)
+
+    def step(t):
+        nonlocal state, obs
+        action = np.asarray(run_state.choose_action(
+            state.agent, jnp.asarray(obs, jnp.float32), run_state.step_key(keys, run_state.ACT_STREAM, t),
+            random_action, algo=algo,
+        ))  # fmt: skip
+        next_obs, reward, terminated, truncated, _ = vec_env.step(action)
+        transition = Transition.from_arrays(obs, action, reward, next_obs, terminated)
+        state, metrics = run_state.online_step(
+            state, transition, run_state.step_key(keys, run_state.ONLINE_STREAM, t),
+            algo=algo, utd=utd, batch_size=batch_size,
+        )  # fmt: skip
+        obs = next_obs
+        return metrics
+
+    try:
+        start = time.perf_counter()
+        for t in range(3):
+            jax.block_until_ready(step(t))
+        compile_s = time.perf_counter() - start
+        counter = iter(range(3, steps + 3))
+        ms = (
+            time_ms(lambda: [step(next(counter)) for _ in range(steps)], warmup=0, repeats=1)
+            / steps
+        )
+    finally:
+        vec_env.close()
+    return Timing(ms, compile_s)
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def make_agent(algo: str, obs_dim: int, act_dim: int, key: jax.Array | None = None):
+    cfg = getattr(RunConfig(), algo)
+    key = jax.random.key(0) if key is None else key
+    return agents.get(algo).create(key, obs_dim, act_dim, cfg)
+
+
+def _generator_and_buffers(obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig):
+    gen = edis.create(jax.random.key(0), obs_dim, act_dim, dcfg, ecfg)
+    real = buffer.from_transitions(random_transitions(jax.random.key(1), 10_000, obs_dim, act_dim))
+    online = buffer.from_transitions(random_transitions(jax.random.key(2), 2_000, obs_dim, act_dim))
+    return gen, real, online

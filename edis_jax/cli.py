@@ -1,0 +1,259 @@
+"""The `edis-jax` command: a dispatcher on the first word; each subcommand parses its own flags
+with tyro.
+
+    edis-jax data make --env Hopper-v5 --kind medium --steps 100000 --id local/hopper/medium-v0
+    edis-jax data list
+    edis-jax data info local/hopper/medium-v0
+    edis-jax data scores ID --ref-min-score A --ref-max-score B
+    edis-jax data export ID FILE.npz
+
+Bad input ends with a one-line `edis-jax: error: ...` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import tyro
+
+Handler = Callable[[list[str]], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: `edis-jax COMMAND ...`; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage(COMMANDS))
+        return 0 if args else 2
+    handler = COMMANDS.get(args[0])
+    if handler is None:
+        return _fail(f"unknown command {args[0]!r}: choose one of {', '.join(COMMANDS)}")
+    try:
+        return handler(args[1:])
+    except ValueError as e:  # ConfigError, DatasetNotFoundError, ReferenceScoreError, ...
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        return _fail("interrupted (nothing half-written was kept)", status=130)
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class MakeArgs:
+    """Build a D4RL-style dataset as a Minari dataset under MINARI_DATASETS_PATH."""
+
+    env: str  # gymnasium env id with a Box action space, e.g. Hopper-v5
+    kind: Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
+    steps: int  # transitions to roll out (medium-expert: this many of each; not medium-replay)
+    id: str  # dataset id, namespace/name-vN, e.g. local/hopper/medium-v0
+    seed: int = 0
+    medium_fraction: float = 1 / 3  # medium = SAC stopped at this fraction of the expert return
+    expert_return: float | None = None  # expert return that sets the medium target
+    expert_steps: int = 1_000_000  # env steps of SAC training behind the expert
+    max_train_steps: int = 1_000_000  # budget for SAC to reach the medium target
+    eval_every: int = 5000  # env steps between SAC evaluations
+    eval_episodes: int = 10  # episodes per evaluation and per reference score (>= 10)
+    ref_min_score: float | None = None  # override the reference scores stored
+    ref_max_score: float | None = None
+    overwrite: bool = False  # replace an existing dataset with this id (once the new one is whole)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class InfoArgs:
+    """Show what a dataset holds: transitions, episodes, returns, reference scores, env id."""
+
+    id: tyro.conf.Positional[str]
+    json: bool = False  # print the raw dict as JSON
+
+
+@dataclass(frozen=True)
+class ListArgs:
+    """List the datasets in MINARI_DATASETS_PATH and the ones shipped with edis-jax."""
+
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class ScoresArgs:
+    """Store reference scores in a local dataset's metadata (for normalised scores)."""
+
+    id: tyro.conf.Positional[str]
+    ref_min_score: float
+    ref_max_score: float
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    """Save a dataset as one compressed .npz, the form datasets ship in (edis_jax/assets)."""
+
+    id: tyro.conf.Positional[str]
+    path: tyro.conf.Positional[str]
+
+
+def data_command(args: list[str]) -> int:
+    """`edis-jax data make|list|info|scores|export ...`"""
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage(DATA_COMMANDS, prefix="edis-jax data"))
+        return 0 if args else 2
+    handler = DATA_COMMANDS.get(args[0])
+    if handler is None:
+        return _fail(f"unknown data command {args[0]!r}: choose one of {', '.join(DATA_COMMANDS)}")
+    return handler(args[1:])
+
+
+def data_make(args: list[str]) -> int:
+    from edis_jax.data import builder
+
+    a = _parse(MakeArgs, args, "edis-jax data make")
+    if a.kind == "medium-replay":
+        print(
+            "note: medium-replay holds SAC's whole buffer up to the medium point; --steps is unused"
+        )
+    summary = builder.make_dataset(
+        a.env, a.kind, a.steps, a.id, a.seed,
+        medium_fraction=a.medium_fraction, expert_return=a.expert_return,
+        expert_steps=a.expert_steps, max_train_steps=a.max_train_steps, eval_every=a.eval_every,
+        eval_episodes=a.eval_episodes, ref_min_score=a.ref_min_score,
+        ref_max_score=a.ref_max_score, overwrite=a.overwrite, progress=a.progress,
+    )  # fmt: skip
+    t = summary["timings"]
+    print(
+        f"built {summary['id']} ({summary['kind']}, {summary['env_id']}): "
+        f"{summary['transitions']} transitions, {summary['episodes']} episodes, "
+        f"mean return {summary['mean_return']:.1f}, in {t['total_s']:.1f} s -> {summary['path']}"
+    )
+    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    return 0
+
+
+def data_list(args: list[str]) -> int:
+    from edis_jax.data import datasets
+
+    a = _parse(ListArgs, args, "edis-jax data list")
+    rows = datasets.list_datasets()
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no datasets in {datasets.dataset_path('')}; build one with `edis-jax data make`")
+        return 0
+    header = ("id", "env", "kind", "transitions", "episodes", "ref_min", "ref_max", "where")
+    keys = ("id", "env_id", "kind", "transitions", "episodes", "ref_min_score", "ref_max_score")
+    table = [header] + [tuple(_cell(r[k]) for k in keys) + (r["location"],) for r in rows]
+    print(_format_table(table))
+    return 0
+
+
+def data_info(args: list[str]) -> int:
+    from edis_jax.data import datasets
+
+    a = _parse(InfoArgs, args, "edis-jax data info")
+    info = datasets.dataset_info(a.id)
+    if a.json:
+        print(json.dumps(info, indent=2, default=float))
+        return 0
+    print(_format_info(info))
+    return 0
+
+
+def data_scores(args: list[str]) -> int:
+    from edis_jax.data import datasets
+
+    a = _parse(ScoresArgs, args, "edis-jax data scores")
+    datasets.set_reference_scores(a.id, a.ref_min_score, a.ref_max_score)
+    print(f"{a.id}: ref_min_score {a.ref_min_score}, ref_max_score {a.ref_max_score}")
+    return 0
+
+
+def data_export(args: list[str]) -> int:
+    from edis_jax.data import datasets
+
+    a = _parse(ExportArgs, args, "edis-jax data export")
+    path = datasets.export_dataset(a.id, a.path)
+    print(f"exported {a.id} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+DATA_COMMANDS: dict[str, Handler] = {
+    "make": data_make,
+    "list": data_list,
+    "info": data_info,
+    "scores": data_scores,
+    "export": data_export,
+}
+COMMANDS: dict[str, Handler] = {"data": data_command}
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _parse(cls, args: list[str], prog: str):
+    return tyro.cli(cls, args=args, prog=prog)
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"edis-jax: error: {message}", file=sys.stderr)
+    return status
+
+
+def _usage(commands: dict[str, Handler], prefix: str = "edis-jax") -> str:
+    lines = [f"usage: {prefix} COMMAND [ARGS...]", "", "commands:"]
+    for name, handler in commands.items():
+        doc = (handler.__doc__ or "").strip().splitlines()
+        lines.append(f"  {name:10s} {doc[0] if doc else ''}")
+    lines.append(f"\nrun `{prefix} COMMAND --help` for a command's flags")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _format_table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+    )
+
+
+def _format_info(info: dict) -> str:
+    def stats(s: dict | None) -> str:
+        if not s or s["mean"] is None:
+            return "-"
+        return f"mean {s['mean']:.1f}  std {s['std']:.1f}  min {s['min']:.1f}  max {s['max']:.1f}"
+
+    lines = [
+        f"id              {info['id']}",
+        f"env             {info['env_id']}",
+        f"path            {info['path']}",
+        f"transitions     {info['transitions']}",
+        f"episodes        {info['episodes']}  (terminated {info['terminations']})",
+        f"obs/act dims    {info['obs_dim']} / {info['act_dim']}",
+        f"episode length  {stats(info['episode_length'])}",
+        f"episode return  {stats(info['episode_return'])}",
+        f"ref scores      min {_cell(info['ref_min_score'])}  max {_cell(info['ref_max_score'])}",
+    ]
+    if info.get("normalized_return"):
+        lines.append(f"normalised      {stats(info['normalized_return'])}")
+    else:
+        lines.append(f"normalised      - ({info.get('normalized_return_error', '')})")
+    build = info.get("build")
+    if build:
+        lines.append(f"built by        {build.get('command', '')}")
+        extra = {k: v for k, v in build.items() if k not in ("command", "env_id", "steps", "seed")}
+        lines.append(f"build info      {json.dumps(extra, default=str)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""D4RL-style datasets for any gymnasium continuous-control env, written as Minari datasets.
+
+Kinds (after D4RL, Fu et al. 2020):
+- random: uniform random actions.
+- medium: a SAC behaviour policy trained until its evaluation return reaches `medium_fraction`
+  (default 1/3) of the expert return, then rolled out stochastically.
+- medium-replay: every transition SAC collected up to that medium point (its replay buffer);
+  its size is set by the training, not by `steps`.
+- expert: SAC trained for `expert_steps` env steps in all (continuing from the medium policy),
+  rolled out stochastically.
+- medium-expert: `steps` medium transitions followed by `steps` expert ones (2 x steps, as D4RL).
+
+The expert return that sets the medium target is, in order: `expert_return` if given; D4RL's
+published expert score for Hopper, HalfCheetah, Walker2d and Ant; otherwise an expert is trained
+first (SAC for `expert_steps`) and its mean evaluation return is used.
+
+Reference scores: D4RL's constants for those four tasks (edis_jax.data.scores); for other envs
+ref_min = the random policy's mean return and ref_max = the expert's mean return (or
+`expert_return`), each over `eval_episodes` (>= 10) episodes. `ref_min_score`/`ref_max_score`
+override both. A random dataset of an env without D4RL constants and without an expert return
+has no ref_max; `edis-jax data scores` can add it later.
+
+Every rollout is cut at exactly `steps` transitions; a cut episode ends with truncation = True.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from edis_jax import envs
+from edis_jax.data import datasets
+from edis_jax.data.scores import d4rl_ref_scores
+
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+MIN_REF_EPISODES = 10  # episodes behind each reference score (the task's minimum)
+
+
+def make_dataset(
+    env_id: str,
+    kind: str,
+    steps: int,
+    dataset_id: str,
+    seed: int = 0,
+    *,
+    medium_fraction: float = 1 / 3,
+    expert_return: float | None = None,
+    expert_steps: int = 1_000_000,
+    max_train_steps: int = 1_000_000,
+    eval_every: int = 5000,
+    eval_episodes: int = MIN_REF_EPISODES,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    sac_config=None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build the dataset and write it under MINARI_DATASETS_PATH; returns a summary dict
+    (id, path, kind, env_id, transitions, episodes, returns, reference scores, timings)."""
+    _validate(env_id, kind, steps, dataset_id, medium_fraction, eval_episodes, overwrite)
+    _validate_refs(ref_min_score, ref_max_score)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    build: dict = {"kind": kind, "env_id": env_id, "steps": steps, "seed": seed}
+    d4rl = d4rl_ref_scores(env_id)
+
+    if kind == "random":
+        t0 = time.perf_counter()
+        episodes = rollout(env_id, _random_policy(env_id, seed), steps, seed)
+        timings["rollout_s"] = time.perf_counter() - t0
+        expert_ref = expert_return
+    else:
+        episodes, expert_ref, info = _behaviour_episodes(
+            env_id, kind, steps, seed, timings, progress,
+            medium_fraction=medium_fraction, expert_return=expert_return,
+            expert_steps=expert_steps, max_train_steps=max_train_steps,
+            eval_every=eval_every, eval_episodes=eval_episodes, sac_config=sac_config,
+        )  # fmt: skip
+        build.update(info)
+
+    t0 = time.perf_counter()
+    if d4rl is not None:
+        ref_min, ref_max = d4rl
+        build["ref_source"] = "D4RL d4rl/infos.py"
+    else:
+        ref_min = _mean_return(env_id, _random_policy(env_id, seed + 1), eval_episodes, seed + 1)
+        ref_max = expert_ref
+        build["ref_source"] = f"random policy ({eval_episodes} episodes) / expert return"
+    if ref_min_score is not None:
+        ref_min, ref_max = ref_min_score, ref_max_score
+        build["ref_source"] = "given"
+    timings["reference_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    path = datasets.write_dataset(
+        dataset_id,
+        env_id,
+        episodes,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        description=f"D4RL-style {kind} dataset of {env_id} built by `edis-jax data make`",
+        algorithm_name="uniform random" if kind == "random" else "SAC (edis_jax)",
+        build_info={**build, "command": make_command(env_id, kind, steps, dataset_id, seed)},
+        overwrite=overwrite,
+    )
+    timings["write_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    returns = np.array([float(np.sum(ep["rewards"])) for ep in episodes])
+    return {
+        "id": dataset_id,
+        "path": str(path),
+        "kind": kind,
+        "env_id": env_id,
+        "transitions": int(sum(len(ep["rewards"]) for ep in episodes)),
+        "episodes": len(episodes),
+        "mean_return": float(returns.mean()),
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+        "build": build,
+        "timings": timings,
+    }
+
+
+def make_command(env_id: str, kind: str, steps: int, dataset_id: str, seed: int) -> str:
+    """The command line that rebuilds a dataset (stored in its metadata)."""
+    return f"edis-jax data make --env {env_id} --kind {kind} --steps {steps} --id {dataset_id} --seed {seed}"
+
+
+def rollout(
+    env_id: str, policy_fn: Callable[[np.ndarray], np.ndarray], steps: int, seed: int
+) -> list[dict]:
+    """Exactly `steps` transitions of policy_fn(obs) -> action, as Minari-style episode dicts
+    (observations (T+1, ds), actions (T, da), rewards, terminations, truncations (T,)). The
+    last episode is cut at the budget and marked truncated."""
+    env = envs.make_env(env_id)
+    episodes: list[dict] = []
+    try:
+        obs, _ = env.reset(seed=seed)
+        current = _new_episode(obs)
+        for t in range(steps):
+            action = np.asarray(policy_fn(obs), env.action_space.dtype)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            truncated = truncated or (t == steps - 1 and not terminated)
+            current["actions"].append(action)
+            current["rewards"].append(float(reward))
+            current["terminations"].append(bool(terminated))
+            current["truncations"].append(bool(truncated))
+            current["observations"].append(obs)
+            if terminated or truncated:
+                episodes.append(_finish_episode(current))
+                if t < steps - 1:
+                    obs, _ = env.reset()
+                    current = _new_episode(obs)
+    finally:
+        env.close()
+    return episodes
+
+
+# ------------------------------------------------------------------------- behaviour (SAC)
+
+
+def _behaviour_episodes(
+    env_id, kind, steps, seed, timings, progress, *, medium_fraction, expert_return,
+    expert_steps, max_train_steps, eval_every, eval_episodes, sac_config,
+):  # fmt: skip
+    """Train SAC as the kind needs and roll it out. Returns (episodes, expert return, info)."""
+    from edis_jax.train.behaviour import train_sac_online
+
+    train = dict(eval_every=eval_every, eval_episodes=eval_episodes, progress=progress)
+    if sac_config is not None:
+        train["config"] = sac_config
+    info: dict = {"medium_fraction": medium_fraction}
+    d4rl = d4rl_ref_scores(env_id)
+
+    t0 = time.perf_counter()
+    expert_run = None
+    if expert_return is None and d4rl is not None:
+        expert_return, info["expert_return_source"] = d4rl[1], "D4RL ref_max_score"
+    elif expert_return is None:
+        # No published expert score: train the expert first, its mean return sets the target.
+        expert_run = train_sac_online(env_id, expert_steps, seed=seed + 1000, **train)
+        expert_return = _last_eval(expert_run)
+        info["expert_return_source"] = f"SAC trained {expert_run.steps} steps"
+    else:
+        info["expert_return_source"] = "given"
+    target = medium_fraction * expert_return
+    info.update(expert_return=float(expert_return), medium_target=float(target))
+
+    medium = train_sac_online(
+        env_id, max_train_steps, seed=seed, stop_return=target,
+        record_episodes=kind == "medium-replay", **train,
+    )  # fmt: skip
+    info.update(medium_train_steps=medium.steps, medium_return=_last_eval(medium))
+    if _last_eval(medium) < target:
+        info["medium_target_reached"] = False
+        print(
+            f"warning: SAC reached {_last_eval(medium):.1f} < target {target:.1f} within "
+            f"{max_train_steps} steps; the medium policy is the final one (raise --max-train-steps)"
+        )
+    expert = None
+    if kind in ("expert", "medium-expert"):
+        more = max(expert_steps - medium.steps, 0)
+        expert = train_sac_online(env_id, more, seed=seed, agent=medium.agent, **train)
+        info.update(expert_train_steps=medium.steps + expert.steps, expert_eval=_last_eval(expert))
+    timings["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if kind == "medium-replay":
+        to_env = _unit_to_env_actions(env_id)
+        episodes = [{**ep, "actions": to_env(ep["actions"])} for ep in medium.episodes]
+    else:
+        episodes = []
+        if kind in ("medium", "medium-expert"):
+            episodes += rollout(env_id, _sac_policy(medium.agent, env_id, seed), steps, seed + 2)
+        if kind in ("expert", "medium-expert"):
+            episodes += rollout(env_id, _sac_policy(expert.agent, env_id, seed), steps, seed + 3)
+    timings["rollout_s"] = time.perf_counter() - t0
+
+    if expert_run is not None or expert is not None:
+        # ref_max from the expert's own return when D4RL has none for this env
+        best = expert if expert is not None else expert_run
+        info["expert_ref_return"] = _mean_return(
+            env_id, _sac_policy(best.agent, env_id, seed), eval_episodes, seed + 4
+        )
+        if d4rl is None and info["expert_return_source"] != "given":
+            expert_return = info["expert_ref_return"]
+    return episodes, expert_return, info
+
+
+def _sac_policy(agent, env_id: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A stochastic host policy obs -> env action from a SAC agent (jitted, keys threaded).
+    The agent acts in [-1, 1]^da (edis_jax.train.behaviour); the env's bounds are restored."""
+    import jax
+
+    from edis_jax.agents import sac
+
+    sample = jax.jit(sac.sample_action)
+    key = jax.random.PRNGKey(seed)
+    to_env = _unit_to_env_actions(env_id)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        nonlocal key
+        key, sub = jax.random.split(key)
+        return to_env(np.asarray(sample(agent, sub, np.asarray(obs, np.float32))))
+
+    return policy
+
+
+def _unit_to_env_actions(env_id: str) -> Callable[[np.ndarray], np.ndarray]:
+    env = envs.make_env(env_id)
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return lambda unit: unit
+    return lambda unit: (low + (np.asarray(unit) + 1.0) * (high - low) / 2.0).astype(low.dtype)
+
+
+def _last_eval(run) -> float:
+    return float(run.evals[-1][1]) if run.evals else float("-inf")
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _random_policy(env_id: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    env = envs.make_env(env_id)
+    space = env.action_space
+    env.close()
+    space.seed(seed)
+    # Works for a single observation and for a batch (leading axis) alike.
+    return lambda obs: (
+        space.sample() if np.ndim(obs) == 1 else np.stack([space.sample() for _ in obs])
+    )
+
+
+def _mean_return(env_id: str, policy_fn, episodes: int, seed: int) -> float:
+    returns = envs.evaluate(policy_fn, env_id, num_envs=1, episodes=episodes, seed=seed)
+    return float(returns.mean())
+
+
+def _new_episode(obs) -> dict:
+    return {
+        "observations": [obs],
+        "actions": [],
+        "rewards": [],
+        "terminations": [],
+        "truncations": [],
+    }
+
+
+def _finish_episode(current: dict) -> dict:
+    return {k: np.asarray(v) for k, v in current.items()}
+
+
+def _validate(env_id, kind, steps, dataset_id, medium_fraction, eval_episodes, overwrite):
+    if kind not in KINDS:
+        raise ValueError(f"unknown --kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if not 0.0 < medium_fraction <= 1.0:
+        raise ValueError(f"--medium-fraction must be in (0, 1], got {medium_fraction}")
+    if eval_episodes < MIN_REF_EPISODES:
+        raise ValueError(
+            f"--eval-episodes must be >= {MIN_REF_EPISODES} (reference scores average at least "
+            f"that many episodes), got {eval_episodes}"
+        )
+    env = envs.make_env(env_id)  # fails early, with the fix, for an unknown env id
+    space = env.action_space
+    env.close()
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(
+            f"{env_id} has a {type(space).__name__} action space: only Box is supported"
+        )
+    datasets.check_dataset_id(dataset_id)
+    target = datasets.dataset_path(dataset_id)
+    if target.exists() and not overwrite:
+        raise ValueError(
+            f"dataset {dataset_id!r} already exists at {target}: choose another --id "
+            "(e.g. bump the -vN version) or pass --overwrite"
+        )
+
+
+def _validate_refs(ref_min_score, ref_max_score):
+    if (ref_min_score is None) != (ref_max_score is None):
+        raise ValueError("give both --ref-min-score and --ref-max-score, or neither")
+    if ref_min_score is not None and not ref_max_score > ref_min_score:
+        raise ValueError("--ref-max-score must be above --ref-min-score")

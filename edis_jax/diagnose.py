@@ -1,0 +1,444 @@
+"""`edis-jax diagnose`: does guided sampling give data the three properties of online data?
+
+EDIS (Liu et al. 2024, Sec. 3 and the distribution analysis of Sec. 5) guides a diffusion model so
+that its synthetic transitions (s, a, r, s') have (1) states from the online state distribution,
+(2) actions from the current policy and (3) next states from the true dynamics. This module
+measures each property for batches generated with no guidance (SynthER), with each energy alone
+and with all three:
+
+1. `state_mmd`: squared maximum mean discrepancy between generated and target states, unbiased
+   estimator, Gaussian RBF kernel k(x, y) = exp(-|x - y|^2 / (2 h^2)) on states standardised by
+   the *target's* mean and std, with the fixed bandwidth h = sqrt(obs_dim) (so two independent
+   target states typically have k ~ e^-1). Lower is closer; 0 means the same distribution (the
+   unbiased estimate can dip slightly below 0).
+2. `action_logprob`: the mean log-likelihood of the generated actions under the policy (the
+   agents' `log_prob`). Higher means more on-policy.
+3. `dynamics_error`: the mean Euclidean distance |s'_gen - s'_true| in raw observation units,
+   where s'_true comes from putting the simulator in the generated state and stepping it with the
+   generated action (`true_next_obs`). Lower is better; null where the env is not supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig, preset
+from edis_jax.data.transition import Transition
+
+# Rows of the table: the guidance each batch is generated with ("none" = plain SynthER).
+GUIDANCE_ROWS: tuple[str, ...] = ("none", "state", "policy", "transition", "all")
+METRICS = ("state_mmd", "action_logprob", "dynamics_error")
+
+
+@dataclass(frozen=True)
+class DiagnoseArgs:
+    """`edis-jax diagnose`: how well does guided sampling match online data (EDIS, Sec. 5)?
+
+    The generator is trained on DATASET (the offline data); TARGET stands for the online data
+    (its states are the target state distribution, its transitions train the energies).
+    """
+
+    dataset: str  # offline dataset id (the diffusion model's real data)
+    target: str  # dataset id standing for the online data of the policy
+    preset: Literal["tiny", "cpu", "paper"] = "cpu"  # sizes of the generator and quick agent
+    algo: Algo = "iql"  # the policy's algorithm
+    policy: str | None = None  # RUN_DIR whose agent is the policy; default: a quick agent
+    policy_steps: int = 2000  # updates of the quick agent trained on TARGET (when no --policy)
+    n: int = 4096  # synthetic transitions generated per guidance setting
+    guidance: tuple[str, ...] = GUIDANCE_ROWS
+    diffusion_steps: int | None = None  # override the preset's diffusion training steps
+    scales: tuple[float, float, float] | None = None  # override (w_s, w_a, w_t)
+    mmd_rows: int = 2000  # rows of each set in the MMD estimate (cost grows as rows^2)
+    seed: int = 0
+    json: str | None = None  # write {"rows": [...]} here
+    progress: bool = True
+
+    def __post_init__(self):
+        bad = [g for g in self.guidance if g not in GUIDANCE_ROWS]
+        if bad:
+            raise ConfigError(f"unknown --guidance {bad}: choose from {', '.join(GUIDANCE_ROWS)}")
+        for name in ("n", "policy_steps", "mmd_rows"):
+            if getattr(self, name) < 2:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 2, got {getattr(self, name)}"
+                )
+
+
+def diagnose_main(args: DiagnoseArgs) -> dict:
+    """Load the datasets, run the diagnostic, print the table and write the JSON (if asked)."""
+    from edis_jax.data.datasets import load_dataset
+
+    offline, target = load_dataset(args.dataset), load_dataset(args.target)
+    if offline.env_id != target.env_id:
+        raise ValueError(
+            f"--dataset is {offline.env_id} data but --target is {target.env_id} data: "
+            "give two datasets of the same env"
+        )
+    if args.policy is not None:
+        raise ValueError(
+            f"--policy {args.policy}: loading a run's agent is not wired yet; leave --policy out "
+            "to train a quick agent on the target data"
+        )
+    config = preset(args.preset)
+    if args.diffusion_steps is not None:
+        config = config.replace(
+            diffusion=dataclasses.replace(config.diffusion, train_steps=args.diffusion_steps)
+        )
+    result = run_diagnose(
+        offline.transitions,
+        target.transitions,
+        offline.env_id,
+        config=config,
+        algo=args.algo,
+        policy_steps=args.policy_steps,
+        n=args.n,
+        guidance=args.guidance,
+        scales=args.scales,
+        mmd_rows=args.mmd_rows,
+        seed=args.seed,
+        progress=args.progress,
+    )
+    result.update(dataset=args.dataset, target=args.target, preset=args.preset)
+    print(format_table(result))
+    if args.json is not None:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+    return result
+
+
+def run_diagnose(
+    offline: Transition,
+    target: Transition,
+    env_id: str,
+    *,
+    config: RunConfig,
+    algo: str = "iql",
+    agent=None,
+    policy_steps: int = 2000,
+    n: int = 4096,
+    guidance: Sequence[str] = GUIDANCE_ROWS,
+    scales: Sequence[float] | None = None,
+    mmd_rows: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train a generator on `offline` with energies for `target`, then measure each guidance.
+
+    `agent` (of `algo`) is the policy; None trains a quick one on `target` for `policy_steps`
+    updates (`quick_agent`). Every guidance setting samples with the same key (common random
+    numbers), so differences between rows come from the guidance, not from sampling noise.
+    Returns {"rows": [...], "reference": [...], "env_id", "n", "algo"}; "reference" measures the
+    offline and the target data themselves (what replaying them would give).
+    """
+    from edis_jax import agents, edis
+    from edis_jax.data import buffer
+
+    offline, target = _as_jnp(offline), _as_jnp(target)
+    k_agent, k_create, k_retrain, k_sample = jax.random.split(jax.random.PRNGKey(seed), 4)
+    if agent is None:
+        agent = quick_agent(target, algo, config, k_agent, steps=policy_steps, progress=progress)
+    gen = edis.create(k_create, offline.obs_dim, offline.act_dim, config.diffusion, config.energy)
+    if scales is not None:
+        gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
+    real, online = buffer.from_transitions(offline), buffer.from_transitions(target)
+    policy = agents.policy(algo, agent)
+    gen, _ = edis.retrain_with_progress(
+        *map(_with_seed_axis, (gen, real, online, policy, k_retrain)), progress=progress
+    )
+    gen = _without_seed_axis(gen)
+
+    def measure(batch: Transition) -> dict:
+        return {
+            "state_mmd": state_mmd(batch.obs, target.obs, max_rows=mmd_rows, seed=seed),
+            "action_logprob": action_logprob(algo, agent, batch.obs, batch.action),
+            "dynamics_error": dynamics_error(env_id, batch.obs, batch.action, batch.next_obs),
+            "n": len(batch),
+        }
+
+    rows = []
+    for name in guidance:
+        guide = {"none": (), "all": GUIDES}.get(name, (name,))
+        batch = _generate(gen.replace(guide=guide), k_sample, n)
+        rows.append({"guidance": name, **_finite(measure(batch))})
+    reference = [
+        {"data": "offline", **_finite(measure(_take(offline, n, seed)))},
+        {"data": "target", **_finite(measure(_take(target, n, seed + 1)))},
+    ]
+    return {"rows": rows, "reference": reference, "env_id": env_id, "n": n, "algo": algo}
+
+
+def quick_agent(
+    target: Transition, algo: str, config: RunConfig, key, *, steps: int, progress=True
+):
+    """An agent of `algo` trained offline on `target` for `steps` updates: a stand-in for "the
+    policy that collected the target data" (with IQL, close to behaviour cloning of it)."""
+    from edis_jax import agents
+    from edis_jax.data import buffer
+    from edis_jax.data.buffer import Mixture
+    from edis_jax.data.normalizer import Normalizer
+
+    module = agents.get(algo)
+    k_create, k_train = jax.random.split(key)
+    agent = module.create(
+        k_create,
+        target.obs_dim,
+        target.act_dim,
+        getattr(config, algo),
+        obs_norm=Normalizer.fit(target.obs),
+        decay_steps=steps,
+    )
+    mixture = Mixture.of(buffer.from_transitions(target))
+    chunk = min(steps, 500)
+    update = jax.jit(module.update_chunk, static_argnums=(3, 4))
+    done = 0
+    with tqdm(total=steps, desc=f"quick {algo} policy", leave=False, disable=not progress) as bar:
+        while done < steps:
+            size = min(chunk, steps - done)
+            agent, _ = update(
+                agent, mixture, jax.random.fold_in(k_train, done), size, config.batch_size
+            )
+            done += size
+            bar.update(size)
+    return agent
+
+
+def format_table(result: dict) -> str:
+    """The rows (and the reference rows) as a fixed-width text table; null prints as n/a."""
+    header = f"{'guidance':<14}{'state MMD^2':>14}{'action logp':>14}{'dyn. error':>14}{'n':>8}"
+    lines = [f"diagnose {result.get('env_id', '')}: generated vs target data", header]
+    lines += [_table_line(r["guidance"], r) for r in result["rows"]]
+    if result.get("reference"):
+        lines.append("-" * len(header))
+        lines += [_table_line(f"({r['data']} data)", r) for r in result["reference"]]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def state_mmd(
+    generated: jnp.ndarray,
+    target: jnp.ndarray,
+    *,
+    max_rows: int = 2000,
+    seed: int = 0,
+    bandwidth: float | None = None,
+) -> float:
+    """Unbiased squared MMD between two sets of states (rows), standardised by `target`'s stats.
+
+    At most `max_rows` rows of each set are used (a fixed-seed subsample): the estimate costs
+    O(rows^2). `bandwidth` defaults to sqrt(obs_dim) in standardised units.
+    """
+    generated, target = np.asarray(generated, np.float32), np.asarray(target, np.float32)
+    if generated.ndim != 2 or target.ndim != 2 or generated.shape[1] != target.shape[1]:
+        raise ValueError(
+            f"state_mmd needs two (rows, obs_dim) arrays of equal obs_dim, got shapes "
+            f"{generated.shape} and {target.shape}"
+        )
+    if len(generated) < 2 or len(target) < 2:
+        raise ValueError("state_mmd needs at least 2 rows in each set")
+    rng = np.random.default_rng(seed)
+    generated, target = _subsample(generated, max_rows, rng), _subsample(target, max_rows, rng)
+    mean, std = target.mean(0), target.std(0) + 1e-3  # floor: constant dims map to 0
+    h = math.sqrt(target.shape[1]) if bandwidth is None else bandwidth
+    return float(_mmd2_unbiased((generated - mean) / std, (target - mean) / std, h))
+
+
+def action_logprob(algo: str, agent, obs: jnp.ndarray, action: jnp.ndarray) -> float:
+    """Mean log-likelihood of `action` given `obs` under `agent`'s policy (algo's `log_prob`)."""
+    from edis_jax import agents  # imported here: the agents package is only needed for this
+
+    return float(jnp.mean(_jitted_log_prob(agents.get(algo).log_prob)(agent, obs, action)))
+
+
+def dynamics_error(
+    env_id: str, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray
+) -> float | None:
+    """Mean |next_obs - s'_true| (Euclidean, raw units); None where `true_next_obs` is."""
+    true_next = true_next_obs(env_id, obs, action)
+    if true_next is None:
+        return None
+    gap = np.linalg.norm(np.asarray(next_obs, np.float64) - true_next, axis=-1)
+    return float(gap.mean())
+
+
+def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray | None:
+    """The observation the environment returns after `action` from a state showing `obs`.
+
+    - Pendulum-v1: gymnasium's closed-form update (`pendulum_next_obs`).
+    - MuJoCo envs whose observation is [qpos without its first k entries, qvel] (gymnasium's
+      `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
+      the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
+      so setting them to 0 recovers the full state (`mujoco_next_obs`).
+    - Any other env: None (the metric is unavailable).
+    """
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    if env_id.startswith("Pendulum-"):
+        return np.asarray(pendulum_next_obs(obs, action), np.float64)
+    if mujoco_supported(env_id):
+        return mujoco_next_obs(env_id, obs, action)
+    return None
+
+
+# ------------------------------------------------------------------ simulators set to an obs
+
+# gymnasium's Pendulum-v1 constants (classic_control/pendulum.py).
+PENDULUM = {"g": 10.0, "m": 1.0, "l": 1.0, "dt": 0.05, "max_speed": 8.0, "max_torque": 2.0}
+
+
+def pendulum_next_obs(obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+    """Pendulum-v1's step from obs = (cos th, sin th, thdot) under torque `action` (clipped to
+    +-max_torque like the env). Vectorised over leading axes."""
+    p = PENDULUM
+    th = jnp.arctan2(obs[..., 1], obs[..., 0])
+    thdot = obs[..., 2]
+    u = jnp.clip(action[..., 0], -p["max_torque"], p["max_torque"])
+    accel = 3 * p["g"] / (2 * p["l"]) * jnp.sin(th) + 3.0 / (p["m"] * p["l"] ** 2) * u
+    new_thdot = jnp.clip(thdot + accel * p["dt"], -p["max_speed"], p["max_speed"])
+    new_th = th + new_thdot * p["dt"]
+    return jnp.stack([jnp.cos(new_th), jnp.sin(new_th), new_thdot], axis=-1)
+
+
+def mujoco_supported(env_id: str) -> bool:
+    """Whether `mujoco_next_obs` can rebuild the simulator state from this env's observation."""
+    try:
+        env = gym.make(env_id)
+    except Exception:  # unknown id, missing extra: not a MuJoCo env we can set
+        return False
+    try:
+        return _qpos_qvel_layout(env.unwrapped) is not None
+    finally:
+        env.close()
+
+
+def mujoco_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """Set the MuJoCo simulator to each row's state and step it with that row's action.
+
+    qpos = [0 for the skipped root coordinates, obs[:nq - k]], qvel = obs[nq - k:]; then the env's
+    own `step` applies the action for `frame_skip` physics steps (MuJoCo clamps it to ctrlrange)
+    and builds the observation. The solver's warm start is zeroed per row so a result does not
+    depend on the previous row. Real transitions are reproduced to ~1e-7 (float32 storage);
+    Hopper and Walker2d clip observed velocities to +-10, so states at that clip are ambiguous.
+    """
+    env = gym.make(env_id).unwrapped
+    layout = _qpos_qvel_layout(env)
+    if layout is None:
+        env.close()
+        raise ValueError(
+            f"{env_id}: its observation is not [qpos, qvel], so the simulator cannot be set to "
+            "an observation; dynamics_error is unavailable for it"
+        )
+    skipped, nq, nv = layout
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    if obs.shape[-1] != nq - skipped + nv:
+        raise ValueError(
+            f"{env_id}: observations have {obs.shape[-1]} dims, the env has {nq - skipped + nv}"
+        )
+    env.reset(seed=0)
+    out = np.full_like(obs, np.nan)  # rows with non-finite inputs (a diverged sampler) stay NaN
+    for i in np.flatnonzero(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1)):
+        qpos = np.concatenate([np.zeros(skipped), obs[i, : nq - skipped]])
+        env.set_state(qpos, obs[i, nq - skipped :])
+        env.data.qacc_warmstart[:] = 0.0
+        out[i] = env.step(action[i])[0]
+    env.close()
+    return out
+
+
+def _qpos_qvel_layout(env) -> tuple[int, int, int] | None:
+    """(skipped qpos entries, nq, nv) if the observation is exactly [qpos[k:], qvel], else None."""
+    structure = getattr(env, "observation_structure", None)
+    if not structure:
+        return None
+    nq, nv = env.model.nq, env.model.nv
+    skipped = structure.get("skipped_qpos", 0)
+    extra = {k: v for k, v in structure.items() if k not in ("skipped_qpos", "qpos", "qvel") and v}
+    if extra or structure.get("qpos") != nq - skipped or structure.get("qvel") != nv:
+        return None
+    return skipped, nq, nv
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _with_seed_axis(tree):
+    """A leading seed axis of size 1: the generator's *_with_progress functions expect one."""
+    return jax.tree.map(lambda x: x[None], tree)
+
+
+def _without_seed_axis(tree):
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _generate(gen, key, n: int) -> Transition:
+    from edis_jax import edis
+
+    return edis.generate(gen, key, n)
+
+
+def _table_line(label: str, row: dict) -> str:
+    cells = ["n/a" if row[m] is None else f"{row[m]:.4g}" for m in METRICS]
+    return f"{label:<14}" + "".join(f"{c:>14}" for c in cells) + f"{row['n']:>8}"
+
+
+def _finite(row: dict) -> dict:
+    """NaN or inf (a diverged sampler) become None: JSON has no NaN."""
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()
+    }
+
+
+def _take(data: Transition, n: int, seed: int) -> Transition:
+    """Up to n rows of `data`, a fixed-seed subsample when there are more."""
+    if len(data) <= n:
+        return data
+    idx = np.random.default_rng(seed).choice(len(data), n, replace=False)
+    return jax.tree.map(lambda x: x[idx], data)
+
+
+def _as_jnp(data: Transition) -> Transition:
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), data)
+
+
+def _subsample(x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    if len(x) <= max_rows:
+        return x
+    return x[rng.choice(len(x), max_rows, replace=False)]
+
+
+@jax.jit
+def _mmd2_unbiased(x: jnp.ndarray, y: jnp.ndarray, bandwidth: float) -> jnp.ndarray:
+    # Gretton et al. 2012, eq. 3: within-set sums exclude the diagonal (k(x, x) = 1).
+    def kernel_sum(a, b):
+        sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None, :] - 2.0 * a @ b.T
+        return jnp.sum(jnp.exp(-jnp.maximum(sq, 0.0) / (2.0 * bandwidth**2)))
+
+    m, n = x.shape[0], y.shape[0]
+    xx = (kernel_sum(x, x) - m) / (m * (m - 1))
+    yy = (kernel_sum(y, y) - n) / (n * (n - 1))
+    return xx + yy - 2.0 * kernel_sum(x, y) / (m * n)
+
+
+_LOG_PROB_CACHE: dict[Callable, Callable] = {}
+
+
+def _jitted_log_prob(log_prob: Callable) -> Callable:
+    if log_prob not in _LOG_PROB_CACHE:
+        _LOG_PROB_CACHE[log_prob] = jax.jit(log_prob)
+    return _LOG_PROB_CACHE[log_prob]

@@ -1,0 +1,75 @@
+"""Sharding the seed axis: N vmapped seeds spread over the available devices.
+
+Every state of a run (agents, generators, buffers, keys) carries a leading seed axis. Placing
+such a pytree on a 1-D mesh with axis "seeds" lets XLA (GSPMD) run each device's share of the
+seeds with no communication, since vmapped seeds never interact: the same jitted program runs
+on one CPU, one GPU or several. On one device placement is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+SEED_AXIS = "seeds"
+
+
+def shard_seeds(tree, devices: Sequence[jax.Device] | None = None):
+    """Place `tree` (every array leaf with the same leading seed axis) on a 1-D mesh over
+    `devices` (default: all), splitting the seeds evenly. Returns `tree` unchanged when
+    there is one device. Raises ValueError when the seeds do not divide evenly."""
+    devices = list(jax.devices() if devices is None else devices)
+    if len(devices) <= 1 or not jax.tree.leaves(tree):
+        return tree
+    num_seeds = seed_count(tree)
+    if num_seeds % len(devices):
+        raise ValueError(
+            f"{num_seeds} seeds cannot be split evenly over {len(devices)} devices: use a "
+            f"multiple of {len(devices)} seeds, or fewer devices (e.g. CUDA_VISIBLE_DEVICES)"
+        )
+    return jax.device_put(tree, seed_sharding(devices))
+
+
+def replicate(tree, devices: Sequence[jax.Device] | None = None):
+    """Copy `tree` (no seed axis, e.g. data shared by all seeds) to every device of the
+    seed mesh, so that it can enter a program whose other inputs are seed-sharded."""
+    devices = list(jax.devices() if devices is None else devices)
+    if len(devices) <= 1:
+        return tree
+    return jax.device_put(tree, NamedSharding(seed_mesh(devices), PartitionSpec()))
+
+
+def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named "seeds" over `devices` (default: all)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.asarray(devices), (SEED_AXIS,))
+
+
+def seed_sharding(devices: Sequence[jax.Device] | None = None) -> NamedSharding:
+    """Split the leading axis over the "seeds" mesh, every other axis kept whole."""
+    return NamedSharding(seed_mesh(devices), PartitionSpec(SEED_AXIS))
+
+
+def seed_count(tree) -> int:
+    """The common leading size of the array leaves of `tree`; a clear error if they differ
+    or a leaf has no leading axis."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    sizes = {}
+    for path, leaf in leaves:
+        shape = np.shape(leaf)
+        if not shape:
+            raise ValueError(
+                f"leaf {jax.tree_util.keystr(path)} is a scalar with no seed axis: give every "
+                "leaf a leading seed axis (jax.vmap the state's creation), or use replicate()"
+            )
+        sizes.setdefault(shape[0], jax.tree_util.keystr(path))
+    if len(sizes) != 1:
+        found = ", ".join(f"{n} at {p}" for n, p in sizes.items())
+        raise ValueError(
+            f"leaves disagree on the leading seed axis ({found}): every leaf "
+            "must have the same number of seeds first"
+        )
+    return next(iter(sizes))

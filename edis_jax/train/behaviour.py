@@ -1,0 +1,237 @@
+"""Online SAC from scratch on one gymnasium env: the dataset builder's behaviour learner, and the
+check that SAC learns.
+
+The host loop only steps the env; each env step is one jitted call that stores the transition
+in the device buffer, runs `utd` SAC updates (one lax.scan) and picks the next action. Actions
+are in [-1, 1]^act_dim, the agents' space; envs with other bounds are rescaled to it, so the
+recorded episodes hold the actions the agent took.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from edis_jax.agents import sac
+from edis_jax.config import SACConfig
+from edis_jax.data import buffer as replay
+from edis_jax.data.transition import Transition
+from edis_jax.envs import evaluate, make_env
+
+MAX_CAPACITY = 1_000_000
+
+
+@dataclass
+class SACRun:
+    agent: sac.Agent
+    steps: int  # env steps done
+    evals: list[tuple[int, float]] = field(default_factory=list)  # (step, mean eval return)
+    # With record_episodes: every finished episode as numpy arrays (observations (T+1, ds),
+    # actions (T, da) in [-1, 1], rewards, terminations, truncations (T,)).
+    episodes: list[dict] = field(default_factory=list)
+    train_returns: list[tuple[int, float]] = field(default_factory=list)  # (step, return)
+
+
+def train_sac_online(
+    env_id: str,
+    steps: int,
+    *,
+    seed: int = 0,
+    config: SACConfig = SACConfig(),  # noqa: B008 (frozen dataclass)
+    utd: int = 1,
+    batch_size: int = 256,
+    eval_every: int = 5000,
+    eval_episodes: int = 10,
+    stop_return: float | None = None,
+    record_episodes: bool = False,
+    agent: sac.Agent | None = None,
+    progress: bool = True,
+) -> SACRun:
+    """Train SAC online for `steps` env steps (fewer if an evaluation reaches `stop_return`).
+
+    Uniform random actions for config.start_steps steps (none when continuing `agent`), updates
+    from then on (once the buffer holds a batch), deterministic evaluations every `eval_every`
+    steps. Terminal = termination only; a truncated episode still bootstraps.
+    """
+    _check_args(steps, utd, batch_size, eval_every, eval_episodes)
+    env = _unit_action_env(make_env(env_id, seed))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    key = jax.random.PRNGKey(seed)
+    key, init_key = jax.random.split(key)
+    if agent is None:
+        agent = sac.create(init_key, obs_dim, act_dim, config)
+        random_steps = config.start_steps
+    else:
+        _check_agent(agent, obs_dim, act_dim, env_id)
+        agent = jax.tree.map(jnp.copy, agent)  # the caller's agent survives the donation below
+        random_steps = 0
+    update_after = max(random_steps, batch_size)
+    buffer = replay.create(
+        Transition.zeros(obs_dim, act_dim), max(1, min(steps, MAX_CAPACITY))
+    )
+    run = SACRun(agent=agent, steps=0)
+    recorder = _EpisodeRecorder() if record_episodes else None
+
+    obs, _ = env.reset(seed=seed)
+    key, act_key = jax.random.split(key)
+    action = _first_action(agent, act_key, _f32(obs), random=random_steps > 0)
+    episode_return = 0.0
+    bar = tqdm(total=steps, desc=f"SAC {env_id}", disable=not progress, mininterval=1.0)
+    try:
+        for t in range(steps):
+            action_np = np.asarray(action)
+            next_obs, reward, terminated, truncated, _ = env.step(action_np)
+            episode_return += float(reward)
+            if recorder is not None:
+                recorder.step(obs, action_np, reward, terminated, truncated)
+            transition = Transition.from_arrays(obs, action_np, reward, next_obs, terminated)
+            if terminated or truncated:
+                run.train_returns.append((t + 1, episode_return))
+                if recorder is not None:
+                    run.episodes.append(recorder.finish(next_obs))
+                bar.set_postfix(episode_return=f"{episode_return:.1f}", refresh=False)
+                episode_return = 0.0
+                obs, _ = env.reset()
+            else:
+                obs = next_obs
+            key, step_key = jax.random.split(key)
+            agent, buffer, action = _train_step(
+                agent,
+                buffer,
+                transition,
+                _f32(obs),
+                step_key,
+                num_updates=utd if t + 1 >= update_after else 0,
+                batch_size=batch_size,
+                random=t + 1 < random_steps,
+            )
+            run.steps = t + 1
+            bar.update(1)
+            if (t + 1) % eval_every == 0 or t + 1 == steps:
+                mean_return = _evaluate(agent, env_id, eval_episodes, seed, env.action_space)
+                run.evals.append((t + 1, mean_return))
+                bar.set_postfix(eval_return=f"{mean_return:.1f}", refresh=False)
+                if stop_return is not None and mean_return >= stop_return:
+                    break
+    finally:
+        bar.close()
+        env.close()
+    run.agent = agent
+    return run
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+@functools.partial(
+    jax.jit, static_argnames=("num_updates", "batch_size", "random"), donate_argnums=(0, 1)
+)
+def _train_step(agent, buffer, transition, obs, key, *, num_updates, batch_size, random):
+    """Store one transition, run num_updates SAC updates, choose the action for `obs`."""
+    buffer = replay.add(buffer, transition)
+    update_key, act_key = jax.random.split(key)
+    if num_updates:
+        mixture = replay.Mixture.of(buffer)
+        agent, _ = sac.update_chunk(agent, mixture, update_key, num_updates, batch_size)
+    return agent, buffer, _choose_action(agent, act_key, obs, random)
+
+
+@functools.partial(jax.jit, static_argnames=("random",))
+def _first_action(agent, key, obs, *, random):
+    return _choose_action(agent, key, obs, random)
+
+
+def _choose_action(agent, key, obs, random: bool):
+    if random:
+        return jax.random.uniform(key, (agent.actor_net.act_dim,), minval=-1.0, maxval=1.0)
+    return sac.sample_action(agent, key, obs)
+
+
+@jax.jit
+def _greedy(agent, obs):
+    return sac.deterministic_action(agent, jax.random.PRNGKey(0), obs)
+
+
+def _evaluate(agent, env_id: str, episodes: int, seed: int, unit_space) -> float:
+    """Mean return of `episodes` deterministic episodes, run side by side in a vector env."""
+    low, high = _bounds(env_id)
+
+    def policy(obs):
+        unit = np.asarray(_greedy(agent, _f32(obs)))
+        return low + (unit + 1.0) * (high - low) / 2.0
+
+    # Evaluation episodes use seeds disjoint from training's (seed) reset.
+    returns = evaluate(policy, env_id, num_envs=episodes, episodes=1, seed=seed + 10_000)
+    return float(np.mean(returns))
+
+
+def _unit_action_env(env: gym.Env) -> gym.Env:
+    """The env with actions in [-1, 1] (a no-op for envs already bounded so)."""
+    space = env.action_space
+    if np.all(space.low == -1.0) and np.all(space.high == 1.0):
+        return env
+    return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+
+
+@functools.cache
+def _bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    env = make_env(env_id)
+    try:
+        return env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    finally:
+        env.close()
+
+
+class _EpisodeRecorder:
+    def __init__(self):
+        self._obs, self._actions, self._rewards, self._terms, self._truncs = [], [], [], [], []
+
+    def step(self, obs, action, reward, terminated, truncated):
+        self._obs.append(np.asarray(obs, np.float32))
+        self._actions.append(np.asarray(action, np.float32))
+        self._rewards.append(reward)
+        self._terms.append(terminated)
+        self._truncs.append(truncated)
+
+    def finish(self, final_obs) -> dict:
+        episode = {
+            "observations": np.stack([*self._obs, np.asarray(final_obs, np.float32)]),
+            "actions": np.stack(self._actions),
+            "rewards": np.asarray(self._rewards, np.float32),
+            "terminations": np.asarray(self._terms, bool),
+            "truncations": np.asarray(self._truncs, bool),
+        }
+        self.__init__()
+        return episode
+
+
+def _f32(x) -> jnp.ndarray:
+    return jnp.asarray(x, jnp.float32)
+
+
+def _check_args(steps, utd, batch_size, eval_every, eval_episodes) -> None:
+    for name, value in (
+        ("steps", steps),
+        ("utd", utd),
+        ("batch_size", batch_size),
+        ("eval_every", eval_every),
+        ("eval_episodes", eval_episodes),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"train_sac_online: {name} must be a positive int, got {value!r}")
+
+
+def _check_agent(agent, obs_dim: int, act_dim: int, env_id: str) -> None:
+    got_obs = agent.obs_norm.mean.shape[-1]
+    got_act = agent.actor_net.act_dim
+    if (got_obs, got_act) != (obs_dim, act_dim):
+        raise ValueError(
+            f"the agent passed has obs/action dims ({got_obs}, {got_act}) but {env_id} has "
+            f"({obs_dim}, {act_dim}): continue training only on the env it was trained on"
+        )

@@ -1,0 +1,167 @@
+"""The data layer: Minari round trips, returns-to-go, reference scores, the not-found error,
+the builder and the `edis-jax data` commands."""
+
+import time
+
+import numpy as np
+import pytest
+
+from edis_jax import cli
+from edis_jax.data import builder, datasets, scores
+
+
+def _episode(n_steps: int, rewards, terminated: bool, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "observations": rng.normal(size=(n_steps + 1, 11)),
+        "actions": rng.uniform(-1, 1, size=(n_steps, 3)).astype(np.float32),
+        "rewards": np.asarray(rewards, np.float64),
+        "terminations": np.arange(n_steps) == n_steps - 1
+        if terminated
+        else np.zeros(n_steps, bool),
+        "truncations": np.zeros(n_steps, bool) if terminated else np.arange(n_steps) == n_steps - 1,
+    }
+
+
+def test_minari_round_trip_alignment_and_returns_to_go(minari_path):
+    # Episode A terminates after 3 steps, episode B is truncated after 2 (time limit).
+    a = _episode(3, [1.0, 2.0, 3.0], terminated=True, seed=0)
+    b = _episode(2, [4.0, 5.0], terminated=False, seed=1)
+    datasets.write_dataset("test/hand/mixed-v0", "Hopper-v5", [a, b], ref_min_score=0.0)
+    data = datasets.load_dataset("test/hand/mixed-v0", discount=0.5)
+    t = data.transitions
+
+    assert data.env_id == "Hopper-v5" and len(data) == 5
+    assert t.obs.shape == (5, 11) and t.next_obs.shape == (5, 11) and t.action.shape == (5, 3)
+    assert all(x.dtype == np.float32 for x in (t.obs, t.action, t.reward, t.terminal))
+    # T+1 observations per episode: obs are rows 0..T-1, next_obs rows 1..T, per episode.
+    np.testing.assert_allclose(t.obs[:3], a["observations"][:3], rtol=1e-6)
+    np.testing.assert_allclose(t.next_obs[:3], a["observations"][1:], rtol=1e-6)
+    np.testing.assert_allclose(t.obs[3:], b["observations"][:2], rtol=1e-6)
+    np.testing.assert_allclose(t.next_obs[3:], b["observations"][1:], rtol=1e-6)
+    # terminal is termination only: B's truncation is not terminal.
+    np.testing.assert_array_equal(t.terminal, [0, 0, 1, 0, 0])
+    # Hand-computed G with discount 0.5; B's truncated tail counts as zero.
+    np.testing.assert_allclose(
+        t.mc_return, [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 4 + 0.5 * 5, 5]
+    )
+    np.testing.assert_allclose(data.episode_returns, [6.0, 9.0])
+    np.testing.assert_array_equal(data.episode_lengths, [3, 2])
+    assert data.ref_min_score == 0.0 and data.ref_max_score is None
+
+
+def test_returns_to_go_splits_episodes_at_every_end():
+    r = np.array([1.0, 1.0, 1.0, 1.0])
+    # An end flag (termination or truncation) stops the sum; the array end does too.
+    g = datasets.returns_to_go(r, [0, 1, 0, 0], [0, 0, 0, 0], 0.9)
+    np.testing.assert_allclose(g, [1.9, 1.0, 1.9, 1.0], rtol=1e-6)
+    g = datasets.returns_to_go(r, [0, 0, 0, 0], [1, 0, 0, 0], 0.9)
+    np.testing.assert_allclose(g, [1.0, 2.71, 1.9, 1.0], rtol=1e-6)
+
+
+def test_unknown_dataset_fails_fast_with_a_clear_message(minari_path, capsys):
+    start = time.perf_counter()
+    with pytest.raises(datasets.DatasetNotFoundError) as err:
+        datasets.load_dataset("local/hopper/expert-v7")
+    assert time.perf_counter() - start < 5.0
+    message = str(err.value)
+    assert "\n" not in message and "'local/hopper/expert-v7'" in message
+    assert "edis-jax data make --env Hopper-v5 --kind expert" in message
+    assert "minari download local/hopper/expert-v7" in message
+
+    start = time.perf_counter()
+    assert cli.main(["data", "info", "nowhere/foo-v0"]) == 2
+    assert time.perf_counter() - start < 5.0
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("edis-jax: error: dataset 'nowhere/foo-v0' is not in")
+    assert "Traceback" not in stderr and stderr.count("\n") == 1
+
+
+def test_reference_scores_and_normalized_score():
+    assert scores.d4rl_ref_scores("Hopper-v5") == (-20.272305, 3234.3)
+    assert scores.d4rl_ref_scores("Pendulum-v1") is None
+    np.testing.assert_allclose(
+        scores.normalized_score([-20.272305, 3234.3], -20.272305, 3234.3), [0, 100]
+    )
+    np.testing.assert_allclose(scores.normalized_score(5.0, 0.0, 10.0), 50.0)
+    with pytest.raises(scores.ReferenceScoreError, match="--ref-min-score and --ref-max-score"):
+        scores.normalized_score(1.0, 0.0, None, "x/y-v0")
+    with pytest.raises(scores.ReferenceScoreError, match="must be above"):
+        scores.normalized_score(1.0, 5.0, 5.0)
+
+
+def test_random_dataset_has_exact_size_and_consistent_episodes(minari_path):
+    summary = builder.make_dataset("Hopper-v5", "random", 301, "test/hopper/random-v0", seed=3)
+    assert summary["transitions"] == 301
+    data = datasets.load_dataset("test/hopper/random-v0")
+    t = data.transitions
+    assert len(data) == 301 and data.episode_lengths.sum() == 301
+    assert (data.ref_min_score, data.ref_max_score) == (-20.272305, 3234.3)  # D4RL's Hopper
+    ends = np.cumsum(data.episode_lengths) - 1
+    inner = np.setdiff1d(np.arange(301), ends)
+    # Within an episode the next observation is the following row's observation.
+    np.testing.assert_array_equal(t.next_obs[inner], t.obs[inner + 1])
+    assert t.terminal[inner].sum() == 0
+    # Every episode but the last ends by termination (random Hopper falls); the last one was
+    # cut at the step budget unless it happened to terminate exactly there.
+    assert t.terminal[ends[:-1]].all()
+    episodes, _ = datasets.read_episodes("test/hopper/random-v0")
+    assert episodes[-1]["terminations"][-1] or episodes[-1]["truncations"][-1]
+    assert np.abs(t.action).max() <= 1.0
+
+
+def test_env_without_d4rl_scores_gets_measured_ref_min_and_a_scores_command(minari_path, capsys):
+    builder.make_dataset("Pendulum-v1", "random", 400, "test/pendulum/random-v0", progress=False)
+    data = datasets.load_dataset("test/pendulum/random-v0")
+    assert data.transitions.terminal.sum() == 0 and len(data.episode_returns) == 2
+    # ref_min is the random policy's mean return over 10 episodes: Pendulum's is near -1200.
+    assert -1600 < data.ref_min_score < -900 and data.ref_max_score is None
+    with pytest.raises(scores.ReferenceScoreError, match="--ref-min-score"):
+        data.normalized_score(data.episode_returns)
+    argv = ["data", "scores", "test/pendulum/random-v0", "--ref-min-score", "-1200"]
+    assert cli.main([*argv, "--ref-max-score", "-150"]) == 0
+    assert datasets.load_dataset("test/pendulum/random-v0").ref_max_score == -150
+
+
+def test_cli_make_info_list_and_overwrite_refusal(minari_path, capsys):
+    argv = ["data", "make", "--env", "Hopper-v5", "--kind", "random", "--steps", "200"]
+    assert cli.main([*argv, "--id", "test/hopper/cli-v0"]) == 0
+    assert "200 transitions" in capsys.readouterr().out
+
+    assert cli.main(["data", "info", "test/hopper/cli-v0"]) == 0
+    out = capsys.readouterr().out
+    assert "transitions     200" in out and "Hopper-v5" in out and "max 3234.3" in out
+
+    assert cli.main(["data", "list"]) == 0
+    assert "test/hopper/cli-v0" in capsys.readouterr().out
+
+    # Building over an existing id is refused before any work, and the old data survives.
+    assert cli.main([*argv[:-1], "50", "--id", "test/hopper/cli-v0"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert len(datasets.load_dataset("test/hopper/cli-v0")) == 200
+    assert cli.main(["data", "make", "--env", "Nope-v0", "--kind", "random", "--steps", "5",
+                     "--id", "test/x/y-v0"]) == 2  # fmt: skip
+    assert "cannot make gymnasium env 'Nope-v0'" in capsys.readouterr().err
+
+
+def test_shipped_dataset_installs_transparently(minari_path, tmp_path, monkeypatch):
+    builder.make_dataset("Hopper-v5", "random", 120, "test/hopper/ship-v0", seed=1)
+    original = datasets.load_dataset("test/hopper/ship-v0")
+    assets = tmp_path / "assets"
+    datasets.export_dataset("test/hopper/ship-v0", assets / "test__hopper__ship-v0.npz")
+
+    fresh = tmp_path / "fresh_minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(fresh))
+    monkeypatch.setattr(datasets, "ASSETS_DIR", assets)
+    assert [r["location"] for r in datasets.list_datasets()] == ["shipped"]
+    loaded = datasets.load_dataset("test/hopper/ship-v0")  # installs into the fresh path
+    assert (fresh / "test/hopper/ship-v0/data").is_dir()
+    for name in ("obs", "action", "reward", "next_obs", "terminal", "mc_return"):
+        np.testing.assert_array_equal(
+            getattr(loaded.transitions, name), getattr(original.transitions, name)
+        )
+    assert (loaded.ref_min_score, loaded.ref_max_score) == (
+        original.ref_min_score,
+        original.ref_max_score,
+    )
+    assert loaded.metadata["edis_jax"]["kind"] == "random"

@@ -1,0 +1,101 @@
+"""Environments: vector envs keep truncation apart from termination, evaluation runs whole
+episodes, and the jnp termination rules agree with the real envs."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from edis_jax import envs
+
+
+def test_vector_env_keeps_truncation_distinct_from_termination():
+    # Pendulum never terminates and is truncated at 200 steps: the last step must say
+    # truncated, not terminated, and keep the true final observation in info.
+    env = envs.make_vector_env("Pendulum-v1", 2)
+    obs, _ = env.reset(seed=0)
+    zero = np.zeros((2, 1), np.float32)
+    for t in range(200):
+        obs, _, terminated, truncated, info = env.step(zero)
+        assert not terminated.any()
+        assert truncated.all() == (t == 199)
+    assert "final_obs" in info and not np.allclose(info["final_obs"][0], obs[0])
+    env.close()
+
+    # Hopper under random actions falls: termination, without truncation, within 1000 steps.
+    env = envs.make_vector_env("Hopper-v5", 1)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(1000):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated[0]:
+            break
+    assert terminated[0] and not truncated[0]
+    env.close()
+
+
+def test_evaluate_runs_full_episodes_with_per_env_seeds():
+    policy = lambda obs: np.zeros((len(obs), 3), np.float32)  # noqa: E731
+    returns = envs.evaluate(policy, "Hopper-v5", num_envs=2, episodes=2, seed=7)
+    assert returns.shape == (2, 2)
+    # Sub-env i is seeded with seed + i: its first episode equals a single env reset that way.
+    for i in range(2):
+        env = gym.make("Hopper-v5")
+        env.reset(seed=7 + i)
+        total, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(np.zeros(3, np.float32))
+            total, done = total + r, term or trunc
+        assert returns[i, 0] == pytest.approx(total, rel=1e-9)
+
+
+def _transitions_around_the_thresholds(env_id: str, n: int, seed: int):
+    """One-step transitions from states whose height and torso angle are drawn around the
+    health thresholds, so both healthy and unhealthy next states occur for each rule."""
+    rng = np.random.default_rng(seed)
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    obs_rows, act_rows, next_rows, terms = [], [], [], []
+    env.reset(seed=seed)
+    base = env.unwrapped
+    for _ in range(n):
+        base.reset(seed=int(rng.integers(1 << 30)))
+        qpos, qvel = base.data.qpos.copy(), base.data.qvel.copy()
+        qpos[1] = rng.uniform(0.5, 2.2)  # height, across the z thresholds
+        qpos[2] = rng.uniform(-1.2, 1.2)  # torso angle, across the angle thresholds
+        base.set_state(qpos, qvel)
+        obs = base._get_obs()
+        a = env.action_space.sample()
+        next_obs, _, term, _, _ = env.step(a)
+        obs_rows.append(obs), act_rows.append(a), next_rows.append(next_obs), terms.append(term)
+    return np.array(obs_rows), np.array(act_rows), np.array(next_rows), np.array(terms)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
+def test_termination_fn_agrees_with_env(env_id):
+    obs, act, nxt, term = _transitions_around_the_thresholds(env_id, 400, seed=0)
+    z, angle = nxt[:, 0], np.abs(nxt[:, 1])
+    z_low, z_high, angle_max = (
+        (0.7, np.inf, 0.2) if env_id.startswith("Hopper") else (0.8, 2.0, 1.0)
+    )
+    # Each clause of the rule decides some transitions, and healthy ones occur too.
+    assert (term & (z <= z_low) & (angle < angle_max)).sum() > 5
+    assert (term & (z > z_low) & (angle >= angle_max)).sum() > 5
+    if np.isfinite(z_high):
+        assert (term & (z >= z_high) & (angle < angle_max)).sum() > 5
+    assert (~term).sum() > 20
+    predicted = np.asarray(envs.termination_fn(env_id)(obs, act, nxt))
+    assert predicted.shape == term.shape
+    np.testing.assert_array_equal(predicted, term.astype(np.float32))
+
+
+def test_termination_fn_catalogue():
+    x = np.zeros((4, 17))
+    assert np.all(np.asarray(envs.termination_fn("HalfCheetah-v5")(x, None, x)) == 0)
+    assert envs.termination_fn("Pendulum-v1") is not None
+    assert envs.termination_fn("CartPole-v1") is None
+    assert envs.termination_fn("Hopper-v2") is None  # mujoco-py era rules are not encoded
+
+
+def test_unknown_env_id_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot make gymnasium env 'Hopperz-v5'"):
+        envs.make_env("Hopperz-v5")
