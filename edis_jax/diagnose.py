@@ -54,9 +54,9 @@ class DiagnoseArgs:
     dataset: str  # offline dataset id (the diffusion model's real data)
     target: str  # dataset id standing for the online data of the policy
     preset: Literal["tiny", "cpu", "paper"] = "cpu"  # sizes of the generator and quick agent
-    algo: Algo = "iql"  # the policy's algorithm
-    policy: str | None = None  # RUN_DIR whose agent is the policy; default: a quick agent
-    policy_steps: int = 2000  # updates of the quick agent trained on TARGET (when no --policy)
+    algo: Algo = "iql"  # the algorithm of the --policy run
+    policy: str | None = None  # RUN_DIR whose agent is the policy; default: clone TARGET's
+    policy_steps: int = 2000  # behaviour-cloning updates on TARGET (when no --policy)
     n: int = 4096  # synthetic transitions generated per guidance setting
     guidance: tuple[str, ...] = GUIDANCE_ROWS
     diffusion_steps: int | None = None  # override the preset's diffusion training steps
@@ -139,8 +139,8 @@ def run_diagnose(
 ) -> dict:
     """Train a generator on `offline` with energies for `target`, then measure each guidance.
 
-    `agent` (of `algo`) is the policy; None trains a quick one on `target` for `policy_steps`
-    updates (`quick_agent`). Every guidance setting samples with the same key (common random
+    The diffusion model's real data is `offline` only. `agent` (of `algo`) is the policy; None
+    clones the target's behaviour instead (`quick_agent`, an IQL agent: algo becomes "iql"). Every guidance setting samples with the same key (common random
     numbers), so differences between rows come from the guidance, not from sampling noise.
     Returns {"rows": [...], "reference": [...], "env_id", "n", "algo"}; "reference" measures the
     offline and the target data themselves (what replaying them would give).
@@ -151,7 +151,10 @@ def run_diagnose(
     offline, target = _as_jnp(offline), _as_jnp(target)
     k_agent, k_create, k_retrain, k_sample = jax.random.split(jax.random.PRNGKey(seed), 4)
     if agent is None:
-        agent = quick_agent(target, algo, config, k_agent, steps=policy_steps, progress=progress)
+        algo, agent = (
+            "iql",
+            quick_agent(target, config, k_agent, steps=policy_steps, progress=progress),
+        )
     gen = edis.create(k_create, offline.obs_dim, offline.act_dim, config.diffusion, config.energy)
     if scales is not None:
         gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
@@ -162,9 +165,9 @@ def run_diagnose(
     )
     gen = _without_seed_axis(gen)
 
-    def measure(batch: Transition) -> dict:
+    def measure(batch: Transition, target_obs=target.obs) -> dict:
         return {
-            "state_mmd": state_mmd(batch.obs, target.obs, max_rows=mmd_rows, seed=seed),
+            "state_mmd": state_mmd(batch.obs, target_obs, max_rows=mmd_rows, seed=seed),
             "action_logprob": action_logprob(algo, agent, batch.obs, batch.action),
             "dynamics_error": dynamics_error(env_id, batch.obs, batch.action, batch.next_obs),
             "n": len(batch),
@@ -175,43 +178,42 @@ def run_diagnose(
         guide = {"none": (), "all": GUIDES}.get(name, (name,))
         batch = _generate(gen.replace(guide=guide), k_sample, n)
         rows.append({"guidance": name, **_finite(measure(batch))})
+    # The target's own row uses one half of it against the other: shared rows would bias MMD.
+    half_a, half_b = _split(target, seed)
     reference = [
         {"data": "offline", **_finite(measure(_take(offline, n, seed)))},
-        {"data": "target", **_finite(measure(_take(target, n, seed + 1)))},
+        {"data": "target", **_finite(measure(_take(half_a, n, seed), half_b.obs))},
     ]
     return {"rows": rows, "reference": reference, "env_id": env_id, "n": n, "algo": algo}
 
 
-def quick_agent(
-    target: Transition, algo: str, config: RunConfig, key, *, steps: int, progress=True
-):
-    """An agent of `algo` trained offline on `target` for `steps` updates: a stand-in for "the
-    policy that collected the target data" (with IQL, close to behaviour cloning of it)."""
-    from edis_jax import agents
+def quick_agent(target: Transition, config: RunConfig, key, *, steps: int, progress=True):
+    """Behaviour cloning of `target`: the IQL agent with beta = 0 (every AWR weight is 1) trained
+    for `steps` updates. A stand-in for the policy that collected the target data; its Gaussian
+    log-std is learned, so `action_logprob` also reflects how noisy that policy was."""
+    from edis_jax.agents import iql
     from edis_jax.data import buffer
     from edis_jax.data.buffer import Mixture
     from edis_jax.data.normalizer import Normalizer
 
-    module = agents.get(algo)
     k_create, k_train = jax.random.split(key)
-    agent = module.create(
+    agent = iql.create(
         k_create,
         target.obs_dim,
         target.act_dim,
-        getattr(config, algo),
+        config.iql,
         obs_norm=Normalizer.fit(target.obs),
         decay_steps=steps,
     )
+    agent = agent.replace(beta=jnp.zeros_like(agent.beta))  # a leaf: no config change needed
     mixture = Mixture.of(buffer.from_transitions(target))
-    chunk = min(steps, 500)
-    update = jax.jit(module.update_chunk, static_argnums=(3, 4))
+    update = jax.jit(iql.update_chunk, static_argnums=(3, 4))
     done = 0
-    with tqdm(total=steps, desc=f"quick {algo} policy", leave=False, disable=not progress) as bar:
+    with tqdm(total=steps, desc="behaviour cloning", leave=False, disable=not progress) as bar:
         while done < steps:
-            size = min(chunk, steps - done)
-            agent, _ = update(
-                agent, mixture, jax.random.fold_in(k_train, done), size, config.batch_size
-            )
+            size = min(500, steps - done)
+            key_chunk = jax.random.fold_in(k_train, done)
+            agent, _ = update(agent, mixture, key_chunk, size, config.batch_size)
             done += size
             bar.update(size)
     return agent
@@ -410,6 +412,13 @@ def _take(data: Transition, n: int, seed: int) -> Transition:
         return data
     idx = np.random.default_rng(seed).choice(len(data), n, replace=False)
     return jax.tree.map(lambda x: x[idx], data)
+
+
+def _split(data: Transition, seed: int) -> tuple[Transition, Transition]:
+    """Two disjoint random halves of `data`."""
+    idx = np.random.default_rng(seed).permutation(len(data))
+    half = len(data) // 2
+    return tuple(jax.tree.map(lambda x, rows=rows: x[rows], data) for rows in np.split(idx, [half]))
 
 
 def _as_jnp(data: Transition) -> Transition:

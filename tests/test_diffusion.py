@@ -10,6 +10,7 @@ import pytest
 
 from edis_jax.config import DiffusionConfig
 from edis_jax.diffusion import edm, model, sampler
+from edis_jax.diffusion.analytic import gmm_denoiser
 
 PAPER = DiffusionConfig()
 TINY = DiffusionConfig(
@@ -20,20 +21,6 @@ TINY = DiffusionConfig(
 
 def _with(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
-
-
-def gmm_denoiser(weights, means, stds):
-    """The exact D(x; sigma) = E[x0 | x0 + sigma n = x] of an isotropic Gaussian mixture."""
-    w, mu, s = (jnp.asarray(a, jnp.float32) for a in (weights, means, stds))
-
-    def denoise(x, sigma):
-        var = s**2 + sigma**2  # (C,): each component convolved with the noise
-        d2 = jnp.sum((x[:, None, :] - mu[None]) ** 2, axis=-1)
-        resp = jax.nn.softmax(jnp.log(w) - 0.5 * d2 / var - 0.5 * x.shape[-1] * jnp.log(var), 1)
-        post_mean = mu[None] + (s**2 / var)[None, :, None] * (x[:, None, :] - mu[None])
-        return jnp.sum(resp[..., None] * post_mean, axis=1)
-
-    return denoise
 
 
 def run_chain(denoise, n, dim, cfg=PAPER, seed=0, **kw):
@@ -72,18 +59,26 @@ def test_schedule_end_points_and_churn():
 def test_denoiser_tends_to_identity_at_small_sigma():
     state = model.init(jax.random.PRNGKey(0), 5, TINY)
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 5)) * 3
-    denoise = model.denoiser(state)
-    err = [float(jnp.abs(denoise(x, s) - x).max()) for s in (1e-1, 1e-3, 1e-5)]
+    sigmas = jnp.array([1e-1, 1e-3, 1e-5])
+    out = jax.jit(jax.vmap(model.denoiser(state), in_axes=(None, 0)))(x, sigmas)
+    err = jnp.abs(out - x).max(axis=(1, 2))
     assert err[0] > err[1] > err[2] and err[2] < 1e-4
 
 
-def test_loss_of_exact_denoiser_is_below_a_wrong_one():
-    # For data N(0, s^2 I) the exact denoiser is s^2/(s^2+sigma^2) x; the identity map is worse.
-    x0 = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (4096, 3))
+def test_loss_of_exact_denoiser_matches_closed_form():
+    # Data N(0, s^2 I): the exact denoiser s^2/(s^2+sigma^2) x has per-row loss
+    # lambda(sigma) s^2 sigma^2 / (s^2 + sigma^2) in expectation over the noise.
+    s2 = 0.25
+    x0 = np.sqrt(s2) * jax.random.normal(jax.random.PRNGKey(0), (4096, 3))
     key = jax.random.PRNGKey(1)
-    exact = lambda x_in, c: _f_from_d(x_in, c, lambda x, s: 0.25 / (0.25 + s**2) * x)  # noqa: E731
+    exact = lambda x_in, c: _f_from_d(x_in, c, lambda x, s: s2 / (s2 + s**2) * x)  # noqa: E731
+    sigma = edm.training_sigmas(jax.random.split(key)[0], 4096, PAPER)  # the loss's own sigmas
+    expected = jnp.mean(edm.loss_weight(sigma, 1.0) * s2 * sigma**2 / (s2 + sigma**2))
+    # Each row's error is a chi^2_3 / 3 (relative std 0.82): std error of the mean ~1.3%.
+    loss = edm.loss(exact, x0, key, PAPER)
+    assert abs(float(loss / expected) - 1) < 0.05
     zero_f = lambda x_in, c: jnp.zeros_like(x_in)  # noqa: E731  (D = c_skip x)
-    assert float(edm.loss(exact, x0, key, PAPER)) < 0.5 * float(edm.loss(zero_f, x0, key, PAPER))
+    assert float(edm.loss(zero_f, x0, key, PAPER)) > 1.1 * float(loss)
 
 
 def _f_from_d(x_in, c_noise, d_fn):
@@ -162,23 +157,31 @@ def test_batched_sampling_matches_pure_and_pads():
 # ----------------------------------------------------------------------------------- training
 
 
-def test_training_is_chunk_invariant_and_ema_warms_up():
-    state = model.init(jax.random.PRNGKey(0), 2, _with(TINY, train_chunk=101))
+def test_training_is_chunk_invariant():
+    state = model.init(jax.random.PRNGKey(0), 2, _with(TINY, train_chunk=60))
     data = jax.random.normal(jax.random.PRNGKey(1), (256, 2))
     key = jax.random.PRNGKey(2)
-    one, _ = model.train(state, data, key, 101, progress=False)
-    # ema_pytorch's warm-up: the EMA copies the params at every 10th step up to step 100.
-    assert all(jnp.array_equal(a, b) for a, b in zip(
-        jax.tree.leaves(one.params), jax.tree.leaves(one.ema_params), strict=True))  # fmt: skip
-    chunked = state.replace(config=_with(TINY, train_chunk=40))
-    many, losses = model.train(chunked, data, key, 101, progress=False)
-    assert len(losses) == 3 and int(many.step) == 101
+    one, _ = model.train(state, data, key, 60, progress=False)
+    chunked = state.replace(config=_with(TINY, train_chunk=30))
+    many, losses = model.train(chunked, data, key, 60, progress=False)
+    assert len(losses) == 2 and int(many.step) == 60
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not jnp.allclose(jax.tree.leaves(one.params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_ema_warm_up_follows_ema_pytorch():
+    # SynthER's EMA (ema_pytorch defaults): copy at every 10th step up to step 100, then decay
+    # min(0.995, 1 - (1 + (t - 100))^(-2/3)); between updates the EMA is kept (weight 1).
+    decay = lambda t: float(model._ema_decay(jnp.int32(t), PAPER))  # noqa: E731
+    assert decay(0) == decay(50) == decay(100) == 0.0
+    assert decay(5) == decay(111) == 1.0
+    np.testing.assert_allclose(decay(110), 1 - 11 ** (-2 / 3), rtol=1e-6)
+    np.testing.assert_allclose(decay(100_000), 0.995, rtol=1e-6)
 
 
 def test_short_training_moves_samples_towards_the_data():
-    cfg = _with(TINY, width=64, train_steps=400, train_chunk=400)
+    cfg = _with(TINY, width=64, train_steps=400, train_chunk=400, lr=1e-3)
     modes = jnp.array([[-2.0, -2.0], [2.0, 2.0]])
     key_mode, key_noise = jax.random.split(jax.random.PRNGKey(0))
     data = modes[jax.random.bernoulli(key_mode, 0.5, (2048,)).astype(int)]
@@ -186,11 +189,12 @@ def test_short_training_moves_samples_towards_the_data():
     state = model.init(jax.random.PRNGKey(1), 2, cfg)
 
     def distance_to_modes(state):
-        x, _ = sampler.sample(state, jax.random.PRNGKey(3), 512)
+        x, _ = sampler.sample(state, jax.random.PRNGKey(3), 256)
         return float(jnp.min(jnp.linalg.norm(x[:, None] - modes[None], axis=-1), axis=1).mean())
 
     before = distance_to_modes(state)
     state, losses = model.train(state, data, jax.random.PRNGKey(2), 400, progress=False)
     after = distance_to_modes(state)
-    # Measured: ~2.4 untrained, ~0.4 after 400 steps (the data's own value is 0.38).
-    assert after < 0.5 * before and after < 1.0
+    # Measured: 3.5 untrained, 0.79 after 400 steps (1000 steps: 0.57; the data's own value is
+    # 0.38); lr 1e-3 (not the paper's 3e-4) keeps this test short.
+    assert after < 0.35 * before and after < 1.0
