@@ -130,7 +130,8 @@ def markdown_report(device: str, peak_gflops: float, rows: list[Row], extra: dic
     lines = [
         f"## Benchmarks on {device}",
         "",
-        f"Peak float32 matmul (JAX, 4096^2, best of 5): {peak_gflops:.1f} GFLOP/s.",
+        f"Peak float32 matmul (JAX, best of 5): {peak_gflops:.1f} GFLOP/s. Speedup = PyTorch "
+        "ms / JAX ms; GFLOP/s counts matmul FLOPs analytically (benchmarks/flops.py).",
         "",
         "| benchmark | JAX ms | PyTorch ms | speedup | GFLOP/s | % of peak | note |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -119,22 +119,25 @@ def agent_chunk_timing(
     act_dim: int,
     updates: int,
     repeats: int,
+    *,
     seeds: int | None = None,
+    config=None,
     batch_size: int = 256,
 ) -> Timing:
     """`update_chunk` of `updates` updates at `batch_size`; with `seeds`, vmapped over that many
-    seeds (own agent, buffer and key each)."""
+    seeds (own agent, buffer and key each)."""  # fmt: skip
 
     def make(key):
         k_agent, k_data = jax.random.split(key)
         data = random_transitions(k_data, 10_000, obs_dim, act_dim)
-        return make_agent(algo, obs_dim, act_dim, k_agent), buffer.Mixture.of(
-            buffer.from_transitions(data)
-        )
+        agent = make_agent(algo, obs_dim, act_dim, k_agent, config)
+        return agent, buffer.Mixture.of(buffer.from_transitions(data))
 
     module = agents.get(algo)
-    chunk = functools.partial(module.update_chunk, num_updates=updates, batch_size=batch_size)
-    run = lambda a, m, k: chunk(a, m, k)  # noqa: E731
+
+    def run(agent, mixture, key):
+        return module.update_chunk(agent, mixture, key, updates, batch_size)
+
     if seeds is None:
         agent, mixture = make(jax.random.key(0))
         key = jax.random.key(1)
@@ -143,9 +146,8 @@ def agent_chunk_timing(
         key = jax.random.split(jax.random.key(1), seeds)
         run = jax.vmap(run)
     compiled, compile_s = compile_ahead(run, agent, mixture, key)
-    return Timing(
-        time_ms(lambda: compiled(agent, mixture, key), warmup=0, repeats=repeats), compile_s
-    )
+    ms = time_ms(lambda: compiled(agent, mixture, key), warmup=0, repeats=repeats)
+    return Timing(ms, compile_s)
 
 
 def sampler_seeds_timing(
@@ -232,10 +234,11 @@ def online_step_timing(
 # ----------------------------------------------------------------------------------- helpers
 
 
-def make_agent(algo: str, obs_dim: int, act_dim: int, key: jax.Array | None = None):
-    cfg = getattr(RunConfig(), algo)
+def make_agent(algo: str, obs_dim: int, act_dim: int, key: jax.Array | None = None, config=None):
+    """An agent of the default (or given) config."""
+    config = getattr(RunConfig(), algo) if config is None else config
     key = jax.random.key(0) if key is None else key
-    return agents.get(algo).create(key, obs_dim, act_dim, cfg)
+    return agents.get(algo).create(key, obs_dim, act_dim, config)
 
 
 def _generator_and_buffers(obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig):

@@ -24,11 +24,12 @@ from edis_jax.data import buffer
 OBS_DIM, ACT_DIM = 11, 3  # Hopper: D = 26
 
 
-def measure(quick: bool = False) -> dict:
+def measure(quick: bool = False, preset_name: str = "paper") -> dict:
+    """Peak RSS (MB) of this process around a retrain and a generation; device peak on GPUs."""
     from benchmarks.jax_side import make_agent, random_transitions
 
-    paper = preset("paper")
-    rows = 1024 if quick else paper.diffusion.sample_batch
+    paper = preset(preset_name)
+    rows = min(1024, paper.diffusion.sample_batch) if quick else paper.diffusion.sample_batch
     dcfg = dataclasses.replace(
         paper.diffusion, num_steps=2, train_steps=10, train_chunk=10, sample_batch=rows
     )
@@ -46,7 +47,8 @@ def measure(quick: bool = False) -> dict:
     samples = jax.jit(lambda g, k: edis.generate(g, k, rows))(gen, jax.random.key(4))
     jax.block_until_ready(samples)
     out = {
-        "what": f"paper-size generator (1024x6 denoiser, 3 energies): retrain + generate {rows} rows",
+        "what": f"{preset_name}-size generator ({dcfg.width}x{dcfg.depth} denoiser, 3 energies): "
+        f"retrain + generate {rows} rows",
         "baseline_rss_mb": base_mb,
         "peak_rss_after_retrain_mb": after_retrain_mb,
         "peak_rss_mb": _rss_mb(),

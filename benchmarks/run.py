@@ -36,29 +36,35 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """What is measured. The defaults are the full benchmark (~15 min on 2 CPU cores)."""
+    """What is measured. The defaults are the full benchmark (~15 min on 2 quiet CPU cores)."""
 
+    # Denoiser sizes: the presets whose diffusion/energy configs are measured, each with the
+    # number of sampler steps at which PyTorch times the large sampler rows (scaled to the
+    # full count by the ratio of denoiser calls: paper size at 128 steps is ~5 min on 2 cores).
+    # The first preset also sizes the train chunk and the CEP rows.
+    models: tuple[tuple[str, int], ...] = (("paper", 16), ("cpu", 32))
     samples: int = 10_000  # rows of the large sampler rows
     small_batch: int = 256  # rows of the small sampler rows
     sampler_steps: int = 128  # Heun steps (JAX always runs all of them)
-    # The PyTorch sampler on `samples` rows is timed at this many steps and scaled by the
-    # ratio of denoiser calls (paper size: ~5 min at 128 steps on 2 cores).
-    ref_steps_paper: int = 16
-    ref_steps_cpu: int = 32
     train_chunk: int = 1000
     ref_train_steps: int = 30  # PyTorch training steps timed (mean per step)
+    agent_preset: str = "paper"  # agent configs (256x256 networks)
+    agent_batch: int = 256
     agent_updates: int = 1000
     ref_updates: tuple[tuple[str, int], ...] = (("iql", 200), ("sac", 200), ("calql", 40))
     cep_chunk: int = 20  # CEP steps per retrain (EnergyConfig.steps)
     online_steps: tuple[tuple[int, int], ...] = ((1, 200), (20, 20))  # (U, steps timed)
-    scaling_seeds: tuple[int, ...] = (1, 2, 4, 8)
+    scaling_seeds: tuple[int, ...] = (1, 2, 4, 8)  # plus 32 on a GPU
     scaling_updates: int = 1000
-    scaling_rows: int = 2048  # rows per seed of the scaling sampler (cpu preset's sample_batch)
+    scaling_preset: str = "cpu"  # the generator of the sampler scaling rows (its num_steps)
+    scaling_rows: int = 2048  # rows per seed (the cpu preset's sample_batch)
     repeats: int = 3  # best of, for rows shorter than a few seconds
+    peak_n: int = 4096  # the peak matmul is peak_n x peak_n (twice that on a GPU)
 
     def quick(self) -> Sizes:
+        """A couple of minutes on 2 quiet cores: same presets, fewer rows, steps and updates."""
         return dataclasses.replace(
-            self, samples=1024, sampler_steps=16, ref_steps_paper=4, ref_steps_cpu=4,
+            self, models=(("paper", 4), ("cpu", 4)), samples=1024, sampler_steps=16,
             train_chunk=50, ref_train_steps=5, agent_updates=100,
             ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)),
             scaling_updates=50, scaling_rows=256, repeats=1,
@@ -94,7 +100,8 @@ def run(
     start = time.perf_counter()
     ref = _torch_reference(torch, log)
     device = harness.device_name()
-    peak = harness.peak_matmul_gflops(8192 if jax.devices()[0].platform == "gpu" else 4096)
+    on_gpu = jax.devices()[0].platform == "gpu"
+    peak = harness.peak_matmul_gflops(sizes.peak_n * (2 if on_gpu else 1))
     log(f"{harness.device_description()}: peak float32 matmul {peak:.1f} GFLOP/s")
     suite = _Suite(sizes, ref, peak, only, log)
     rows = suite.rows()
@@ -104,7 +111,7 @@ def run(
         "torch_version": None if ref is None else ref.torch.__version__,
         "quick": quick,
         "sizes": dataclasses.asdict(sizes),
-        "scaling": suite.scaling() if not only or "seeds" in only else [],
+        "scaling": suite.scaling(),
         "memory": _memory(quick, log) if memory and not only else None,
     }
     extra["wall_s"] = time.perf_counter() - start
@@ -116,70 +123,68 @@ def run(
 class _Suite:
     def __init__(self, sizes: Sizes, ref, peak: float, only: str, log):
         self.s, self.ref, self.peak, self.only, self.log = sizes, ref, peak, only, log
-        paper, cpu = preset("paper"), preset("cpu")
-        steps = sizes.sampler_steps
-        self.paper = dataclasses.replace(paper.diffusion, num_steps=steps)
-        self.cpu = dataclasses.replace(cpu.diffusion, num_steps=steps)
-        self.energy = paper.energy
-        self.cpu_energy = cpu.energy
 
     def rows(self) -> list[Row]:
         from benchmarks import jax_side as J
 
         s, out = self.s, []
-        for size, dcfg, ref_steps in (
-            ("paper", self.paper, s.ref_steps_paper),
-            ("cpu", self.cpu, s.ref_steps_cpu),
-        ):
-            for n in (s.samples, s.small_batch):
-                for guided in (True, False):
-                    if n == s.small_batch and not guided:
-                        continue
-                    name = (
-                        f"{'guided' if guided else 'unguided'} sampler, {size} size "
-                        f"({dcfg.width}x{dcfg.depth}), {n} rows, {dcfg.num_steps} steps"
-                    )
-                    out.append(self._row(
-                        name,
-                        lambda dcfg=dcfg, n=n, g=guided: J.sampler_timing(OBS_DIM, ACT_DIM, dcfg, self.energy, n, g, 1 if n > 1000 else s.repeats),
-                        lambda dcfg=dcfg, n=n, g=guided, rs=ref_steps: self.ref.sampler_ms(
-                            OBS_DIM, ACT_DIM, dcfg, self.energy, n, g, rs if n > 1000 else None),
-                        flops=flops.sampler_flops(n, DATA_DIM, dcfg, self.energy, guided),
-                    ))  # fmt: skip
-        for size, dcfg in (("paper", self.paper), ("cpu", self.cpu)):
+        for name, ref_steps in s.models:
+            cfg = preset(name)
+            dcfg, ecfg = dataclasses.replace(cfg.diffusion, num_steps=s.sampler_steps), cfg.energy
+            size = f"{name} size ({dcfg.width}x{dcfg.depth})"
+            for n, guided in ((s.samples, True), (s.samples, False), (s.small_batch, True)):
+                big = n > s.small_batch
+                out.append(self._row(
+                    f"{'guided' if guided else 'unguided'} sampler, {size}, {n} rows, {dcfg.num_steps} steps",
+                    lambda d=dcfg, e=ecfg, n=n, g=guided, big=big: J.sampler_timing(
+                        OBS_DIM, ACT_DIM, d, e, n, g, 1 if big else s.repeats),
+                    lambda d=dcfg, e=ecfg, n=n, g=guided, big=big, rs=ref_steps: self.ref.sampler_ms(
+                        OBS_DIM, ACT_DIM, d, e, n, g, rs if big else None),
+                    flops=flops.sampler_flops(n, DATA_DIM, dcfg, ecfg, guided),
+                ))  # fmt: skip
             out.append(self._row(
-                f"diffusion train step, {size} size ({dcfg.width}x{dcfg.depth}), batch {dcfg.batch_size}",
-                lambda dcfg=dcfg: J.diffusion_step_timing(DATA_DIM, dcfg, max(s.repeats, 5)),
-                lambda dcfg=dcfg: self.ref.diffusion_train_ms(DATA_DIM, dcfg, s.ref_train_steps),
+                f"diffusion train step, {size}, batch {dcfg.batch_size}",
+                lambda d=dcfg: J.diffusion_step_timing(DATA_DIM, d, max(s.repeats, 5)),
+                lambda d=dcfg: self.ref.diffusion_train_ms(DATA_DIM, d, s.ref_train_steps),
                 flops=flops.diffusion_train_step_flops(dcfg.batch_size, DATA_DIM, dcfg),
             ))  # fmt: skip
+        first = preset(s.models[0][0])
+        dcfg, ecfg = first.diffusion, first.energy
+        size = f"{s.models[0][0]} size ({dcfg.width}x{dcfg.depth})"
         out.append(self._row(
-            f"diffusion train chunk, paper size, {s.train_chunk} steps, batch {self.paper.batch_size}",
-            lambda: J.diffusion_chunk_timing(OBS_DIM, ACT_DIM, self.paper, s.train_chunk, 1),
-            lambda: s.train_chunk * self.ref.diffusion_train_ms(DATA_DIM, self.paper, s.ref_train_steps),
-            flops=s.train_chunk * flops.diffusion_train_step_flops(self.paper.batch_size, DATA_DIM, self.paper),
+            f"diffusion train chunk, {size}, {s.train_chunk} steps, batch {dcfg.batch_size}",
+            lambda: J.diffusion_chunk_timing(OBS_DIM, ACT_DIM, dcfg, s.train_chunk, 1),
+            lambda: s.train_chunk * self.ref.diffusion_train_ms(DATA_DIM, dcfg, s.ref_train_steps),
+            flops=s.train_chunk * flops.diffusion_train_step_flops(dcfg.batch_size, DATA_DIM, dcfg),
             ref_note=f"ref: mean of {s.ref_train_steps} steps x {s.train_chunk}",
         ))  # fmt: skip
-        e = self.energy
         for steps in (1, s.cep_chunk):
+            what = "step" if steps == 1 else f"chunk of {steps} steps"
             out.append(self._row(
-                f"CEP {'step' if steps == 1 else f'chunk of {steps} steps'}, 3 energies, batch {e.batch_size}, K={e.num_negatives}",
-                lambda steps=steps: J.cep_timing(OBS_DIM, ACT_DIM, self.paper, e, steps, max(s.repeats, 5)),
-                lambda steps=steps: steps * self.ref.cep_step_ms(OBS_DIM, ACT_DIM, self.paper, e, max(10, steps)),
+                f"CEP {what}, 3 energies, batch {ecfg.batch_size}, K={ecfg.num_negatives}",
+                lambda n=steps: J.cep_timing(OBS_DIM, ACT_DIM, dcfg, ecfg, n, max(s.repeats, 5)),
+                lambda n=steps: n * self.ref.cep_step_ms(OBS_DIM, ACT_DIM, dcfg, ecfg, max(10, n)),
+                ref_note=None if steps == 1 else f"ref: mean of {max(10, steps)} steps x {steps}",
             ))  # fmt: skip
+        agent_cfg = preset(s.agent_preset)
         for algo, ref_updates in s.ref_updates:
+            label = {"iql": "IQL", "sac": "SAC", "calql": "Cal-QL"}[algo]
             out.append(self._row(
-                f"{algo.upper() if algo != 'calql' else 'Cal-QL'} update chunk, {s.agent_updates} updates, batch 256",
-                lambda algo=algo: J.agent_chunk_timing(algo, OBS_DIM, ACT_DIM, s.agent_updates, s.repeats),
-                lambda algo=algo, n=ref_updates: s.agent_updates * self.ref.agent_update_ms(
-                    algo, _agent_config(algo), OBS_DIM, ACT_DIM, n),
+                f"{label} update chunk, {s.agent_updates} updates, batch {s.agent_batch}",
+                lambda a=algo: J.agent_chunk_timing(
+                    a, OBS_DIM, ACT_DIM, s.agent_updates, s.repeats, config=getattr(agent_cfg, a),
+                    batch_size=s.agent_batch),
+                lambda a=algo, n=ref_updates: s.agent_updates * self.ref.agent_update_ms(
+                    a, getattr(agent_cfg, a), OBS_DIM, ACT_DIM, n, s.agent_batch),
                 ref_note=f"ref: mean of {ref_updates} updates x {s.agent_updates}",
             ))  # fmt: skip
         for utd, steps in s.online_steps:
             out.append(self._row(
                 f"online step, 1 seed, IQL, {ENV_ID}: act + env step + store + {utd} update(s)",
-                lambda utd=utd, steps=steps: J.online_step_timing(ENV_ID, "iql", utd, steps),
-                lambda utd=utd, steps=steps: self.ref.online_step_ms(ENV_ID, "iql", _agent_config("iql"), utd, steps),
+                lambda u=utd, n=steps: J.online_step_timing(
+                    ENV_ID, "iql", u, n, config=agent_cfg.iql, batch_size=s.agent_batch),
+                lambda u=utd, n=steps: self.ref.online_step_ms(
+                    ENV_ID, "iql", agent_cfg.iql, u, n, s.agent_batch),
             ))  # fmt: skip
         return [r for r in out if r is not None]
 
@@ -190,35 +195,39 @@ class _Suite:
 
         s = self.s
         seeds = s.scaling_seeds + ((32,) if jax.devices()[0].platform != "cpu" else ())
-        cpu_sampler = dataclasses.replace(
-            preset("cpu").diffusion,
-            num_steps=8 if s.samples < 10_000 else preset("cpu").diffusion.num_steps,
-        )
+        iql = preset(s.agent_preset).iql
+        gen_cfg = preset(s.scaling_preset)
+        dcfg, ecfg = gen_cfg.diffusion, gen_cfg.energy
         workloads = [
-            (f"IQL update chunk ({s.scaling_updates} updates, batch 256)", s.scaling_updates, "updates/s",
-             lambda n: J.agent_chunk_timing("iql", OBS_DIM, ACT_DIM, s.scaling_updates, s.repeats, seeds=n)),
-            (f"guided sampler, cpu size, {s.scaling_rows} rows/seed, {cpu_sampler.num_steps} steps", s.scaling_rows, "samples/s",
-             lambda n: J.sampler_seeds_timing(OBS_DIM, ACT_DIM, cpu_sampler, self.cpu_energy, s.scaling_rows, n, 1)),
+            (f"IQL update chunk ({s.scaling_updates} updates, batch {s.agent_batch})",
+             s.scaling_updates, "updates_per_s",
+             lambda n: J.agent_chunk_timing("iql", OBS_DIM, ACT_DIM, s.scaling_updates, s.repeats,
+                                            seeds=n, config=iql, batch_size=s.agent_batch)),
+            (f"guided sampler, {s.scaling_preset} size ({dcfg.width}x{dcfg.depth}), "
+             f"{s.scaling_rows} rows/seed, {dcfg.num_steps} steps", s.scaling_rows, "samples_per_s",
+             lambda n: J.sampler_seeds_timing(OBS_DIM, ACT_DIM, dcfg, ecfg, s.scaling_rows, n, 1)),
         ]  # fmt: skip
         out = []
-        for name, units, unit_name, timing in workloads:
+        for name, units, rate_name, timing in workloads:
+            if self.only and self.only not in name:
+                continue
+            self.log(f"- scaling: {name}")
             try:
                 single = timing(None).ms
-                self.log(f"  {name}: 1 seed unvmapped {single:.1f} ms")
+                self.log(f"    1 seed, not vmapped: {single:.1f} ms")
                 for n in seeds:
                     vmapped = timing(n).ms
-                    rate = n * units / (vmapped / 1e3)
                     out.append({
                         "workload": name, "seeds": n, "vmapped_ms": vmapped,
-                        "sequential_ms": n * single, unit_name.replace("/", "_per_"): rate,
+                        "sequential_ms": n * single, rate_name: n * units / (vmapped / 1e3),
                         "per_seed_rate_vs_1_seed": n * single / vmapped,
                     })  # fmt: skip
                     self.log(
-                        f"  {name}: {n} seeds {vmapped:.1f} ms ({n * single / vmapped:.2f}x sequential)"
+                        f"    {n} seeds vmapped: {vmapped:.1f} ms ({n * single / vmapped:.2f}x sequential)"
                     )
             except Exception as error:  # keep the rest of the benchmark
-                self.log(f"  {name}: FAILED {error!r}")
-                out.append({"workload": name, "error": repr(error)})
+                self.log(f"    FAILED: {traceback.format_exc()}")
+                out.append({"workload": name, "error": repr(error)[:300]})
         return out
 
     def _row(self, name, jax_fn, ref_fn, *, flops=None, ref_note=None) -> Row | None:
@@ -231,7 +240,7 @@ class _Suite:
             jax_ms = timing.ms
             notes.append(f"compile {timing.compile_s:.1f} s")
             self.log(f"    jax {jax_ms:.2f} ms (compile {timing.compile_s:.1f} s)")
-        except Exception as error:
+        except Exception as error:  # keep the rest of the benchmark
             notes.append(f"JAX failed: {error!r}"[:300])
             self.log(f"    JAX FAILED: {traceback.format_exc()}")
         if self.ref is not None:
@@ -246,10 +255,6 @@ class _Suite:
         return Row.make(
             name, jax_ms, ref_ms, flops=flops, peak_gflops=self.peak, note="; ".join(notes) or None
         )
-
-
-def _agent_config(algo: str):
-    return getattr(preset("paper"), algo)
 
 
 def _torch_reference(enabled: bool, log):

@@ -81,20 +81,7 @@ def create(
         )
     if obs_dim <= 0 or act_dim <= 0:
         raise ValueError(f"obs_dim and act_dim must be > 0, got {obs_dim} and {act_dim}")
-    dim = 2 * obs_dim + act_dim + 1
-    key_diffusion, key_energy = jax.random.split(key)
-    scales = (energy_cfg.scale_state, energy_cfg.scale_policy, energy_cfg.scale_transition)
-    return Generator(
-        diffusion=diffusion_lib.init(key_diffusion, dim, diffusion_cfg),
-        energies=energy_lib.init(key_energy, dim, energy_cfg),
-        normalizer=Normalizer.identity(dim),
-        scales=jnp.asarray(scales, jnp.float32),
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        diffusion_cfg=diffusion_cfg,
-        energy_cfg=energy_cfg,
-        guide=guide,
-    )
+    return _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide)
 
 
 def retrain(
@@ -240,6 +227,25 @@ def generate_with_progress(
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide) -> Generator:
+    # Jitted: initialising the networks op by op outside jit is slow.
+    dim = 2 * obs_dim + act_dim + 1
+    key_diffusion, key_energy = jax.random.split(key)
+    scales = (energy_cfg.scale_state, energy_cfg.scale_policy, energy_cfg.scale_transition)
+    return Generator(
+        diffusion=diffusion_lib.init(key_diffusion, dim, diffusion_cfg),
+        energies=energy_lib.init(key_energy, dim, energy_cfg),
+        normalizer=Normalizer.identity(dim),
+        scales=jnp.asarray(scales, jnp.float32),
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        diffusion_cfg=diffusion_cfg,
+        energy_cfg=energy_cfg,
+        guide=guide,
+    )
 
 
 def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn) -> Transition:

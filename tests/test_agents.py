@@ -49,6 +49,12 @@ def probe_data(key, reward_fn, terminal: float, mc_return=None, n: int = 512) ->
 CHUNK, BATCH = 50, 64
 
 
+@functools.partial(jax.jit, static_argnames=("algo", "config"))
+def make_agent(algo: str, key, config, obs_norm=None):
+    # Jitted: eager creation dispatches hundreds of tiny ops, slow on a busy 2-core machine.
+    return agents.get(algo).create(key, OBS_DIM, ACT_DIM, config, obs_norm=obs_norm)
+
+
 @functools.partial(jax.jit, static_argnames=("algo",))
 def train_chunk(algo, agent, mixture, key):
     return agents.get(algo).update_chunk(agent, mixture, key, CHUNK, BATCH)
@@ -83,7 +89,7 @@ def test_constant_reward_gives_q_of_r_over_one_minus_gamma(algo):
     changes = dict(CONSTANT_REWARD, value_lr=1e-3) if algo == "iql" else CONSTANT_REWARD
     key = jax.random.PRNGKey(0)
     data = probe_data(key, lambda a: jnp.ones(a.shape[0]), terminal=0.0, mc_return=10.0)
-    agent = agents.get(algo).create(key, OBS_DIM, ACT_DIM, tiny_config(algo, **changes))
+    agent = make_agent(algo, key, tiny_config(algo, **changes))
     agent, _ = train(algo, agent, data, key, 2000)
     q = q_values(algo, agent, data.obs, data.action)
     assert abs(float(q.mean()) - 10.0) < 0.6, float(q.mean())
@@ -95,7 +101,7 @@ def test_calql_without_calibration_underestimates_the_constant_reward_probe():
     # updates; with the bound 10.17. The gap shows the calibration doing its job.
     key = jax.random.PRNGKey(0)
     data = probe_data(key, lambda a: jnp.ones(a.shape[0]), terminal=0.0, mc_return=10.0)
-    agent = calql.create(key, OBS_DIM, ACT_DIM, tiny_config("calql", **CONSTANT_REWARD))
+    agent = make_agent("calql", key, tiny_config("calql", **CONSTANT_REWARD))
     agent, metrics = train("calql", agent.replace(calibrate=common.scalar(0.0)), data, key, 2000)
     assert float(q_values("calql", agent, data.obs, data.action).mean()) < 9.3
     assert float(metrics["calibration_rate"]) > 0.9  # its Q-values sit below the true return
@@ -113,7 +119,7 @@ def test_one_step_bandit_policy_picks_the_better_action(algo):
     data = data.replace(obs=jnp.zeros_like(data.obs), next_obs=jnp.zeros_like(data.obs))
     changes = {"actor_lr": 1e-3, **({"cql_alpha": 1.0} if algo == "calql" else {})}
     module = agents.get(algo)
-    agent = module.create(key, OBS_DIM, ACT_DIM, tiny_config(algo, **changes))
+    agent = make_agent(algo, key, tiny_config(algo, **changes))
     agent, _ = train(algo, agent, data, key, 1000)
     greedy = float(module.act(agent, key, data.obs[0], deterministic=True)[0])
     assert greedy > 0.15, greedy
@@ -138,7 +144,7 @@ def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
         return module.update_chunk(agent, mixture, key, CHUNK, BATCH)
 
     run_seeds = jax.jit(jax.vmap(chunk))
-    stacked = jax.vmap(lambda k: module.create(k, OBS_DIM, ACT_DIM, config))(init_keys)
+    stacked = jax.jit(jax.vmap(lambda k: module.create(k, OBS_DIM, ACT_DIM, config)))(init_keys)
     assert_seeds_differ(algo, stacked)
     mixtures = jax.tree.map(lambda x: jnp.stack([x, x]), mixture)
     trained, metrics = run_seeds(stacked, mixtures, chunk_keys)
@@ -146,7 +152,7 @@ def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
     assert all(v.shape == (2,) for v in metrics.values())  # the seed axis is kept
 
     for i in range(2):
-        single = module.create(init_keys[i], OBS_DIM, ACT_DIM, config)
+        single = make_agent(algo, init_keys[i], config)
         single, _ = train_chunk(algo, single, mixture, chunk_keys[i])
         seed_i = jax.tree.map(lambda x, i=i: x[i], trained)
         for a, b in zip(jax.tree.leaves(seed_i), jax.tree.leaves(single), strict=True):
@@ -178,7 +184,9 @@ def number_variants(algo: str, agent) -> list:
             agent.replace(cql_alpha=per_seed(5.0, 1.0)),
             module.set_online(agent.replace(calibrate_online=per_seed(1.0, 0.0))),
             agent.replace(max_backup=per_seed(1.0, 0.0)),
-            agent.replace(sac=agent.sac.replace(critic=agent.sac.critic.replace(lr=per_seed(1.0, 2.0)))),
+            agent.replace(
+                sac=agent.sac.replace(critic=agent.sac.critic.replace(lr=per_seed(1.0, 2.0)))
+            ),
         ]
     return [*variants, module.set_online(agent)]
 
@@ -205,7 +213,7 @@ def test_calibration_bound_is_active_exactly_where_q_is_below_the_return():
 
 
 def test_calql_loss_uses_the_bound_only_where_q_is_below_the_return():
-    agent = calql.create(jax.random.PRNGKey(7), OBS_DIM, ACT_DIM, tiny_config("calql"))
+    agent = make_agent("calql", jax.random.PRNGKey(7), tiny_config("calql"))
     batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=64)
     key = jax.random.PRNGKey(9)
 
@@ -264,8 +272,8 @@ def test_act_log_prob_and_policy_shapes(algo):
     module = agents.get(algo)
     key = jax.random.PRNGKey(10)
     norm = Normalizer(mean=jnp.array([3.0, -1.0]), std=jnp.array([2.0, 0.5]))
-    agent = module.create(key, OBS_DIM, ACT_DIM, tiny_config(algo), obs_norm=norm)
-    plain = module.create(key, OBS_DIM, ACT_DIM, tiny_config(algo))
+    agent = make_agent(algo, key, tiny_config(algo), obs_norm=norm)
+    plain = make_agent(algo, key, tiny_config(algo))
     obs = jax.random.normal(key, (5, OBS_DIM)) * 3.0
     for deterministic in (True, False):
         action = module.act(agent, key, obs, deterministic)
@@ -302,8 +310,14 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
 
     config = SACConfig(hidden_dims=(32, 32), start_steps=100)
     run = train_sac_online(
-        "Pendulum-v1", 450, config=config, batch_size=32, eval_every=200, eval_episodes=2,
-        record_episodes=True, progress=False,
+        "Pendulum-v1",
+        450,
+        config=config,
+        batch_size=32,
+        eval_every=200,
+        eval_episodes=2,
+        record_episodes=True,
+        progress=False,
     )
     assert run.steps == 450 and [s for s, _ in run.evals] == [200, 400, 450]
     assert len(run.episodes) == 2 and len(run.train_returns) == 2  # 200-step episodes
@@ -316,8 +330,14 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
 
     # Continuing an existing agent; stop_return below any return stops at the first evaluation.
     more = train_sac_online(
-        "Pendulum-v1", 400, agent=run.agent, batch_size=32, eval_every=100, eval_episodes=1,
-        stop_return=-1e9, progress=False,
+        "Pendulum-v1",
+        400,
+        agent=run.agent,
+        batch_size=32,
+        eval_every=100,
+        eval_episodes=1,
+        stop_return=-1e9,
+        progress=False,
     )
     assert more.steps == 100 and len(more.evals) == 1
     assert jax.tree.leaves(run.agent)[0] is not None  # the caller's agent is still usable

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from edis_jax import cli
+from edis_jax import cli, envs
 from edis_jax.data import builder, datasets, scores
 
 
@@ -105,6 +105,10 @@ def test_random_dataset_has_exact_size_and_consistent_episodes(minari_path):
     # Every episode but the last ends by termination (random Hopper falls); the last one was
     # cut at the step budget unless it happened to terminate exactly there.
     assert t.terminal[ends[:-1]].all()
+    # The last next_obs of a terminated episode is the fallen state (the vector env's final
+    # observation), not the first observation of the next episode.
+    fallen = envs.termination_fn("Hopper-v5")(t.obs, t.action, t.next_obs)
+    np.testing.assert_array_equal(np.asarray(fallen)[ends[:-1]], 1.0)
     episodes, _ = datasets.read_episodes("test/hopper/random-v0")
     assert episodes[-1]["terminations"][-1] or episodes[-1]["truncations"][-1]
     assert np.abs(t.action).max() <= 1.0

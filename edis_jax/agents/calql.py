@@ -122,9 +122,7 @@ def critic_loss(agent: Agent, critic_params, batch: Transition, key: jax.Array):
     next_key, current_key, random_key, subset_key = jax.random.split(key, 4)
     next_actions, next_logp = _policy_samples(learner, batch.next_obs, n, next_key)
     current_actions, current_logp = _policy_samples(learner, batch.obs, n, current_key)
-    random_actions = jax.random.uniform(
-        random_key, current_actions.shape, minval=-1.0, maxval=1.0
-    )
+    random_actions = jax.random.uniform(random_key, current_actions.shape, minval=-1.0, maxval=1.0)
     td_target = _td_target(agent, batch, next_actions, next_logp, subset_key)
 
     # One critic call on the data action and the 3n sampled actions, all at s.

@@ -88,7 +88,9 @@ def check_create_args(
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name}.create: {arg} must be a positive int, got {value!r}")
     if not (math.isfinite(reward_scale) and reward_scale > 0):
-        raise ValueError(f"{name}.create: reward_scale must be a positive number, got {reward_scale}")
+        raise ValueError(
+            f"{name}.create: reward_scale must be a positive number, got {reward_scale}"
+        )
     if obs_norm is None:
         return Normalizer.identity(obs_dim)
     if jnp.shape(obs_norm.mean) != (obs_dim,):

@@ -171,9 +171,7 @@ def update_actor_and_temperature(agent: Agent, obs: jnp.ndarray, key: jax.Array)
         q = q_for_actor(agent.critic_net.apply(agent.critic.params, obs, action))
         return (alpha * logp - q).mean(), logp
 
-    (actor_loss, logp), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-        agent.actor.params
-    )
+    (actor_loss, logp), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(agent.actor.params)
     actor = agent.actor.apply_gradients(grads)
 
     entropy_gap = jax.lax.stop_gradient(logp + agent.target_entropy).mean()

@@ -130,33 +130,46 @@ def make_command(env_id: str, kind: str, steps: int, dataset_id: str, seed: int)
 
 
 def rollout(
-    env_id: str, policy_fn: Callable[[np.ndarray], np.ndarray], steps: int, seed: int
+    env_id: str,
+    policy_fn: Callable[[np.ndarray], np.ndarray],
+    steps: int,
+    seed: int,
+    num_envs: int = 8,
 ) -> list[dict]:
-    """Exactly `steps` transitions of policy_fn(obs) -> action, as Minari-style episode dicts
-    (observations (T+1, ds), actions (T, da), rewards, terminations, truncations (T,)). The
-    last episode is cut at the budget and marked truncated."""
-    env = envs.make_env(env_id)
-    episodes: list[dict] = []
+    """Exactly `steps` transitions of policy_fn(obs batch) -> action batch, as Minari-style
+    episode dicts (observations (T+1, ds), actions (T, da), rewards, terminations,
+    truncations (T,)).
+
+    `num_envs` sub-envs (seeds seed, seed+1, ...) step side by side so that the policy runs on
+    batches. Finished episodes are kept in the order they finish until they hold `steps`
+    transitions; the last one kept is cut to fit (marked truncated unless it terminated right
+    there) and episodes still running are dropped.
+    """
+    env = envs.make_vector_env(env_id, num_envs)
+    finished: list[dict] = []
+    total = 0
     try:
         obs, _ = env.reset(seed=seed)
-        current = _new_episode(obs)
-        for t in range(steps):
+        running = [_new_episode(o) for o in obs]
+        while total < steps:
             action = np.asarray(policy_fn(obs), env.action_space.dtype)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            truncated = truncated or (t == steps - 1 and not terminated)
-            current["actions"].append(action)
-            current["rewards"].append(float(reward))
-            current["terminations"].append(bool(terminated))
-            current["truncations"].append(bool(truncated))
-            current["observations"].append(obs)
-            if terminated or truncated:
-                episodes.append(_finish_episode(current))
-                if t < steps - 1:
-                    obs, _ = env.reset()
-                    current = _new_episode(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            for i, episode in enumerate(running):
+                ended = bool(terminated[i] or truncated[i])
+                # SAME_STEP autoreset: obs[i] already starts the next episode when one ended.
+                episode["observations"].append(info["final_obs"][i] if ended else obs[i])
+                episode["actions"].append(action[i])
+                episode["rewards"].append(float(reward[i]))
+                episode["terminations"].append(bool(terminated[i]))
+                episode["truncations"].append(bool(truncated[i]))
+                if ended and total < steps:
+                    finished.append(_finish_episode(episode, steps - total))
+                    total += len(finished[-1]["rewards"])
+                if ended:
+                    running[i] = _new_episode(obs[i])
     finally:
         env.close()
-    return episodes
+    return finished
 
 
 # ------------------------------------------------------------------------- behaviour (SAC)
@@ -282,17 +295,16 @@ def _mean_return(env_id: str, policy_fn, episodes: int, seed: int) -> float:
 
 
 def _new_episode(obs) -> dict:
-    return {
-        "observations": [obs],
-        "actions": [],
-        "rewards": [],
-        "terminations": [],
-        "truncations": [],
-    }
+    return {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
 
 
-def _finish_episode(current: dict) -> dict:
-    return {k: np.asarray(v) for k, v in current.items()}
+def _finish_episode(episode: dict, max_steps: int) -> dict:
+    """numpy arrays of the episode's first `max_steps` steps; a cut episode ends truncated."""
+    n = min(len(episode["rewards"]), max_steps)
+    out = {k: np.asarray(v[: n + 1 if k == "observations" else n]) for k, v in episode.items()}
+    if n < len(episode["rewards"]) and not out["terminations"][-1]:
+        out["truncations"][-1] = True
+    return out
 
 
 def _validate(env_id, kind, steps, dataset_id, medium_fraction, eval_episodes, overwrite):

@@ -72,9 +72,7 @@ def train_sac_online(
         agent = jax.tree.map(jnp.copy, agent)  # the caller's agent survives the donation below
         random_steps = 0
     update_after = max(random_steps, batch_size)
-    buffer = replay.create(
-        Transition.zeros(obs_dim, act_dim), max(1, min(steps, MAX_CAPACITY))
-    )
+    buffer = replay.create(Transition.zeros(obs_dim, act_dim), max(1, min(steps, MAX_CAPACITY)))
     run = SACRun(agent=agent, steps=0)
     recorder = _EpisodeRecorder() if record_episodes else None
 

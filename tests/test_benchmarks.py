@@ -1,0 +1,144 @@
+"""Smoke tests of the benchmark harness at tiny sizes, and checks that the PyTorch reference
+computes what the JAX code does (same schedule, same network sizes). PyTorch is optional:
+without it the reference columns must come out null and the torch-only checks are skipped."""
+
+import dataclasses
+import importlib.util
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import flops, harness
+from benchmarks.harness import Row
+from benchmarks.run import Sizes, run
+from edis_jax.config import DiffusionConfig, EnergyConfig, preset
+from edis_jax.diffusion import edm
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+TINY = Sizes(
+    models=(("tiny", 2),),
+    samples=64,
+    small_batch=16,
+    sampler_steps=4,
+    train_chunk=4,
+    ref_train_steps=2,
+    agent_preset="tiny",
+    agent_batch=16,
+    agent_updates=4,
+    ref_updates=(("iql", 2), ("sac", 2), ("calql", 2)),
+    cep_chunk=2,
+    online_steps=((2, 2),),
+    scaling_seeds=(1, 2),
+    scaling_updates=3,
+    scaling_preset="tiny",
+    scaling_rows=8,
+    repeats=1,
+    peak_n=256,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    record, markdown = run(TINY, out, quick=True, torch=HAS_TORCH, memory=False, log=lambda _: None)
+    return out, record, markdown
+
+
+def test_tiny_run_writes_the_agreed_schema(tiny_run):
+    out, record, markdown = tiny_run
+    data = json.loads((out / f"{harness.device_name()}-quick.json").read_text())
+    assert data["device"] == harness.device_name()
+    assert data["peak_matmul_gflops"] > 0
+    # 3 sampler rows + 1 train step per model, train chunk, 2 CEP rows, 3 agents, 1 online step.
+    assert len(data["rows"]) == 4 + 1 + 2 + 3 + 1
+    for row in data["rows"]:
+        assert {"name", "jax_ms", "ref_ms", "speedup", "gflops", "peak_fraction"} <= set(row)
+        assert row["jax_ms"] is not None and row["jax_ms"] > 0, row
+        if HAS_TORCH:
+            assert row["ref_ms"] > 0, row
+            assert row["speedup"] == pytest.approx(row["ref_ms"] / row["jax_ms"])
+        else:
+            assert row["ref_ms"] is None and row["speedup"] is None
+    sampler = [r for r in data["rows"] if "sampler" in r["name"]]
+    assert all(r["gflops"] > 0 and r["peak_fraction"] > 0 for r in sampler)
+    assert all(r["gflops"] is None for r in data["rows"] if "update chunk" in r["name"])
+    assert (out / f"{harness.device_name()}-quick.md").read_text() == markdown
+    assert "| benchmark | JAX ms | PyTorch ms | speedup |" in markdown
+
+
+def test_tiny_run_scales_over_seeds(tiny_run):
+    _, record, _ = tiny_run
+    scaling = record["scaling"]
+    assert [s["seeds"] for s in scaling] == [1, 2, 1, 2]  # IQL updates, then the sampler
+    for s in scaling:
+        assert s["vmapped_ms"] > 0
+        assert s["per_seed_rate_vs_1_seed"] == pytest.approx(s["sequential_ms"] / s["vmapped_ms"])
+    assert scaling[0]["updates_per_s"] > 0 and scaling[2]["samples_per_s"] > 0
+
+
+def test_flop_counts_by_hand():
+    cfg = preset("paper").diffusion  # 1024 wide, 6 blocks, dim_t 256, 8 Fourier frequencies
+    per_row = 2 * (17 * 256 + 256 * 256 + 26 * 256 + 256 * 1024 + 6 * 1024 * 1024 + 1024 * 26)
+    assert flops.denoiser_flops(1, 26, cfg) == per_row
+    energy = 2 * (27 * 256 + 256 * 256 + 256 * 256 + 256)
+    assert flops.energy_flops(1, 26, EnergyConfig()) == energy
+    steps = dataclasses.replace(cfg, num_steps=10)
+    assert flops.sampler_flops(3, 26, steps, EnergyConfig(), guided=False) == 19 * 3 * per_row
+    guided = flops.sampler_flops(3, 26, steps, EnergyConfig(), guided=True)
+    assert guided == 19 * 3 * (per_row + 3 * 3 * energy)
+    assert flops.diffusion_train_step_flops(256, 26, cfg) == 3 * 256 * per_row
+
+
+def test_row_derives_ratios_and_leaves_missing_fields_null():
+    row = Row.make("x", jax_ms=2.0, ref_ms=10.0, flops=4e9, peak_gflops=4.0)
+    assert row.speedup == 5.0 and row.gflops == 2.0 and row.peak_fraction == 0.5
+    empty = Row.make("y", jax_ms=2.0)
+    assert empty.ref_ms is None and empty.speedup is None and empty.gflops is None
+
+
+def test_time_ms_warms_up_then_takes_the_best():
+    calls = []
+    ms = harness.time_ms(lambda: calls.append(1) or jnp.ones(3), warmup=2, repeats=3)
+    assert len(calls) == 5 and ms >= 0
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (the bench extra)")
+def test_torch_sampler_schedule_matches_jax():
+    from benchmarks.torch_diffusion import ElucidatedDiffusion
+
+    cfg = DiffusionConfig(num_steps=32)
+    schedule = ElucidatedDiffusion(26, cfg).schedule()
+    sigmas = np.array([s for s, _, _ in schedule] + [schedule[-1][1]])
+    gammas = np.array([g for _, _, g in schedule])
+    jax_sigmas = edm.noise_levels(cfg)
+    np.testing.assert_allclose(sigmas, jax_sigmas, rtol=1e-5)
+    np.testing.assert_allclose(gammas, edm.churn(jax_sigmas, cfg), rtol=1e-6)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (the bench extra)")
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_torch_networks_have_the_jax_sizes(name):
+    from benchmarks import torch_agents, torch_diffusion
+    from edis_jax import edis
+    from benchmarks.jax_side import make_agent
+
+    cfg = preset(name)
+    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
+    torch_count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    gen = edis.create(jax.random.key(0), 11, 3, cfg.diffusion, cfg.energy)
+    denoiser = torch_diffusion.ElucidatedDiffusion(26, cfg.diffusion)
+    assert torch_count(denoiser) == count(gen.diffusion.params)
+    energies = torch_diffusion.make_energies(11, 3, cfg.energy)[0]
+    assert sum(map(torch_count, energies)) == count(gen.energies.params)
+    iql = torch_agents.IQL(11, 3, cfg.iql)
+    jax_iql = make_agent("iql", 11, 3, config=cfg.iql)
+    for torch_net, jax_params in (
+        (iql.qf, jax_iql.critic.params),
+        (iql.vf, jax_iql.value.params),
+        (iql.actor, jax_iql.actor.params),
+    ):
+        assert torch_count(torch_net) == count(jax_params)
