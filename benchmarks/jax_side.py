@@ -174,7 +174,7 @@ def sampler_seeds_timing(
 
 
 def online_step_timing(
-    env_id: str, algo: str, utd: int, steps: int, batch_size: int = 256
+    env_id: str, algo: str, utd: int, steps: int, *, config=None, batch_size: int = 256
 ) -> Timing:
     """One online step of the run driver for 1 seed (train/state.py): choose_action, the
     vector env step, the Transition, and online_step (store + `utd` updates). Mean over
@@ -193,6 +193,8 @@ def online_step_timing(
         offline_steps=0,
         batch_size=batch_size,
     )
+    if config is not None:
+        cfg = cfg.replace(**{algo: config})
     offline = jax.tree.map(
         np.asarray, random_transitions(jax.random.key(0), 10_000, obs_dim, act_dim)
     )

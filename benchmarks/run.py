@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="edis-jax benchmarks against PyTorch eager")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a couple of minutes")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--only", default="", help="run only rows whose name contains this")
+    parser.add_argument(
+        "--only", default="", help="run only rows whose name contains one of these ('|'-separated)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     sizes = Sizes().quick() if args.quick else Sizes()
@@ -209,7 +211,7 @@ class _Suite:
         ]  # fmt: skip
         out = []
         for name, units, rate_name, timing in workloads:
-            if self.only and self.only not in name:
+            if not self._selected(name):
                 continue
             self.log(f"- scaling: {name}")
             try:
@@ -230,8 +232,12 @@ class _Suite:
                 out.append({"workload": name, "error": repr(error)[:300]})
         return out
 
+    def _selected(self, name: str) -> bool:
+        wanted = [w.strip() for w in self.only.split("|") if w.strip()]
+        return not wanted or any(w in name for w in wanted)
+
     def _row(self, name, jax_fn, ref_fn, *, flops=None, ref_note=None) -> Row | None:
-        if self.only and self.only not in name:
+        if not self._selected(name):
             return None
         self.log(f"- {name}")
         notes, jax_ms, ref_ms = [], None, None

@@ -219,9 +219,6 @@ class OnlineConfig:
     # Baseline (no EDIS) and pre-first-retrain batches: this fraction comes from the online
     # buffer, the rest from all real data (offline + online). 0 = replay all real data (CORL).
     baseline_online_ratio: float = 0.0
-    # The published code trains the agent only on retrain steps (U=20 there) and on real data in
-    # between; True reproduces that schedule.
-    published_schedule: bool = False
 
     def __post_init__(self):
         _positive(self, "utd", "retrain_every", "num_samples")

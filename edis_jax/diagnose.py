@@ -60,6 +60,7 @@ class DiagnoseArgs:
     n: int = 4096  # synthetic transitions generated per guidance setting
     guidance: tuple[str, ...] = GUIDANCE_ROWS
     diffusion_steps: int | None = None  # override the preset's diffusion training steps
+    cep_steps: int | None = None  # override the preset's CEP steps per energy
     scales: tuple[float, float, float] | None = None  # override (w_s, w_a, w_t)
     mmd_rows: int = 2000  # rows of each set in the MMD estimate (cost grows as rows^2)
     seed: int = 0
@@ -81,22 +82,24 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
     """Load the datasets, run the diagnostic, print the table and write the JSON (if asked)."""
     from edis_jax.data.datasets import load_dataset
 
+    if args.policy is not None:
+        raise ValueError(
+            f"--policy {args.policy}: loading a run's agent is not wired yet; leave --policy out "
+            "to clone the target data's behaviour instead"
+        )
     offline, target = load_dataset(args.dataset), load_dataset(args.target)
     if offline.env_id != target.env_id:
         raise ValueError(
             f"--dataset is {offline.env_id} data but --target is {target.env_id} data: "
             "give two datasets of the same env"
         )
-    if args.policy is not None:
-        raise ValueError(
-            f"--policy {args.policy}: loading a run's agent is not wired yet; leave --policy out "
-            "to train a quick agent on the target data"
-        )
     config = preset(args.preset)
     if args.diffusion_steps is not None:
         config = config.replace(
             diffusion=dataclasses.replace(config.diffusion, train_steps=args.diffusion_steps)
         )
+    if args.cep_steps is not None:
+        config = config.replace(energy=dataclasses.replace(config.energy, steps=args.cep_steps))
     result = run_diagnose(
         offline.transitions,
         target.transitions,
@@ -142,8 +145,9 @@ def run_diagnose(
     The diffusion model's real data is `offline` only. `agent` (of `algo`) is the policy; None
     clones the target's behaviour instead (`quick_agent`, an IQL agent: algo becomes "iql"). Every guidance setting samples with the same key (common random
     numbers), so differences between rows come from the guidance, not from sampling noise.
-    Returns {"rows": [...], "reference": [...], "env_id", "n", "algo"}; "reference" measures the
-    offline and the target data themselves (what replaying them would give).
+    Returns {"rows": [...], "reference": [...], "retrain": {...}, "env_id", "n", "algo",
+    "scales"}; "reference" measures the offline and the target data themselves (what replaying
+    them would give), "retrain" holds the generator's training metrics.
     """
     from edis_jax import agents, edis
     from edis_jax.data import buffer
@@ -160,7 +164,7 @@ def run_diagnose(
         gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
     real, online = buffer.from_transitions(offline), buffer.from_transitions(target)
     policy = agents.policy(algo, agent)
-    gen, _ = edis.retrain_with_progress(
+    gen, retrain_metrics = edis.retrain_with_progress(
         *map(_with_seed_axis, (gen, real, online, policy, k_retrain)), progress=progress
     )
     gen = _without_seed_axis(gen)
@@ -184,7 +188,16 @@ def run_diagnose(
         {"data": "offline", **_finite(measure(_take(offline, n, seed)))},
         {"data": "target", **_finite(measure(_take(half_a, n, seed), half_b.obs))},
     ]
-    return {"rows": rows, "reference": reference, "env_id": env_id, "n": n, "algo": algo}
+    retrain = _finite({k: float(v[0]) for k, v in retrain_metrics.items()})
+    return {
+        "rows": rows,
+        "reference": reference,
+        "retrain": retrain,  # diffusion loss, CEP losses/accuracies of the energies
+        "env_id": env_id,
+        "n": n,
+        "algo": algo,
+        "scales": [float(w) for w in gen.scales],
+    }
 
 
 def quick_agent(target: Transition, config: RunConfig, key, *, steps: int, progress=True):
@@ -227,6 +240,11 @@ def format_table(result: dict) -> str:
     if result.get("reference"):
         lines.append("-" * len(header))
         lines += [_table_line(f"({r['data']} data)", r) for r in result["reference"]]
+    if result.get("retrain"):
+        lines.append(
+            "retrain: "
+            + ", ".join(f"{k}={v:.3g}" for k, v in result["retrain"].items() if v is not None)
+        )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edis_jax import cli, envs
+from edis_jax.config import SACConfig
 from edis_jax.data import builder, datasets, scores
 
 
@@ -169,3 +170,38 @@ def test_shipped_dataset_installs_transparently(minari_path, tmp_path, monkeypat
         original.ref_max_score,
     )
     assert loaded.metadata["edis_jax"]["kind"] == "random"
+
+
+def test_sac_kinds_with_a_tiny_learner(minari_path):
+    # Pendulum's actions span [-2, 2] while the SAC agent acts in [-1, 1]: datasets must hold
+    # env actions. A tiny SAC and a given expert return keep this to a few seconds.
+    sac = SACConfig(hidden_dims=(16, 16), start_steps=100)
+    small = dict(expert_return=-200.0, max_train_steps=400, expert_steps=600, eval_every=200)
+    replay = builder.make_dataset(
+        "Pendulum-v1",
+        "medium-replay",
+        1,
+        "test/pendulum/mr-v0",
+        sac_config=sac,
+        progress=False,
+        **small,
+    )
+    # Replay = every finished training episode up to the medium point (200-step episodes).
+    assert replay["transitions"] == replay["build"]["medium_train_steps"] in (200, 400)
+    both = builder.make_dataset(
+        "Pendulum-v1",
+        "medium-expert",
+        300,
+        "test/pendulum/me-v0",
+        sac_config=sac,
+        progress=False,
+        **small,
+    )
+    assert both["transitions"] == 600 and both["build"]["expert_train_steps"] == 600
+    # target = R_random + (R_expert - R_random) / 3, with the measured random return
+    r_min = both["ref_min_score"]
+    assert both["build"]["medium_target"] == pytest.approx(r_min + (-200.0 - r_min) / 3)
+    assert (both["ref_min_score"], both["ref_max_score"]) == (r_min, -200.0)
+    for dataset_id in ("test/pendulum/mr-v0", "test/pendulum/me-v0"):
+        actions = datasets.load_dataset(dataset_id).transitions.action
+        assert np.abs(actions).max() <= 2.0 and np.abs(actions).max() > 1.2

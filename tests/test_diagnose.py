@@ -215,6 +215,7 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
         assert set(row) == {"guidance", "state_mmd", "action_logprob", "dynamics_error", "n"}
         assert row["n"] == 128
         assert all(math.isfinite(row[m]) for m in diagnose.METRICS)
+    assert result["retrain"]["diffusion_loss"] > 0 and "cep_state_acc" in result["retrain"]
     offline, target = result["reference"]
     # Real data follows the true dynamics exactly; target states match themselves better than
     # the offline states (the target's torques are biased by 0.8) do.

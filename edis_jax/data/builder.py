@@ -2,23 +2,29 @@
 
 Kinds (after D4RL, Fu et al. 2020):
 - random: uniform random actions.
-- medium: a SAC behaviour policy trained until its evaluation return reaches `medium_fraction`
-  (default 1/3) of the expert return, then rolled out stochastically.
+- medium: a SAC behaviour policy trained until its (deterministic) evaluation return reaches
+  `medium_fraction` (default 1/3) of the expert return, then rolled out stochastically.
 - medium-replay: every transition SAC collected up to that medium point (its replay buffer);
   its size is set by the training, not by `steps`.
 - expert: SAC trained for `expert_steps` env steps in all (continuing from the medium policy),
   rolled out stochastically.
 - medium-expert: `steps` medium transitions followed by `steps` expert ones (2 x steps, as D4RL).
 
-The expert return that sets the medium target is, in order: `expert_return` if given; D4RL's
-published expert score for Hopper, HalfCheetah, Walker2d and Ant; otherwise an expert is trained
-first (SAC for `expert_steps`) and its mean evaluation return is used.
+"A fraction f of the expert return" is measured from the random policy's return:
+target = R_random + f (R_expert - R_random), i.e. a normalised score of 100 f. For tasks whose
+random return is near zero (Hopper: -20 against 3234) this is f R_expert; for tasks with
+negative returns (Pendulum) it is the only reading that makes sense.
+
+The expert return is, in order: `expert_return` if given; D4RL's published expert score for
+Hopper, HalfCheetah, Walker2d and Ant; otherwise an expert is trained first (SAC for
+`expert_steps`, its final evaluation over `eval_episodes` episodes), and then also serves as the
+expert of the expert kinds.
 
 Reference scores: D4RL's constants for those four tasks (edis_jax.data.scores); for other envs
-ref_min = the random policy's mean return and ref_max = the expert's mean return (or
-`expert_return`), each over `eval_episodes` (>= 10) episodes. `ref_min_score`/`ref_max_score`
-override both. A random dataset of an env without D4RL constants and without an expert return
-has no ref_max; `edis-jax data scores` can add it later.
+ref_min = the random policy's mean return and ref_max = the expert return above, each over
+`eval_episodes` (>= 10) episodes. `ref_min_score`/`ref_max_score` override both. A random
+dataset of an env without D4RL constants or --expert-return has no ref_max; `edis-jax data
+scores` can add it later.
 
 Every rollout is cut at exactly `steps` transitions; a cut episode ends with truncation = True.
 """
@@ -37,6 +43,17 @@ from edis_jax.data.scores import d4rl_ref_scores
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 MIN_REF_EPISODES = 10  # episodes behind each reference score (the task's minimum)
+# Defaults of make_dataset's options, also used to write the shortest rebuilding command.
+DEFAULTS = {
+    "medium_fraction": 1 / 3,
+    "expert_return": None,
+    "expert_steps": 1_000_000,  # D4RL's experts: SAC for 1M steps
+    "max_train_steps": 1_000_000,
+    "eval_every": 5000,
+    "eval_episodes": MIN_REF_EPISODES,
+    "ref_min_score": None,
+    "ref_max_score": None,
+}
 
 
 def make_dataset(
@@ -46,11 +63,11 @@ def make_dataset(
     dataset_id: str,
     seed: int = 0,
     *,
-    medium_fraction: float = 1 / 3,
+    medium_fraction: float = DEFAULTS["medium_fraction"],
     expert_return: float | None = None,
-    expert_steps: int = 1_000_000,
-    max_train_steps: int = 1_000_000,
-    eval_every: int = 5000,
+    expert_steps: int = DEFAULTS["expert_steps"],
+    max_train_steps: int = DEFAULTS["max_train_steps"],
+    eval_every: int = DEFAULTS["eval_every"],
     eval_episodes: int = MIN_REF_EPISODES,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
@@ -59,40 +76,50 @@ def make_dataset(
     progress: bool = True,
 ) -> dict:
     """Build the dataset and write it under MINARI_DATASETS_PATH; returns a summary dict
-    (id, path, kind, env_id, transitions, episodes, returns, reference scores, timings)."""
-    _validate(env_id, kind, steps, dataset_id, medium_fraction, eval_episodes, overwrite)
-    _validate_refs(ref_min_score, ref_max_score)
+    (id, path, kind, env_id, transitions, episodes, mean_return, reference scores, build info,
+    timings in seconds)."""
+    options = dict(
+        medium_fraction=medium_fraction, expert_return=expert_return, expert_steps=expert_steps,
+        max_train_steps=max_train_steps, eval_every=eval_every, eval_episodes=eval_episodes,
+        ref_min_score=ref_min_score, ref_max_score=ref_max_score,
+    )  # fmt: skip
+    _validate(env_id, kind, steps, dataset_id, overwrite, **options)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     build: dict = {"kind": kind, "env_id": env_id, "steps": steps, "seed": seed}
+
+    t0 = time.perf_counter()
     d4rl = d4rl_ref_scores(env_id)
+    if d4rl is not None:
+        random_return = d4rl[0]
+        build["ref_source"] = "D4RL d4rl/infos.py"
+    else:
+        random_policy = _random_policy(env_id, seed + 1)
+        random_return = _mean_return(env_id, random_policy, eval_episodes, seed + 1)
+        build["ref_source"] = f"random policy / expert, {eval_episodes} episodes each"
+    timings["reference_s"] = time.perf_counter() - t0
 
     if kind == "random":
         t0 = time.perf_counter()
         episodes = rollout(env_id, _random_policy(env_id, seed), steps, seed)
         timings["rollout_s"] = time.perf_counter() - t0
-        expert_ref = expert_return
     else:
-        episodes, expert_ref, info = _behaviour_episodes(
-            env_id, kind, steps, seed, timings, progress,
-            medium_fraction=medium_fraction, expert_return=expert_return,
-            expert_steps=expert_steps, max_train_steps=max_train_steps,
-            eval_every=eval_every, eval_episodes=eval_episodes, sac_config=sac_config,
-        )  # fmt: skip
+        episodes, expert_return, info = _behaviour_episodes(
+            env_id, kind, steps, seed, random_return, timings, sac_config, progress, **options
+        )
         build.update(info)
 
-    t0 = time.perf_counter()
-    if d4rl is not None:
-        ref_min, ref_max = d4rl
-        build["ref_source"] = "D4RL d4rl/infos.py"
-    else:
-        ref_min = _mean_return(env_id, _random_policy(env_id, seed + 1), eval_episodes, seed + 1)
-        ref_max = expert_ref
-        build["ref_source"] = f"random policy ({eval_episodes} episodes) / expert return"
+    ref_min, ref_max = d4rl if d4rl is not None else (random_return, expert_return)
     if ref_min_score is not None:
         ref_min, ref_max = ref_min_score, ref_max_score
         build["ref_source"] = "given"
-    timings["reference_s"] = time.perf_counter() - t0
+    if ref_max is not None and not ref_max > ref_min:
+        print(
+            f"warning: the expert return {ref_max:.1f} is not above the random return "
+            f"{ref_min:.1f}, so no ref_max_score is stored: train longer (--expert-steps) or "
+            "add scores later with `edis-jax data scores`"
+        )
+        ref_max = None
 
     t0 = time.perf_counter()
     path = datasets.write_dataset(
@@ -103,7 +130,10 @@ def make_dataset(
         ref_max_score=ref_max,
         description=f"D4RL-style {kind} dataset of {env_id} built by `edis-jax data make`",
         algorithm_name="uniform random" if kind == "random" else "SAC (edis_jax)",
-        build_info={**build, "command": make_command(env_id, kind, steps, dataset_id, seed)},
+        build_info={
+            **build,
+            "command": make_command(env_id, kind, steps, dataset_id, seed, **options),
+        },
         overwrite=overwrite,
     )
     timings["write_s"] = time.perf_counter() - t0
@@ -124,9 +154,15 @@ def make_dataset(
     }
 
 
-def make_command(env_id: str, kind: str, steps: int, dataset_id: str, seed: int) -> str:
-    """The command line that rebuilds a dataset (stored in its metadata)."""
-    return f"edis-jax data make --env {env_id} --kind {kind} --steps {steps} --id {dataset_id} --seed {seed}"
+def make_command(env_id: str, kind: str, steps: int, dataset_id: str, seed: int, **options) -> str:
+    """The command line that rebuilds a dataset (stored in its metadata); options left at their
+    defaults are not written."""
+    words = [f"edis-jax data make --env {env_id} --kind {kind} --steps {steps}"]
+    words.append(f"--id {dataset_id} --seed {seed}")
+    for name, value in options.items():
+        if value is not None and value != DEFAULTS[name]:
+            words.append(f"--{name.replace('_', '-')} {value}")
+    return " ".join(words)
 
 
 def rollout(
@@ -176,8 +212,9 @@ def rollout(
 
 
 def _behaviour_episodes(
-    env_id, kind, steps, seed, timings, progress, *, medium_fraction, expert_return,
-    expert_steps, max_train_steps, eval_every, eval_episodes, sac_config,
+    env_id, kind, steps, seed, random_return, timings, sac_config, progress, *,
+    medium_fraction, expert_return, expert_steps, max_train_steps, eval_every, eval_episodes,
+    **_refs,
 ):  # fmt: skip
     """Train SAC as the kind needs and roll it out. Returns (episodes, expert return, info)."""
     from edis_jax.train.behaviour import train_sac_online
@@ -185,39 +222,40 @@ def _behaviour_episodes(
     train = dict(eval_every=eval_every, eval_episodes=eval_episodes, progress=progress)
     if sac_config is not None:
         train["config"] = sac_config
-    info: dict = {"medium_fraction": medium_fraction}
+    info: dict = {}
     d4rl = d4rl_ref_scores(env_id)
 
     t0 = time.perf_counter()
-    expert_run = None
-    if expert_return is None and d4rl is not None:
-        expert_return, info["expert_return_source"] = d4rl[1], "D4RL ref_max_score"
-    elif expert_return is None:
-        # No published expert score: train the expert first, its mean return sets the target.
-        expert_run = train_sac_online(env_id, expert_steps, seed=seed + 1000, **train)
-        expert_return = _last_eval(expert_run)
-        info["expert_return_source"] = f"SAC trained {expert_run.steps} steps"
-    else:
+    expert = None
+    if expert_return is not None:
         info["expert_return_source"] = "given"
-    target = medium_fraction * expert_return
+    elif d4rl is not None:
+        expert_return, info["expert_return_source"] = d4rl[1], "D4RL ref_max_score"
+    else:
+        # No published expert score: train the expert first; its return sets the target.
+        expert = train_sac_online(env_id, expert_steps, seed=seed + 1000, **train)
+        expert_return = _last_eval(expert)
+        info["expert_return_source"] = f"SAC trained {expert.steps} steps (seed {seed + 1000})"
+    target = random_return + medium_fraction * (expert_return - random_return)
     info.update(expert_return=float(expert_return), medium_target=float(target))
 
     medium = train_sac_online(
         env_id, max_train_steps, seed=seed, stop_return=target,
         record_episodes=kind == "medium-replay", **train,
     )  # fmt: skip
-    info.update(medium_train_steps=medium.steps, medium_return=_last_eval(medium))
+    info.update(medium_train_steps=medium.steps, medium_eval_return=_last_eval(medium))
     if _last_eval(medium) < target:
         info["medium_target_reached"] = False
         print(
             f"warning: SAC reached {_last_eval(medium):.1f} < target {target:.1f} within "
             f"{max_train_steps} steps; the medium policy is the final one (raise --max-train-steps)"
         )
-    expert = None
-    if kind in ("expert", "medium-expert"):
-        more = max(expert_steps - medium.steps, 0)
+    if kind in ("expert", "medium-expert") and expert is None:
+        more = max(expert_steps - medium.steps, 1)
         expert = train_sac_online(env_id, more, seed=seed, agent=medium.agent, **train)
-        info.update(expert_train_steps=medium.steps + expert.steps, expert_eval=_last_eval(expert))
+        info["expert_train_steps"] = medium.steps + expert.steps
+    if expert is not None:
+        info["expert_eval_return"] = _last_eval(expert)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -231,15 +269,6 @@ def _behaviour_episodes(
         if kind in ("expert", "medium-expert"):
             episodes += rollout(env_id, _sac_policy(expert.agent, env_id, seed), steps, seed + 3)
     timings["rollout_s"] = time.perf_counter() - t0
-
-    if expert_run is not None or expert is not None:
-        # ref_max from the expert's own return when D4RL has none for this env
-        best = expert if expert is not None else expert_run
-        info["expert_ref_return"] = _mean_return(
-            env_id, _sac_policy(best.agent, env_id, seed), eval_episodes, seed + 4
-        )
-        if d4rl is None and info["expert_return_source"] != "given":
-            expert_return = info["expert_ref_return"]
     return episodes, expert_return, info
 
 
@@ -290,12 +319,18 @@ def _random_policy(env_id: str, seed: int) -> Callable[[np.ndarray], np.ndarray]
 
 
 def _mean_return(env_id: str, policy_fn, episodes: int, seed: int) -> float:
-    returns = envs.evaluate(policy_fn, env_id, num_envs=1, episodes=episodes, seed=seed)
+    returns = envs.evaluate(policy_fn, env_id, num_envs=episodes, episodes=1, seed=seed)
     return float(returns.mean())
 
 
 def _new_episode(obs) -> dict:
-    return {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+    return {
+        "observations": [obs],
+        "actions": [],
+        "rewards": [],
+        "terminations": [],
+        "truncations": [],
+    }
 
 
 def _finish_episode(episode: dict, max_steps: int) -> dict:
@@ -307,18 +342,25 @@ def _finish_episode(episode: dict, max_steps: int) -> dict:
     return out
 
 
-def _validate(env_id, kind, steps, dataset_id, medium_fraction, eval_episodes, overwrite):
+def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
     if kind not in KINDS:
         raise ValueError(f"unknown --kind {kind!r}: choose one of {', '.join(KINDS)}")
-    if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    if not 0.0 < medium_fraction <= 1.0:
-        raise ValueError(f"--medium-fraction must be in (0, 1], got {medium_fraction}")
-    if eval_episodes < MIN_REF_EPISODES:
+    for name in ("steps", "expert_steps", "max_train_steps", "eval_every"):
+        value = steps if name == "steps" else options[name]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not 0.0 < options["medium_fraction"] <= 1.0:
+        raise ValueError(f"--medium-fraction must be in (0, 1], got {options['medium_fraction']}")
+    if options["eval_episodes"] < MIN_REF_EPISODES:
         raise ValueError(
             f"--eval-episodes must be >= {MIN_REF_EPISODES} (reference scores average at least "
-            f"that many episodes), got {eval_episodes}"
+            f"that many episodes), got {options['eval_episodes']}"
         )
+    lo, hi = options["ref_min_score"], options["ref_max_score"]
+    if (lo is None) != (hi is None):
+        raise ValueError("give both --ref-min-score and --ref-max-score, or neither")
+    if lo is not None and not hi > lo:
+        raise ValueError("--ref-max-score must be above --ref-min-score")
     env = envs.make_env(env_id)  # fails early, with the fix, for an unknown env id
     space = env.action_space
     env.close()
@@ -333,10 +375,3 @@ def _validate(env_id, kind, steps, dataset_id, medium_fraction, eval_episodes, o
             f"dataset {dataset_id!r} already exists at {target}: choose another --id "
             "(e.g. bump the -vN version) or pass --overwrite"
         )
-
-
-def _validate_refs(ref_min_score, ref_max_score):
-    if (ref_min_score is None) != (ref_max_score is None):
-        raise ValueError("give both --ref-min-score and --ref-max-score, or neither")
-    if ref_min_score is not None and not ref_max_score > ref_min_score:
-        raise ValueError("--ref-max-score must be above --ref-min-score")

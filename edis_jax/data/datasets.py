@@ -237,7 +237,6 @@ def write_dataset(
             "dataset_id": dataset_id,
             "minari_version": minari.__version__,
             "algorithm_name": algorithm_name or "unspecified",
-            "code_permalink": "https://github.com/edis-jax/edis-jax",
             "description": description or f"{dataset_id} built by edis-jax",
             "requirements": ["mujoco==4.0.0", f"gymnasium=={gym.__version__}"],
         }

@@ -112,7 +112,7 @@ def train_sac_online(
             run.steps = t + 1
             bar.update(1)
             if (t + 1) % eval_every == 0 or t + 1 == steps:
-                mean_return = _evaluate(agent, env_id, eval_episodes, seed, env.action_space)
+                mean_return = _evaluate(agent, env_id, eval_episodes, seed)
                 run.evals.append((t + 1, mean_return))
                 bar.set_postfix(eval_return=f"{mean_return:.1f}", refresh=False)
                 if stop_return is not None and mean_return >= stop_return:
@@ -156,7 +156,7 @@ def _greedy(agent, obs):
     return sac.deterministic_action(agent, jax.random.PRNGKey(0), obs)
 
 
-def _evaluate(agent, env_id: str, episodes: int, seed: int, unit_space) -> float:
+def _evaluate(agent, env_id: str, episodes: int, seed: int) -> float:
     """Mean return of `episodes` deterministic episodes, run side by side in a vector env."""
     low, high = _bounds(env_id)
 
