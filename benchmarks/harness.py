@@ -157,7 +157,7 @@ def markdown_report(device: str, peak_gflops: float, rows: list[Row], extra: dic
 def _dict_table(items: list[dict] | dict) -> list[str]:
     if isinstance(items, dict):
         items = [items]
-    keys = list(items[0])
+    keys = list(dict.fromkeys(k for item in items for k in item))  # union, in order
     lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
     for item in items:
         lines.append("| " + " | ".join(_fmt(item.get(k)) for k in keys) + " |")

@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 
 from benchmarks import flops, harness
+from benchmarks import jax_side as J
 from benchmarks.harness import Row
 from edis_jax.config import preset
 
@@ -117,7 +118,8 @@ def run(
         "memory": _memory(quick, log) if memory and not only else None,
     }
     extra["wall_s"] = time.perf_counter() - start
-    stem = device + ("-quick" if quick else "")
+    # Quick and partial (--only) runs never overwrite the full results.
+    stem = device + ("-quick" if quick else "") + ("-partial" if only else "")
     json_path, md_path, markdown = harness.write_results(out_dir, stem, device, peak, rows, extra)
     return {**extra, "json_path": str(json_path), "md_path": str(md_path), "rows": rows}, markdown
 
@@ -127,8 +129,6 @@ class _Suite:
         self.s, self.ref, self.peak, self.only, self.log = sizes, ref, peak, only, log
 
     def rows(self) -> list[Row]:
-        from benchmarks import jax_side as J
-
         s, out = self.s, []
         for name, ref_steps in s.models:
             cfg = preset(name)
@@ -191,10 +191,11 @@ class _Suite:
         return [r for r in out if r is not None]
 
     def scaling(self) -> list[dict]:
-        """Updates/s and samples/s for N vmapped seeds against N sequential one-seed runs (the
-        same one-seed program called N times: N x its measured time)."""
-        from benchmarks import jax_side as J
-
+        """Throughput of N vmapped seeds against N sequential one-seed runs (the one-seed
+        program, unvmapped, called N times: N x its measured time). Per entry: `rate` (total
+        updates or samples per second over all seeds), `per_seed_rate` (rate / N) and
+        `vs_sequential` = N t_1 / t_N (1.0: vmapping N seeds is exactly as fast as running them
+        one after the other; N: they cost no more than one seed)."""
         s = self.s
         seeds = s.scaling_seeds + ((32,) if jax.devices()[0].platform != "cpu" else ())
         iql = preset(s.agent_preset).iql
@@ -202,15 +203,15 @@ class _Suite:
         dcfg, ecfg = gen_cfg.diffusion, gen_cfg.energy
         workloads = [
             (f"IQL update chunk ({s.scaling_updates} updates, batch {s.agent_batch})",
-             s.scaling_updates, "updates_per_s",
+             s.scaling_updates, "updates/s",
              lambda n: J.agent_chunk_timing("iql", OBS_DIM, ACT_DIM, s.scaling_updates, s.repeats,
                                             seeds=n, config=iql, batch_size=s.agent_batch)),
             (f"guided sampler, {s.scaling_preset} size ({dcfg.width}x{dcfg.depth}), "
-             f"{s.scaling_rows} rows/seed, {dcfg.num_steps} steps", s.scaling_rows, "samples_per_s",
+             f"{s.scaling_rows} rows/seed, {dcfg.num_steps} steps", s.scaling_rows, "samples/s",
              lambda n: J.sampler_seeds_timing(OBS_DIM, ACT_DIM, dcfg, ecfg, s.scaling_rows, n, 1)),
         ]  # fmt: skip
         out = []
-        for name, units, rate_name, timing in workloads:
+        for name, units, unit, timing in workloads:
             if not self._selected(name):
                 continue
             self.log(f"- scaling: {name}")
@@ -219,10 +220,11 @@ class _Suite:
                 self.log(f"    1 seed, not vmapped: {single:.1f} ms")
                 for n in seeds:
                     vmapped = timing(n).ms
+                    rate = n * units / (vmapped / 1e3)
                     out.append({
-                        "workload": name, "seeds": n, "vmapped_ms": vmapped,
-                        "sequential_ms": n * single, rate_name: n * units / (vmapped / 1e3),
-                        "per_seed_rate_vs_1_seed": n * single / vmapped,
+                        "workload": name, "unit": unit, "seeds": n, "vmapped_ms": vmapped,
+                        "sequential_ms": n * single, "rate": rate, "per_seed_rate": rate / n,
+                        "vs_sequential": n * single / vmapped,
                     })  # fmt: skip
                     self.log(
                         f"    {n} seeds vmapped: {vmapped:.1f} ms ({n * single / vmapped:.2f}x sequential)"

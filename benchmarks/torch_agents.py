@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from edis_jax.config import CalQLConfig, IQLConfig, SACConfig
 
@@ -166,6 +167,8 @@ class IQL:
 
 
 class TanhGaussianActor(nn.Module):
+    """SAC / Cal-QL policy: a tanh-squashed Gaussian through torch.distributions, as CORL's."""
+
     def __init__(self, obs_dim: int, act_dim: int, hidden):
         super().__init__()
         self.trunk = mlp((obs_dim, *hidden))
@@ -176,10 +179,9 @@ class TanhGaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor, deterministic: bool = False):
         h = self.trunk(obs)
         mu, log_std = self.mu(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        u = mu if deterministic else mu + log_std.exp() * torch.randn_like(mu)
-        log_prob = torch.distributions.Normal(mu, log_std.exp()).log_prob(u).sum(-1)
-        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
-        return torch.tanh(u), log_prob
+        dist = TransformedDistribution(Normal(mu, log_std.exp()), TanhTransform(cache_size=1))
+        action = torch.tanh(mu) if deterministic else dist.rsample()
+        return action, dist.log_prob(action).sum(-1)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:

@@ -16,6 +16,14 @@ and with all three:
 3. `dynamics_error`: the mean Euclidean distance |s'_gen - s'_true| in raw observation units,
    where s'_true comes from putting the simulator in the generated state and stepping it with the
    generated action (`true_next_obs`). Lower is better; null where the env is not supported.
+   Hopper and Walker2d observe velocities clipped to +-10, so rows at the clip cannot be rebuilt
+   exactly: the offline-data reference row shows that floor (about 0.05 on a Hopper medium set,
+   where 16% of rows touch the clip).
+
+The generator is trained on the offline data (diffusion) and the target data (energies, by CEP),
+once; every guidance setting then samples with the same key. The policy is an agent given by the
+caller or, by default, behaviour cloning of the target data (`quick_agent`). Reference rows
+measure the offline and target data themselves: what replaying them would score.
 """
 
 from __future__ import annotations
@@ -58,12 +66,13 @@ class DiagnoseArgs:
     policy: str | None = None  # RUN_DIR whose agent is the policy; default: clone TARGET's
     policy_steps: int = 2000  # behaviour-cloning updates on TARGET (when no --policy)
     n: int = 4096  # synthetic transitions generated per guidance setting
-    guidance: tuple[str, ...] = GUIDANCE_ROWS
+    # rows: none (plain SynthER), each energy alone, all three
+    guidance: tuple[Literal["none", "state", "policy", "transition", "all"], ...] = GUIDANCE_ROWS
     diffusion_steps: int | None = None  # override the preset's diffusion training steps
     cep_steps: int | None = None  # override the preset's CEP steps per energy
     scales: tuple[float, float, float] | None = None  # override (w_s, w_a, w_t)
     mmd_rows: int = 2000  # rows of each set in the MMD estimate (cost grows as rows^2)
-    seed: int = 0
+    seed: int = 0  # one key for the agent, the generator and every row's samples
     json: str | None = None  # write {"rows": [...]} here
     progress: bool = True
 
