@@ -31,7 +31,9 @@ def save(run_dir: Path, step: int, state: Any, host: dict) -> None:
         manager = _manager(run_dir)
         manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)
+            ),
             force=True,
         )
         manager.wait_until_finished()

@@ -271,9 +271,7 @@ class RunConfig:
         _non_negative(self, "offline_steps", "online_steps")
         bad = [g for g in self.guide if g not in GUIDES]
         _check(not bad, f"unknown guide {bad}: --guide takes a comma list of {','.join(GUIDES)}")
-        _check(
-            len(set(self.guide)) == len(self.guide), f"--guide lists a term twice: {self.guide}"
-        )
+        _check(len(set(self.guide)) == len(self.guide), f"--guide lists a term twice: {self.guide}")
         _check(
             (self.ref_min_score is None) == (self.ref_max_score is None),
             "give both --ref-min-score and --ref-max-score, or neither",
@@ -319,11 +317,21 @@ def _tiny() -> RunConfig:
         sac=SACConfig(hidden_dims=(32, 32), start_steps=50),
         calql=CalQLConfig(hidden_dims=(32, 32), cql_n_actions=4),
         diffusion=DiffusionConfig(
-            width=32, depth=2, dim_t=16, batch_size=32, train_steps=100, train_chunk=50,
-            num_steps=16, sample_batch=256,
+            width=32,
+            depth=2,
+            dim_t=16,
+            batch_size=32,
+            train_steps=100,
+            train_chunk=50,
+            num_steps=16,
+            sample_batch=256,
         ),
         energy=EnergyConfig(
-            hidden_dims=(32, 32), steps=4, batch_size=16, num_negatives=4, level_stride=4,
+            hidden_dims=(32, 32),
+            steps=4,
+            batch_size=16,
+            num_negatives=4,
+            level_stride=4,
             negative_bank=64,
         ),
         online=OnlineConfig(utd=1, retrain_every=100, num_samples=512),
@@ -380,7 +388,9 @@ def from_dict(data: dict, cls: type = RunConfig):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} fields {unknown}: was it written by another version?")
+        raise ConfigError(
+            f"unknown {cls.__name__} fields {unknown}: was it written by another version?"
+        )
     kwargs = {}
     for name, value in data.items():
         default = getattr(cls(), name) if name in _NESTED.get(cls, ()) else None

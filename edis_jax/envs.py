@@ -152,3 +152,38 @@ _HEALTHY_RULES: dict[str, TerminationFn] = {
 }
 # Time-limit-only tasks: every episode is truncated, none terminates.
 _NEVER_TERMINATE = ("HalfCheetah", "Swimmer", "Reacher", "Pusher", "Pendulum")
+
+
+# --------------------------------------------------------------------------- action units
+
+
+class ActionScale:
+    """Maps between the agents' action box [-1, 1] (tanh policies) and the env's Box bounds.
+
+    Agents, buffers and the generator work in [-1, 1]; datasets and envs keep the env's units.
+    For the MuJoCo locomotion tasks the bounds are already [-1, 1] and both maps are identity.
+    """
+
+    def __init__(self, env_id: str):
+        env = _make(lambda: gym.make(env_id), env_id)
+        space = env.action_space
+        env.close()
+        if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)):
+            raise ValueError(
+                f"{env_id} has action space {space}: edis-jax needs a bounded continuous Box"
+            )
+        self.low = space.low.astype(np.float32)
+        self.high = space.high.astype(np.float32)
+        self.identity = bool(np.all(self.low == -1.0) and np.all(self.high == 1.0))
+
+    def to_unit(self, action: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return np.asarray(action, np.float32)
+        return (2.0 * (action - self.low) / (self.high - self.low) - 1.0).astype(np.float32)
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return np.asarray(action, np.float32)
+        return (self.low + (np.asarray(action) + 1.0) * 0.5 * (self.high - self.low)).astype(
+            np.float32
+        )

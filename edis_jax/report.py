@@ -20,7 +20,9 @@ def load_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     summary_file, metrics_file = run_dir / "summary.json", run_dir / "metrics.jsonl"
     if not metrics_file.is_file():
-        raise ReportError(f"{run_dir} has no metrics.jsonl: is it an `edis-jax train` --out folder?")
+        raise ReportError(
+            f"{run_dir} has no metrics.jsonl: is it an `edis-jax train` --out folder?"
+        )
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     config = json.loads((run_dir / "config.json").read_text())
     by_step: dict[int, dict[int, float]] = {}
@@ -32,8 +34,13 @@ def load_run(run_dir: str | Path) -> dict:
         by_step.setdefault(record["step"] + offset, {})[record["seed"]] = record["eval_score"]
     steps = sorted(by_step)
     scores = np.array([[by_step[s][i] for i in sorted(by_step[s])] for s in steps])
-    return {"dir": str(run_dir), "summary": summary, "config": config, "steps": np.array(steps),
-            "scores": scores}
+    return {
+        "dir": str(run_dir),
+        "summary": summary,
+        "config": config,
+        "steps": np.array(steps),
+        "scores": scores,
+    }
 
 
 def label(run: dict) -> str:
@@ -55,7 +62,9 @@ def table(runs: list[dict]) -> str:
     for run in runs:
         s = run["summary"]
         if s is None:
-            rows.append(f"| {label(run)} | {run['config']['dataset']} | | unfinished | | | | {run['dir']} |")
+            rows.append(
+                f"| {label(run)} | {run['config']['dataset']} | | unfinished | | | | {run['dir']} |"
+            )
             continue
         fmt = lambda x: f"{x['mean']:.1f} ± {x['std']:.1f}"  # noqa: E731
         rows.append(

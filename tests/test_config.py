@@ -18,7 +18,13 @@ def test_paper_preset_has_published_defaults():
     cfg = C.preset("paper")
     d, e, o = cfg.diffusion, cfg.energy, cfg.online
     assert (d.width, d.depth, d.dim_t, d.num_steps) == (1024, 6, 256, 128)
-    assert (d.sigma_min, d.sigma_max, d.rho, d.s_churn, d.s_noise) == (0.002, 80.0, 7.0, 80.0, 1.003)
+    assert (d.sigma_min, d.sigma_max, d.rho, d.s_churn, d.s_noise) == (
+        0.002,
+        80.0,
+        7.0,
+        80.0,
+        1.003,
+    )
     assert (e.scale_state, e.scale_policy, e.scale_transition) == (2.0, 0.1, 0.1)
     assert (o.retrain_every, o.num_samples, o.synthetic_ratio) == (10_000, 100_000, 0.5)
 

@@ -103,7 +103,9 @@ def _fit_energy(loss_fn, dim, steps=300, seed=0):
 
     @jax.jit
     def step(params, opt_state, key):
-        grads = jax.grad(lambda p: loss_fn(lambda x: net.apply(p, x, jnp.zeros(x.shape[:-1])), key))(params)
+        grads = jax.grad(
+            lambda p: loss_fn(lambda x: net.apply(p, x, jnp.zeros(x.shape[:-1])), key)
+        )(params)
         updates, opt_state = opt.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state
 

@@ -65,11 +65,15 @@ def test_end_to_end_tiny_run(datasets_env, tmp_path, algo, edis):
 
     records = read_records(run_dir)
     seeds_per_point = {(r["phase"], r["step"]) for r in records}
-    assert all(sum(1 for r in records if (r["phase"], r["step"]) == p) == 2 for p in seeds_per_point)
+    assert all(
+        sum(1 for r in records if (r["phase"], r["step"]) == p) == 2 for p in seeds_per_point
+    )
     online = [r for r in records if r["phase"] == "online" and "eval_score" in r]
     assert [r["step"] for r in online] == [60, 60, 120, 120]
     # Seeds are different runs: their training losses differ.
-    losses = [k for k in records[0] if k not in ("phase", "step", "seed", "eval_return", "eval_score")]
+    losses = [
+        k for k in records[0] if k not in ("phase", "step", "seed", "eval_return", "eval_score")
+    ]
     assert losses, "training metrics are logged"
     assert records[0][losses[0]] != records[1][losses[0]]
 

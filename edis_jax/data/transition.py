@@ -36,7 +36,9 @@ class Transition(struct.PyTreeNode):
             reward=reward,
             next_obs=jnp.asarray(next_obs, jnp.float32),
             terminal=jnp.asarray(terminal, jnp.float32),
-            mc_return=jnp.zeros_like(reward) if mc_return is None else jnp.asarray(mc_return, jnp.float32),
+            mc_return=jnp.zeros_like(reward)
+            if mc_return is None
+            else jnp.asarray(mc_return, jnp.float32),
         )
 
     @property

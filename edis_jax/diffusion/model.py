@@ -59,12 +59,10 @@ def init(key: jax.Array, data_dim: int, cfg: DiffusionConfig) -> DiffusionState:
     freqs = jax.random.normal(key_freqs, (cfg.num_fourier,), jnp.float32)
     step, lr = jnp.zeros((), jnp.int32), jnp.asarray(cfg.lr, jnp.float32)
     state = DiffusionState(None, None, None, freqs, step, lr, data_dim, cfg)
-    params = state.network.init(
-        key_params, jnp.zeros((1, data_dim)), jnp.zeros((1,)), freqs
-    )["params"]
-    return state.replace(
-        params=params, ema_params=params, opt_state=_optimizer(cfg).init(params)
-    )
+    params = state.network.init(key_params, jnp.zeros((1, data_dim)), jnp.zeros((1,)), freqs)[
+        "params"
+    ]
+    return state.replace(params=params, ema_params=params, opt_state=_optimizer(cfg).init(params))
 
 
 def reinit(state: DiffusionState, key: jax.Array) -> DiffusionState:
@@ -126,9 +124,7 @@ def train(
     """
     data = jnp.asarray(data, jnp.float32)
     if data.ndim != 2 or data.shape[1] != state.data_dim:
-        raise ValueError(
-            f"diffusion data must have shape (N, {state.data_dim}), got {data.shape}"
-        )
+        raise ValueError(f"diffusion data must have shape (N, {state.data_dim}), got {data.shape}")
     losses = []
     with tqdm(total=steps, desc="diffusion", disable=not progress, leave=False) as bar:
         done = 0

@@ -12,17 +12,18 @@ level sigma taken from the sampler's schedule (DESIGN.md section 2, "CEP trainin
 
 Loss: -log softmax(-E)[positive] (low energy = online distribution).
 
-Negative bank. The chain that makes negatives dominates CEP's cost: without a bank every step
-runs B*K = 2560 chain rows per conditioned energy through 2N - 1 = 255 denoiser passes, about
-7 TFLOP at paper size (1024x6), 20 steps x 2 energies per retrain. We draw the negatives once per
-retrain instead: one unguided chain per energy with `negative_bank` rows (default 2560 = B*K, so
-P = bank / K = 256 positive groups) returns its intermediates at every CEP level at once, and
-each CEP step resamples B groups and a level per group from the bank, with fresh positive noise
-and fresh policy actions. That cuts the chain cost 20-fold (to the price of one step of the
-bank-less scheme) while every step still sees all levels. Measured (2-core shared CPU, cpu
-preset 256x4, 32 sampler steps, bank 1024 x 3 energies): see `edis_jax/edis.py` and the report;
-the bank is the retrain's second largest cost after diffusion training, CEP steps themselves
-are cheap (256-wide MLPs).
+Negative bank. The chain that makes negatives dominates CEP's cost: drawn afresh at every step,
+E_t and E_a need B*K = 2560 chain rows each (plus B for E_s) through 2N - 1 = 255 denoiser
+passes, ~34 TFLOP per step at paper size (1024x6, 13 MFLOP per row and pass), 20 steps per
+retrain. We draw the negatives once per retrain instead: one unguided chain with
+`negative_bank` rows per energy (default 2560 = B*K, i.e. P = bank / K = 256 positive groups)
+returns its intermediates at every CEP level at once (`save_at`), and each CEP step resamples
+B groups from the bank, each at one level, with fresh positive noise and fresh policy actions.
+That is 35x fewer chain rows (7.7k instead of 20 x 5.4k per retrain). Measured on the shared
+2-core CPU (load ~9, cpu preset: 256x4, 32 steps, bank 1024, 2 vmapped seeds, hopper dims):
+bank chain 1.9 s, the 20 CEP updates 3.5 s, so the negatives no longer dominate; drawing them
+every step would cost ~65 s. The price: E_t/E_a see only P distinct positives per retrain
+(raise `negative_bank` for more).
 
 Within a softmax group the conditioned dims of the negatives are set to the positive's noised
 values, so the classifier can only tell them apart by the dims the model generated (s' for
@@ -97,7 +98,10 @@ def bank_rows(
 
 
 def assemble_bank(
-    positives: Transition, saved: jnp.ndarray, sigmas: jnp.ndarray, cfg: EnergyConfig,
+    positives: Transition,
+    saved: jnp.ndarray,
+    sigmas: jnp.ndarray,
+    cfg: EnergyConfig,
     guide: tuple[str, ...],
 ) -> NegativeBank:
     """Split the chain's saved intermediates (L, rows, D), in `bank_rows` order, per energy."""
@@ -108,8 +112,9 @@ def assemble_bank(
         block = saved[:, start : start + n]
         parts[name] = block if name == "state" else block.reshape(len(sigmas), groups, k, -1)
         start += n
-    return NegativeBank(sigmas, positives, parts.get("state"), parts.get("policy"),
-                        parts.get("transition"))
+    return NegativeBank(
+        sigmas, positives, parts.get("state"), parts.get("policy"), parts.get("transition")
+    )
 
 
 def train_chunk(
@@ -189,8 +194,11 @@ def _grouped_loss(name):
     return loss
 
 
-_LOSSES = {"state": _state_loss, "policy": _grouped_loss("policy"),
-           "transition": _grouped_loss("transition")}
+_LOSSES = {
+    "state": _state_loss,
+    "policy": _grouped_loss("policy"),
+    "transition": _grouped_loss("transition"),
+}
 
 
 def _cep_batch(bank, online, normalizer, policy, key, cfg: EnergyConfig) -> dict:

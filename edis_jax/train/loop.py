@@ -110,7 +110,10 @@ class _Run:
         self.cfg, self.dataset, self.run_dir, self.show = cfg, dataset, run_dir, progress
         self.ref = _reference_scores(cfg, dataset)
         self.keys = S.seed_keys(cfg)
-        offline = dataset.transitions
+        self.actions = envs.ActionScale(dataset.env_id)
+        offline = dataset.transitions.replace(
+            action=self.actions.to_unit(np.asarray(dataset.transitions.action))
+        )
         self.reward_scale = _reward_scale(cfg, dataset)
         self.state = S.init_state(cfg, offline, self.reward_scale)
         self.progress = Progress()
@@ -150,7 +153,9 @@ class _Run:
         bar = self._bar(cfg.offline_steps, p.offline_step, "offline updates")
         t0 = time.perf_counter() - p.wall["offline"]
         while p.offline_step < cfg.offline_steps:
-            n = min(cfg.log_every - p.offline_step % cfg.log_every, cfg.offline_steps - p.offline_step)
+            n = min(
+                cfg.log_every - p.offline_step % cfg.log_every, cfg.offline_steps - p.offline_step
+            )
             keys = S.step_key(self.keys, S.OFFLINE_STREAM, p.offline_step)
             self.state, metrics = S.update_chunk(
                 self.state, keys, algo=cfg.algo, num_updates=n, batch_size=cfg.batch_size
@@ -198,7 +203,9 @@ class _Run:
                     algo=algo,
                 )
             )
-            next_obs, reward, terminated, truncated, info = vec_env.step(action)
+            next_obs, reward, terminated, truncated, info = vec_env.step(
+                self.actions.to_env(action)
+            )
             ended = terminated | truncated
             final_obs = _final_observations(next_obs, ended, info)
             transition = Transition.from_arrays(obs, action, reward, final_obs, terminated)
@@ -250,9 +257,15 @@ class _Run:
         )
         keys = S.step_key(self.keys, S.GENERATE_STREAM, p.online_step)
         samples = edis.generate_with_progress(
-            generator, keys, cfg.online.num_samples, terminal_fn=self.terminal_fn, progress=self.show
+            generator,
+            keys,
+            cfg.online.num_samples,
+            terminal_fn=self.terminal_fn,
+            progress=self.show,
         )
-        self.state = S.set_synthetic(self.state.replace(generator=generator), samples, S.synthetic_weights(cfg))
+        self.state = S.set_synthetic(
+            self.state.replace(generator=generator), samples, S.synthetic_weights(cfg)
+        )
         p.retrains += 1
 
     # -------------------------------------------------------------------- evaluation
@@ -264,7 +277,8 @@ class _Run:
         agent = self.state.agent
 
         def policy(obs):
-            return np.asarray(S.greedy_action(agent, jnp.asarray(obs, jnp.float32), algo=cfg.algo))
+            action = S.greedy_action(agent, jnp.asarray(obs, jnp.float32), algo=cfg.algo)
+            return self.actions.to_env(np.asarray(action))
 
         returns = envs.evaluate(
             policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes, seed=_eval_seed(cfg, index)
@@ -272,7 +286,12 @@ class _Run:
         mean_returns = np.asarray(returns, np.float64).mean(axis=1)
         scores = scores_of(mean_returns, self.ref)
         self.progress.evals.append(
-            {"phase": phase, "step": step, "returns": mean_returns.tolist(), "scores": scores.tolist()}
+            {
+                "phase": phase,
+                "step": step,
+                "returns": mean_returns.tolist(),
+                "scores": scores.tolist(),
+            }
         )
         return scores
 
@@ -302,8 +321,14 @@ class _Run:
                 f.write(json.dumps(record) + "\n")
 
     def _bar(self, total: int, initial: int, desc: str):
-        return tqdm(total=total, initial=initial, desc=desc, disable=not self.show or total == 0,
-                    unit="step", dynamic_ncols=True)
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            disable=not self.show or total == 0,
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     @staticmethod
     def _crossed(before: int, after: int, every: int) -> bool:
@@ -327,7 +352,9 @@ class _Run:
                     "deterministic under its seed (or mujoco changed version), so this run "
                     "cannot be resumed exactly; start it again with --overwrite"
                 )
-            obs, reward, terminated, truncated, _ = vec_env.step(stored.action[:, t])
+            obs, reward, terminated, truncated, _ = vec_env.step(
+                self.actions.to_env(stored.action[:, t])
+            )
             episode_return += reward
             ended = terminated | truncated
             last_return = np.where(ended, episode_return, last_return)

@@ -125,7 +125,13 @@ def update_chunk(state: RunState, keys, *, algo: str, num_updates: int, batch_si
     jax.jit, static_argnames=("algo", "utd", "batch_size"), donate_argnames=("state",)
 )
 def online_step(
-    state: RunState, transition: Transition, keys: jax.Array, *, algo: str, utd: int, batch_size: int
+    state: RunState,
+    transition: Transition,
+    keys: jax.Array,
+    *,
+    algo: str,
+    utd: int,
+    batch_size: int,
 ):
     """Store one transition per seed and run `utd` agent updates on the current mixture."""
     module = agents.get(algo)
