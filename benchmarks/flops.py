@@ -55,3 +55,29 @@ def diffusion_train_step_flops(batch: int, data_dim: int, cfg: DiffusionConfig) 
 def matmul_flops(n: int) -> float:
     """An n x n by n x n matmul."""
     return 2.0 * n**3
+
+
+def agent_update_flops(algo: str, cfg, obs_dim: int, act_dim: int, batch: int) -> float:
+    """Matmul FLOPs of one agent update in CORL's structure (per row: Q, V, actor forwards;
+    a gradient step ~ 3x its forward; an actor loss through the critics ~ 2x their forward,
+    input gradients only).
+
+    IQL: target Q (2 critics), V(s'), V fit, critic fit, actor fit = 8Q + 4V + 3A.
+    SAC: next action, target Q, critic fit, actor fit, critics at pi(s) = 4A + 12Q.
+    Cal-QL: SAC + policy actions at s and s' (2n A) + the CQL critic fit on 3n actions
+    (2 critics x 3 x 3n Q), n = cql_n_actions.
+    """
+    h = tuple(cfg.hidden_dims)
+    q = dense_chain_flops(1, (obs_dim + act_dim, *h, 1))
+    v = dense_chain_flops(1, (obs_dim, *h, 1))
+    if algo == "iql":
+        actor = dense_chain_flops(1, (obs_dim, *h, act_dim))
+        return batch * (8 * q + 4 * v + 3 * actor)
+    actor = dense_chain_flops(1, (obs_dim, *h, 2 * act_dim))  # mean and log-std heads
+    sac = 4 * actor + 12 * q
+    if algo == "sac":
+        return batch * sac
+    if algo == "calql":
+        n = cfg.cql_n_actions
+        return batch * (sac + 2 * n * actor + 18 * n * q)
+    raise ValueError(f"unknown algo {algo!r}: choose one of iql, sac, calql")

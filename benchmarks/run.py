@@ -44,6 +44,8 @@ class Sizes:
     # full count by the ratio of denoiser calls: paper size at 128 steps is ~5 min on 2 cores).
     # The first preset also sizes the train chunk and the CEP rows.
     models: tuple[tuple[str, int], ...] = (("paper", 16), ("cpu", 32))
+    # JAX times the large unguided rows at this many steps, scaled the same way (0: all).
+    jax_unguided_steps: int = 32
     samples: int = 10_000  # rows of the large sampler rows
     small_batch: int = 256  # rows of the small sampler rows
     sampler_steps: int = 128  # Heun steps (JAX always runs all of them)
@@ -65,7 +67,7 @@ class Sizes:
     def quick(self) -> Sizes:
         """A couple of minutes on 2 quiet cores: same presets, fewer rows, steps and updates."""
         return dataclasses.replace(
-            self, models=(("paper", 4), ("cpu", 4)), samples=1024, sampler_steps=16,
+            self, models=(("paper", 4), ("cpu", 4)), jax_unguided_steps=4, samples=1024, sampler_steps=16,
             train_chunk=50, ref_train_steps=5, agent_updates=100,
             ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)),
             scaling_updates=50, scaling_rows=256, repeats=1,
@@ -139,7 +141,8 @@ class _Suite:
                 out.append(self._row(
                     f"{'guided' if guided else 'unguided'} sampler, {size}, {n} rows, {dcfg.num_steps} steps",
                     lambda d=dcfg, e=ecfg, n=n, g=guided, big=big: J.sampler_timing(
-                        OBS_DIM, ACT_DIM, d, e, n, g, 1 if big else s.repeats),
+                        OBS_DIM, ACT_DIM, d, e, n, g, 1 if big else s.repeats,
+                        s.jax_unguided_steps if big and not g and s.jax_unguided_steps else None),
                     lambda d=dcfg, e=ecfg, n=n, g=guided, big=big, rs=ref_steps: self.ref.sampler_ms(
                         OBS_DIM, ACT_DIM, d, e, n, g, rs if big else None),
                     flops=flops.sampler_flops(n, DATA_DIM, dcfg, ecfg, guided),
@@ -178,6 +181,8 @@ class _Suite:
                     batch_size=s.agent_batch),
                 lambda a=algo, n=ref_updates: s.agent_updates * self.ref.agent_update_ms(
                     a, getattr(agent_cfg, a), OBS_DIM, ACT_DIM, n, s.agent_batch),
+                flops=s.agent_updates * flops.agent_update_flops(
+                    algo, getattr(agent_cfg, algo), OBS_DIM, ACT_DIM, s.agent_batch),
                 ref_note=f"ref: mean of {ref_updates} updates x {s.agent_updates}",
             ))  # fmt: skip
         for utd, steps in s.online_steps:
@@ -246,7 +251,7 @@ class _Suite:
         try:
             timing = jax_fn()
             jax_ms = timing.ms
-            notes.append(f"compile {timing.compile_s:.1f} s")
+            notes += [f"compile {timing.compile_s:.1f} s"] + ([timing.note] if timing.note else [])
             self.log(f"    jax {jax_ms:.2f} ms (compile {timing.compile_s:.1f} s)")
         except Exception as error:  # keep the rest of the benchmark
             notes.append(f"JAX failed: {error!r}"[:300])

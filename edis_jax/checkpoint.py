@@ -29,12 +29,14 @@ def save(run_dir: Path, step: int, state: Any, host: dict) -> None:
     """Save `state` (a pytree of arrays) and `host` (JSON-serialisable) as checkpoint `step`."""
     with _quiet_orbax():
         manager = _manager(run_dir)
+        if step in manager.all_steps():
+            # Left by an earlier attempt that the run fell back from (damaged): replace it.
+            manager.delete(step)
         manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)
             ),
-            force=True,
         )
         manager.wait_until_finished()
         manager.close()

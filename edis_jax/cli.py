@@ -6,6 +6,10 @@ with tyro.
     edis-jax data info local/hopper/medium-v0
     edis-jax data scores ID --ref-min-score A --ref-max-score B
     edis-jax data export ID FILE.npz
+    edis-jax train --algo iql --dataset local/hopper/medium-v0 --preset cpu --seeds 2 --out runs/x
+    edis-jax resume runs/x
+    edis-jax report runs/x runs/y
+    edis-jax diagnose --dataset ID --target ID --json diag.json
 
 Bad input ends with a one-line `edis-jax: error: ...` and exit status 2, never a traceback.
 """
@@ -187,7 +191,118 @@ DATA_COMMANDS: dict[str, Handler] = {
     "scores": data_scores,
     "export": data_export,
 }
-COMMANDS: dict[str, Handler] = {"data": data_command}
+# ------------------------------------------------------------------------------ train / resume
+
+
+def train_command(args: list[str]) -> int:
+    """Offline pretraining then online fine-tuning for N vmapped seeds (EDIS or baseline)."""
+    from edis_jax import config
+    from edis_jax.train import loop
+
+    name = _preset_name(args)
+    cfg = tyro.cli(
+        config.RunConfig,
+        args=_split_guide(args),
+        default=config.preset(name),
+        prog="edis-jax train",
+        description="Offline then online training of N seeds in one compiled program. "
+        "--preset picks the defaults (tiny, cpu, paper) that the other flags override; "
+        "--guide takes a comma list of state,policy,transition (or none).",
+    )
+    summary = loop.train(cfg)
+    _print_summary(summary, cfg.out)
+    return 0
+
+
+@dataclass(frozen=True)
+class ResumeArgs:
+    """Continue an interrupted run from its latest checkpoint."""
+
+    run_dir: tyro.conf.Positional[str]
+
+
+def resume_command(args: list[str]) -> int:
+    """Continue an interrupted `edis-jax train` run exactly where its checkpoint left it."""
+    from edis_jax.train import loop
+
+    a = _parse(ResumeArgs, args, "edis-jax resume")
+    summary = loop.resume(a.run_dir)
+    _print_summary(summary, a.run_dir)
+    return 0
+
+
+@dataclass(frozen=True)
+class ReportArgs:
+    """Compare runs: a table of scores and a PNG of learning curves."""
+
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    out: str | None = None  # PNG path (default: report.png beside the first run directory)
+
+
+def report_command(args: list[str]) -> int:
+    """Print a comparison table of runs and write their learning curves as a PNG."""
+    from edis_jax import report
+
+    a = _parse(ReportArgs, args, "edis-jax report")
+    text, png = report.report(list(a.run_dirs), a.out)
+    print(text)
+    print(f"\nlearning curves: {png}")
+    return 0
+
+
+def diagnose_command(args: list[str]) -> int:
+    """Measure how well generated transitions match online data, per guidance energy."""
+    from edis_jax import diagnose
+
+    a = _parse(diagnose.DiagnoseArgs, args, "edis-jax diagnose")
+    diagnose.diagnose_main(a)
+    return 0
+
+
+def _preset_name(args: list[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return "cpu"
+
+
+def _split_guide(args: list[str]) -> list[str]:
+    """`--guide state,policy` (DESIGN.md's form) -> tyro's `--guide state policy`; `none` -> no
+    guidance (plain SynthER)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if i > 0 and args[i - 1] == "--guide":
+            out.extend(p for p in arg.split(",") if p and p != "none")
+        elif arg.startswith("--guide="):
+            out.append("--guide")
+            out.extend(p for p in arg.split("=", 1)[1].split(",") if p and p != "none")
+        else:
+            out.append(arg)
+    return out
+
+
+def _print_summary(summary: dict | None, run_dir: str) -> None:
+    if summary is None:
+        print(f"stopped early; continue with `edis-jax resume {run_dir}`")
+        return
+    fmt = lambda s: f"{s['mean']:.1f} ± {s['std']:.1f}"  # noqa: E731
+    print(
+        f"{summary['algo']}{'-edis' if summary['edis'] else ''} on {summary['dataset']}, "
+        f"{summary['seeds']} seeds: offline {fmt(summary['offline_score'])}, "
+        f"final {fmt(summary['final_score'])}, best {fmt(summary['best_score'])} "
+        f"(normalised), {summary['wall_time_s']['total']:.0f} s -> {run_dir}"
+    )
+
+
+COMMANDS: dict[str, Handler] = {
+    "data": data_command,
+    "train": train_command,
+    "resume": resume_command,
+    "report": report_command,
+    "diagnose": diagnose_command,
+}
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -135,3 +135,35 @@ def test_overwrite_never_deletes_a_foreign_directory(datasets_env, tmp_path):
     with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
         loop.train(cfg, progress=False)
     assert (foreign / "thesis.tex").read_text() == "do not delete"
+
+
+def test_cli_train_then_report(datasets_env, tmp_path, capsys):
+    from edis_jax import cli
+
+    out = tmp_path / "cli_run"
+    status = cli.main(
+        ["train", "--preset", "tiny", "--dataset", DATASET, "--algo", "iql", "--seeds", "2",
+         "--offline-steps", "60", "--online-steps", "60", "--guide", "state,policy",
+         "--online.retrain-every", "30", "--online.num-samples", "128", "--eval-every", "30",
+         "--log-every", "30", "--checkpoint-every", "30", "--out", str(out)]
+    )  # fmt: skip
+    assert status == 0
+    saved = config.from_dict(json.loads((out / "config.json").read_text()))
+    assert saved.guide == ("state", "policy") and saved.online.retrain_every == 30
+    assert json.loads((out / "summary.json").read_text())["guide"] == ["state", "policy"]
+    assert cli.main(["report", str(out), "--out", str(tmp_path / "r.png")]) == 0
+    text = capsys.readouterr().out
+    assert "IQL-EDIS [state,policy]" in text and (tmp_path / "r.png").is_file()
+    # An existing run directory is refused with a one-line error, exit status 2.
+    assert cli.main(["train", "--preset", "tiny", "--dataset", DATASET, "--out", str(out)]) == 2
+    assert "already exists: pass --overwrite" in capsys.readouterr().err
+
+
+def test_cli_rejects_invalid_values(datasets_env, tmp_path):
+    from edis_jax import cli
+
+    for bad in (["--seeds", "0"], ["--offline-steps", "-5"], ["--online.synthetic-ratio", "2"]):
+        with pytest.raises(SystemExit) as err:
+            cli.main(["train", "--preset", "tiny", "--out", str(tmp_path / "x"), *bad])
+        assert err.value.code == 2
+    assert not (tmp_path / "x").exists()

@@ -11,7 +11,7 @@ a single compiled step serves the whole schedule.
   unguided chain gives CEP its negatives at every chosen level at once. Under inpainting the
   saved conditioned dims are the clean condition.
 
-`sample` runs any n in fixed-size batches of `config.sample_batch` rows through one jitted
+`sample` runs any n in equal batches of at most `config.sample_batch` rows through one jitted
 program (host loop, optional progress bar); `sample_pure` does the same inside a trace
 (`lax.map` over batches), so it can sit inside jit/vmap. Batch b uses `fold_in(key, b)` in both,
 so they return the same samples.

@@ -346,7 +346,7 @@ class _Run:
             return obs, episode_return, last_return
         stored = jax.device_get(self.state.online.data)
         for t in tqdm(range(p.online_step), desc="replaying env", disable=not self.show):
-            if not np.array_equal(obs, stored.obs[:, t]):
+            if not np.array_equal(np.asarray(obs, np.float32), stored.obs[:, t]):
                 raise checkpoint.CheckpointError(
                     f"replaying the environment diverged at online step {t}: the env is not "
                     "deterministic under its seed (or mujoco changed version), so this run "
