@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from edis_jax.config import DiffusionConfig, EnergyConfig
 
 TRAIN_FACTOR = 3  # forward + backward (grad w.r.t. inputs and weights) ~ 3x forward
+INPUT_GRAD_FACTOR = 2  # forward + backward w.r.t. the inputs only (guidance) ~ 2x forward
 ENERGIES = 3  # state, policy, transition
 
 
@@ -38,12 +39,12 @@ def sampler_flops(
     rows: int, data_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig, guided: bool
 ) -> float:
     """Useful FLOPs of the stochastic Heun sampler: 2N - 1 denoiser calls (the last step has
-    sigma' = 0 and needs one), each with the guidance gradient of the three energies
-    (forward + backward) when guided."""
+    sigma' = 0 and needs one), each with the guidance gradient of the three energies when
+    guided: forward + backward to x only (the energies' weights get no gradient)."""
     calls = 2 * dcfg.num_steps - 1
     per_call = denoiser_flops(rows, data_dim, dcfg)
     if guided:
-        per_call += ENERGIES * TRAIN_FACTOR * energy_flops(rows, data_dim, ecfg)
+        per_call += ENERGIES * INPUT_GRAD_FACTOR * energy_flops(rows, data_dim, ecfg)
     return calls * per_call
 
 

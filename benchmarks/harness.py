@@ -141,6 +141,9 @@ def markdown_report(device: str, peak_gflops: float, rows: list[Row], extra: dic
         f"Peak float32 matmul (JAX, best of 5): {peak_gflops:.1f} GFLOP/s. Speedup = PyTorch "
         "ms / JAX ms; GFLOP/s counts matmul FLOPs analytically (benchmarks/flops.py).",
         "",
+        f"JAX {extra.get('jax_version')}; PyTorch {extra.get('torch_version')} eager on "
+        f"{extra.get('reference_device')}.",
+        "",
         "| benchmark | JAX ms | PyTorch ms | speedup | GFLOP/s | % of peak | note |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]

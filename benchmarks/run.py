@@ -114,6 +114,7 @@ def run(
         "threads": harness.cpu_threads(),
         "jax_version": jax.__version__,
         "torch_version": None if ref is None else ref.torch.__version__,
+        "reference_device": None if ref is None else ref.device_label(),
         "quick": quick,
         "sizes": dataclasses.asdict(sizes),
         "scaling": suite.scaling(),

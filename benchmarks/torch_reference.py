@@ -21,7 +21,7 @@ from edis_jax.config import DiffusionConfig, EnergyConfig
 
 def setup(threads: int, seed: int = 0, gpu: bool = False) -> None:
     """Same thread count as XLA, float32; on a GPU machine, CUDA tensors when this PyTorch
-    build has CUDA (otherwise the reference runs on the CPU, and the note says so)."""
+    build has CUDA (otherwise the reference runs on the CPU: see `device_label`)."""
     torch.set_num_threads(threads)
     torch.set_default_dtype(torch.float32)
     if gpu and torch.cuda.is_available():
@@ -30,11 +30,11 @@ def setup(threads: int, seed: int = 0, gpu: bool = False) -> None:
     np.random.seed(seed)
 
 
-def _synced(fn):
-    """fn followed by a CUDA synchronise when tensors live on a GPU (kernels run async)."""
-    if not torch.cuda.is_available() or torch.get_default_device().type != "cuda":
-        return fn
-    return lambda: (fn(), torch.cuda.synchronize())[0]
+def device_label() -> str:
+    """Where the reference runs, for the results file."""
+    if torch.get_default_device().type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu, {torch.get_num_threads()} threads"
 
 
 def sampler_ms(
@@ -56,7 +56,7 @@ def sampler_ms(
     model.requires_grad_(False)
     guidance = torch_diffusion.make_energies(obs_dim, act_dim, ecfg)[2] if guided else None
     sample = _synced(lambda: model.sample(n, guidance))
-    model.sample(min(n, 256), guidance)  # warm-up: allocator, thread pool, autograd
+    model.sample(min(n, 32), guidance)  # warm-up: allocator, thread pool, autograd
     ms = time_ms(sample, warmup=0, repeats=1)
     if steps == full:
         return ms, None
@@ -140,3 +140,10 @@ def _mean_ms(fn, n: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     return time_ms(lambda: [fn() for _ in range(n)], warmup=0, repeats=1) / n
+
+
+def _synced(fn):
+    """fn followed by a CUDA synchronise when tensors live on a GPU (kernels run async)."""
+    if not torch.cuda.is_available() or torch.get_default_device().type != "cuda":
+        return fn
+    return lambda: (fn(), torch.cuda.synchronize())[0]

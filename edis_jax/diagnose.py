@@ -60,10 +60,10 @@ class DiagnoseArgs:
     """
 
     dataset: str  # offline dataset id (the diffusion model's real data)
-    target: str  # dataset id standing for the online data of the policy
+    target: str  # dataset id standing for the online data, or a RUN_DIR (its online buffer)
     preset: Literal["tiny", "cpu", "paper"] = "cpu"  # sizes of the generator and quick agent
     algo: Algo = "iql"  # the algorithm of the --policy run
-    policy: str | None = None  # RUN_DIR whose agent is the policy; default: clone TARGET's
+    policy: str | None = None  # RUN_DIR whose agent (seed 0) is the policy; default: clone TARGET's
     policy_steps: int = 2000  # behaviour-cloning updates on TARGET (when no --policy)
     n: int = 4096  # synthetic transitions generated per guidance setting
     # rows: none (plain SynthER), each energy alone, all three
@@ -91,17 +91,17 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
     """Load the datasets, run the diagnostic, print the table and write the JSON (if asked)."""
     from edis_jax.data.datasets import load_dataset
 
+    offline = load_dataset(args.dataset)
+    target, target_env = _load_target(args.target)
+    if offline.env_id != target_env:
+        raise ValueError(
+            f"--dataset is {offline.env_id} data but --target is {target_env} data: "
+            "give data of the same env"
+        )
+    algo, agent = args.algo, None
     if args.policy is not None:
-        raise ValueError(
-            f"--policy {args.policy}: loading a run's agent is not wired yet; leave --policy out "
-            "to clone the target data's behaviour instead"
-        )
-    offline, target = load_dataset(args.dataset), load_dataset(args.target)
-    if offline.env_id != target.env_id:
-        raise ValueError(
-            f"--dataset is {offline.env_id} data but --target is {target.env_id} data: "
-            "give two datasets of the same env"
-        )
+        run_cfg, state = _load_run(args.policy)
+        algo, agent = run_cfg.algo, jax.tree.map(lambda x: x[0], state.agent)  # seed 0
     config = preset(args.preset)
     if args.diffusion_steps is not None:
         config = config.replace(
@@ -111,10 +111,11 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         config = config.replace(energy=dataclasses.replace(config.energy, steps=args.cep_steps))
     result = run_diagnose(
         offline.transitions,
-        target.transitions,
+        target,
         offline.env_id,
         config=config,
-        algo=args.algo,
+        algo=algo,
+        agent=agent,
         policy_steps=args.policy_steps,
         n=args.n,
         guidance=args.guidance,
@@ -131,6 +132,28 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
     return result
+
+
+def _load_run(run_dir: str):
+    from edis_jax.train import loop
+
+    return loop.load_run(run_dir)
+
+
+def _load_target(target: str) -> tuple[Transition, str]:
+    """TARGET is a dataset id, or a run directory whose online buffer (seed 0) is the target."""
+    from edis_jax.data.datasets import load_dataset
+
+    if not Path(target, "config.json").is_file():
+        data = load_dataset(target)
+        return data.transitions, data.env_id
+    cfg, state = _load_run(target)
+    online = jax.tree.map(lambda x: x[0], state.online)
+    size = int(online.size)
+    if size < 2:
+        raise ValueError(f"run {target} has no online data yet: train it into the online phase")
+    rows = jax.tree.map(lambda x: x[:size], online.data)
+    return rows, load_dataset(cfg.dataset).env_id
 
 
 def run_diagnose(

@@ -167,3 +167,21 @@ def test_cli_rejects_invalid_values(datasets_env, tmp_path):
             cli.main(["train", "--preset", "tiny", "--out", str(tmp_path / "x"), *bad])
         assert err.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, tmp_path):
+    from edis_jax import diagnose
+
+    cfg = tiny(tmp_path, "diag_run", algo="iql", edis=False)
+    loop.train(cfg, progress=False)
+    args = diagnose.DiagnoseArgs(
+        dataset=DATASET, target=cfg.out, policy=cfg.out, preset="tiny", n=64, mmd_rows=32,
+        guidance=("none", "all"), json=str(tmp_path / "diag.json"), progress=False,
+    )  # fmt: skip
+    result = diagnose.diagnose_main(args)
+    assert result["algo"] == "iql"
+    rows = json.loads((tmp_path / "diag.json").read_text())["rows"]
+    assert [r["guidance"] for r in rows] == ["none", "all"]
+    assert all(r["n"] == 64 and r["dynamics_error"] is not None for r in rows)
+    with pytest.raises(loop.RunDirError, match="not a run directory"):
+        loop.load_run(tmp_path)

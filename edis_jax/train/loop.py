@@ -73,17 +73,31 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
 def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progress: bool = True):
     """Continue the run in `run_dir` from its latest checkpoint. Returns the summary dict."""
     run_dir = Path(run_dir)
+    cfg = _read_config(run_dir)
+    dataset = datasets.load_dataset(cfg.dataset)
+    run = _Run(cfg, dataset, run_dir, progress)
+    run.restore()
+    return run.execute(stop_at_online_step)
+
+
+def load_run(run_dir: str | Path):
+    """A run's config and its latest checkpointed RunState (leading seed axis), read-only: for
+    diagnostics and notebooks. Nothing in the run directory changes."""
+    run_dir = Path(run_dir)
+    cfg = _read_config(run_dir)
+    run = _Run(cfg, datasets.load_dataset(cfg.dataset), run_dir, progress=False)
+    state, _, _ = checkpoint.restore(run_dir, run.state)
+    return cfg, state
+
+
+def _read_config(run_dir: Path) -> RunConfig:
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise RunDirError(
             f"{run_dir} is not a run directory (no config.json): give the --out of an earlier "
             "`edis-jax train`"
         )
-    cfg = from_dict(json.loads(config_file.read_text()))
-    dataset = datasets.load_dataset(cfg.dataset)
-    run = _Run(cfg, dataset, run_dir, progress)
-    run.restore()
-    return run.execute(stop_at_online_step)
+    return from_dict(json.loads(config_file.read_text()))
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
