@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import checkpoint, edis, envs
+from edis_jax import checkpoint, edis, envs, parallel
 from edis_jax.config import RunConfig, from_dict, to_dict
 from edis_jax.data import datasets
 from edis_jax.data import scores as reference
@@ -123,13 +123,14 @@ class _Run:
     def __init__(self, cfg: RunConfig, dataset, run_dir: Path, progress: bool):
         self.cfg, self.dataset, self.run_dir, self.show = cfg, dataset, run_dir, progress
         self.ref = _reference_scores(cfg, dataset)
-        self.keys = S.seed_keys(cfg)
+        self.keys = parallel.shard_seeds(S.seed_keys(cfg))
         self.actions = envs.ActionScale(dataset.env_id)
         offline = dataset.transitions.replace(
             action=self.actions.to_unit(np.asarray(dataset.transitions.action))
         )
         self.reward_scale = _reward_scale(cfg, dataset)
-        self.state = S.init_state(cfg, offline, self.reward_scale)
+        # With several devices the seed axis is split across them; one device: unchanged.
+        self.state = parallel.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
         self.use_edis = cfg.edis and cfg.online_steps > 0
         self.terminal_fn = envs.termination_fn(dataset.env_id)
