@@ -44,7 +44,7 @@ def main() -> None:
         result.update(check=name, wall_s=round(time.time() - start, 1), device=_device())
         # The CPU may be shared: the load average says how busy it was (2 cores here).
         result.update(load_avg_1m=[load_before, os.getloadavg()[0]], cpu_count=os.cpu_count())
-        path = RESULTS / f"agents_{name}.json"
+        path = RESULTS / f"agents_{name}_seed{args.seed}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
         print(f"-> {path}")

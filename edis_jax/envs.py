@@ -187,3 +187,12 @@ class ActionScale:
         return (self.low + (np.asarray(action) + 1.0) * 0.5 * (self.high - self.low)).astype(
             np.float32
         )
+
+
+def episode_length(env_id: str, default: int = 1000) -> int:
+    """The env's time limit (max_episode_steps), or `default` (MuJoCo's 1000) when unset."""
+    try:
+        steps = gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return default
+    return int(steps) if steps else default

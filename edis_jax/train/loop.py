@@ -454,8 +454,10 @@ def _reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:
 
 
 def _reward_scale(cfg: RunConfig, dataset) -> float:
-    """IQL on MuJoCo scales rewards by 1000 / (max - min episode return) (CORL, IQL paper)."""
+    """IQL scales rewards by H / (max - min episode return), H the episode length (CORL and the
+    IQL paper use 1000, MuJoCo's H), so that returns span about H whatever the task."""
     if cfg.algo != "iql" or len(dataset.episode_returns) < 2:
         return 1.0
+    horizon = envs.episode_length(dataset.env_id)
     spread = float(np.max(dataset.episode_returns) - np.min(dataset.episode_returns))
-    return 1000.0 / spread if spread > 0 else 1.0
+    return horizon / spread if spread > 0 else 1.0
