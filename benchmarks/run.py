@@ -40,12 +40,12 @@ class Sizes:
     """What is measured. The defaults are the full benchmark (~15 min on 2 quiet CPU cores)."""
 
     # Denoiser sizes: the presets whose diffusion/energy configs are measured, each with the
-    # number of sampler steps at which PyTorch times the large sampler rows (scaled to the
-    # full count by the ratio of denoiser calls: paper size at 128 steps is ~5 min on 2 cores).
+    # number of sampler steps at which PyTorch times the large sampler rows and at which JAX
+    # times the large unguided row (0: all steps), scaled to the full count by the ratio of
+    # denoiser calls (paper size at 128 steps is ~5 min on 2 cores). JAX runs the cpu size in
+    # full: a few-step run of a small model is too short to time reliably.
     # The first preset also sizes the train chunk and the CEP rows.
-    models: tuple[tuple[str, int], ...] = (("paper", 16), ("cpu", 32))
-    # JAX times the large unguided rows at this many steps, scaled the same way (0: all).
-    jax_unguided_steps: int = 32
+    models: tuple[tuple[str, int, int], ...] = (("paper", 16, 32), ("cpu", 32, 0))
     samples: int = 10_000  # rows of the large sampler rows
     small_batch: int = 256  # rows of the small sampler rows
     sampler_steps: int = 128  # Heun steps (JAX always runs all of them)
@@ -67,7 +67,7 @@ class Sizes:
     def quick(self) -> Sizes:
         """A couple of minutes on 2 quiet cores: same presets, fewer rows, steps and updates."""
         return dataclasses.replace(
-            self, models=(("paper", 4), ("cpu", 4)), jax_unguided_steps=4, samples=1024, sampler_steps=16,
+            self, models=(("paper", 4, 4), ("cpu", 4, 0)), samples=1024, sampler_steps=16,
             train_chunk=50, ref_train_steps=5, agent_updates=100,
             ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)),
             scaling_updates=50, scaling_rows=256, repeats=1,
@@ -133,7 +133,7 @@ class _Suite:
 
     def rows(self) -> list[Row]:
         s, out = self.s, []
-        for name, ref_steps in s.models:
+        for name, ref_steps, jax_steps in s.models:
             cfg = preset(name)
             dcfg, ecfg = dataclasses.replace(cfg.diffusion, num_steps=s.sampler_steps), cfg.energy
             size = f"{name} size ({dcfg.width}x{dcfg.depth})"
@@ -141,9 +141,9 @@ class _Suite:
                 big = n > s.small_batch
                 out.append(self._row(
                     f"{'guided' if guided else 'unguided'} sampler, {size}, {n} rows, {dcfg.num_steps} steps",
-                    lambda d=dcfg, e=ecfg, n=n, g=guided, big=big: J.sampler_timing(
+                    lambda d=dcfg, e=ecfg, n=n, g=guided, big=big, js=jax_steps: J.sampler_timing(
                         OBS_DIM, ACT_DIM, d, e, n, g, 1 if big else s.repeats,
-                        s.jax_unguided_steps if big and not g and s.jax_unguided_steps else None),
+                        js if big and not g and js else None),
                     lambda d=dcfg, e=ecfg, n=n, g=guided, big=big, rs=ref_steps: self.ref.sampler_ms(
                         OBS_DIM, ACT_DIM, d, e, n, g, rs if big else None),
                     flops=flops.sampler_flops(n, DATA_DIM, dcfg, ecfg, guided),

@@ -20,7 +20,7 @@ from edis_jax.diffusion import edm
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 TINY = Sizes(
-    models=(("tiny", 2),),
+    models=(("tiny", 2, 0),),
     samples=64,
     small_batch=16,
     sampler_steps=4,

@@ -5,10 +5,12 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from edis_jax import checkpoint, config
-from edis_jax.data import builder
+from edis_jax.data import builder, datasets
 from edis_jax.train import loop
 
 DATASET = "test/hopper/random-v0"
@@ -76,6 +78,34 @@ def test_end_to_end_tiny_run(datasets_env, tmp_path, algo, edis):
     ]
     assert losses, "training metrics are logged"
     assert records[0][losses[0]] != records[1][losses[0]]
+    if not edis:
+        check_online_returns_to_go(cfg)
+
+
+def check_online_returns_to_go(cfg: config.RunConfig) -> None:
+    """Each finished online episode carries its discounted returns-to-go as mc_return, in the
+    online buffer and in the real buffer after the offline rows; an unfinished one keeps 0."""
+    _, state = loop.load_run(cfg.out)
+    online, real = jax.device_get((state.online, state.real))
+    offline_size = int(real.size[0] - online.size[0])
+    for i in range(cfg.seeds):
+        rewards, terminal = online.data.reward[i], online.data.terminal[i] > 0
+        ends = np.flatnonzero(terminal)  # Hopper's 1000-step limit is far: every end terminates
+        assert len(ends) > 0, "the test needs a finished episode"
+        finished = ends[-1] + 1
+        no_trunc = np.zeros(finished, bool)
+        expected = datasets.returns_to_go(
+            rewards[:finished], terminal[:finished], no_trunc, cfg.agent.discount
+        )
+        # The driver sums the env's float64 rewards, the buffer holds them in float32: 3e-8
+        # apart at returns of order 10.
+        np.testing.assert_allclose(
+            online.data.mc_return[i, :finished], expected, rtol=1e-6, atol=1e-6
+        )
+        assert np.all(online.data.mc_return[i, finished:] == 0)
+        np.testing.assert_array_equal(
+            real.data.mc_return[i, offline_size:], online.data.mc_return[i]
+        )
 
 
 def test_resume_after_kill_equals_straight_run(datasets_env, tmp_path):
@@ -92,6 +122,12 @@ def test_resume_after_kill_equals_straight_run(datasets_env, tmp_path):
     reference = json.loads((Path(straight.out) / "summary.json").read_text())
     for key in ("offline_score", "final_score", "best_score"):
         assert summary[key] == reference[key]
+    # Episodes running across the kill get their returns-to-go after the resume, too.
+    straight_returns, resumed_returns = (
+        np.asarray(loop.load_run(c.out)[1].online.data.mc_return) for c in (straight, killed)
+    )
+    assert np.any(straight_returns != 0)
+    np.testing.assert_array_equal(resumed_returns, straight_returns)
 
 
 def test_resume_falls_back_when_newest_checkpoint_is_damaged(datasets_env, tmp_path):

@@ -58,6 +58,12 @@ def add_batch(buffer: ReplayBuffer, batch: Transition) -> ReplayBuffer:
     return _advance(buffer.replace(data=data), n)
 
 
+def set_mc_return(buffer: ReplayBuffer, rows: jnp.ndarray, values: jnp.ndarray) -> ReplayBuffer:
+    """Overwrite mc_return at `rows` (written earlier); rows >= capacity are padding, ignored."""
+    mc_return = buffer.data.mc_return.at[rows].set(values, mode="drop")
+    return buffer.replace(data=buffer.data.replace(mc_return=mc_return))
+
+
 def _advance(buffer: ReplayBuffer, n: int) -> ReplayBuffer:
     return buffer.replace(
         ptr=(buffer.ptr + n) % buffer.capacity,

@@ -64,7 +64,7 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
     """
     run_dir = Path(cfg.out)
     _prepare_run_dir(run_dir, cfg.overwrite)
-    dataset = datasets.load_dataset(cfg.dataset)
+    dataset = _load_dataset(cfg)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     run = _Run(cfg, dataset, run_dir, progress)
     return run.execute(stop_at_online_step)
@@ -74,7 +74,7 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
     """Continue the run in `run_dir` from its latest checkpoint. Returns the summary dict."""
     run_dir = Path(run_dir)
     cfg = _read_config(run_dir)
-    dataset = datasets.load_dataset(cfg.dataset)
+    dataset = _load_dataset(cfg)
     run = _Run(cfg, dataset, run_dir, progress)
     run.restore()
     return run.execute(stop_at_online_step)
@@ -85,7 +85,7 @@ def load_run(run_dir: str | Path):
     diagnostics and notebooks. Nothing in the run directory changes."""
     run_dir = Path(run_dir)
     cfg = _read_config(run_dir)
-    run = _Run(cfg, datasets.load_dataset(cfg.dataset), run_dir, progress=False)
+    run = _Run(cfg, _load_dataset(cfg), run_dir, progress=False)
     state, _, _ = checkpoint.restore(run_dir, run.state)
     return cfg, state
 
@@ -129,6 +129,7 @@ class _Run:
             action=self.actions.to_unit(np.asarray(dataset.transitions.action))
         )
         self.reward_scale = _reward_scale(cfg, dataset)
+        self.discount = cfg.agent.discount
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = parallel.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
@@ -196,7 +197,7 @@ class _Run:
         cfg, p = self.cfg, self.progress
         algo, o = cfg.algo, cfg.online
         vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds)
-        obs, episode_return, last_return = self._restore_envs(vec_env)
+        obs, episodes = self._restore_envs(vec_env)
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, algo=algo)
             if not p.evals or p.evals[-1]["phase"] != "offline":
@@ -232,9 +233,9 @@ class _Run:
                 utd=o.utd,
                 batch_size=cfg.batch_size,
             )
-            episode_return += reward
-            last_return = np.where(ended, episode_return, last_return)
-            episode_return = np.where(ended, 0.0, episode_return)
+            finished = episodes.step(t, reward, ended)
+            if finished is not None:
+                self.state = S.write_returns(self.state, *finished)
             obs = next_obs
             p.online_step = t = t + 1
             bar.update(1)
@@ -244,7 +245,7 @@ class _Run:
                 scores = self.evaluate("online", t)
                 bar.set_postfix(score=f"{np.mean(scores):.1f}")
             if t % cfg.log_every == 0 or scores is not None:
-                self._log("online", t, metrics, scores, train_return=last_return)
+                self._log("online", t, metrics, scores, train_return=episodes.last_return)
             if self.use_edis and t % o.retrain_every == 0 and t < cfg.online_steps:
                 self.retrain()
             p.wall["online"] = time.perf_counter() - t0
@@ -355,10 +356,9 @@ class _Run:
         """Reset the sub-envs with the run's seeds and replay the recorded online actions."""
         cfg, p = self.cfg, self.progress
         obs, _ = vec_env.reset(seed=[_train_seed(cfg, i) for i in range(cfg.seeds)])
-        episode_return = np.zeros(cfg.seeds)
-        last_return = np.full(cfg.seeds, np.nan)
+        episodes = _Episodes(cfg.seeds, self.discount)
         if p.online_step == 0:
-            return obs, episode_return, last_return
+            return obs, episodes
         stored = jax.device_get(self.state.online.data)
         for t in tqdm(range(p.online_step), desc="replaying env", disable=not self.show):
             if not np.array_equal(np.asarray(obs, np.float32), stored.obs[:, t]):
@@ -370,11 +370,9 @@ class _Run:
             obs, reward, terminated, truncated, _ = vec_env.step(
                 self.actions.to_env(stored.action[:, t])
             )
-            episode_return += reward
-            ended = terminated | truncated
-            last_return = np.where(ended, episode_return, last_return)
-            episode_return = np.where(ended, 0.0, episode_return)
-        return obs, episode_return, last_return
+            # Returns of episodes that ended before the checkpoint are in its buffers already.
+            episodes.step(t, reward, terminated | truncated)
+        return obs, episodes
 
     # --------------------------------------------------------------------------- summary
 
@@ -405,6 +403,43 @@ class _Run:
             "updates_per_s": updates / wall["total"] if wall["total"] > 0 else None,
             "retrains": p.retrains,
         }
+
+
+class _Episodes:
+    """The running episode of each seed's sub-env: its return (for train_return) and its
+    rewards, whose discounted returns-to-go become the online transitions' mc_return (Cal-QL's
+    calibration bound) once it ends. Until then those rows keep mc_return 0, and a time-limit
+    truncation counts as zero future, as for the offline data (datasets.returns_to_go)."""
+
+    PAD = 1 << 30  # a row index past any buffer's end: write_returns ignores it
+
+    def __init__(self, seeds: int, discount: float):
+        self.discount = discount
+        self.start = np.zeros(seeds, np.int64)  # online step of each episode's first transition
+        self.rewards: list[list[float]] = [[] for _ in range(seeds)]
+        self.last_return = np.full(seeds, np.nan)  # of the latest finished episode
+
+    def step(self, t: int, reward, ended) -> tuple[np.ndarray, np.ndarray] | None:
+        """Record online step t; for the episodes it ends, (steps, returns) of shape (seeds, n)
+        for state.write_returns, padded with PAD (None when no episode ended)."""
+        done = []
+        for i, (r, end) in enumerate(zip(reward, ended, strict=True)):
+            self.rewards[i].append(float(r))
+            if end:
+                self.last_return[i] = sum(self.rewards[i])
+                done.append((i, self.start[i], np.asarray(self.rewards[i])))
+                self.start[i], self.rewards[i] = t + 1, []
+        if not done:
+            return None
+        # Widths rounded up to a power of two: a handful of compiled shapes per run.
+        width = 1 << max(len(r) for _, _, r in done).bit_length()
+        steps = np.full((len(ended), width), self.PAD, np.int32)
+        returns = np.zeros((len(ended), width), np.float32)
+        for i, start, rewards in done:
+            n, no_end = len(rewards), np.zeros(len(rewards), bool)
+            steps[i, :n] = start + np.arange(n)
+            returns[i, :n] = datasets.returns_to_go(rewards, no_end, no_end, self.discount)
+        return steps, returns
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -440,6 +475,11 @@ def _final_observations(next_obs, ended, info) -> np.ndarray:
     for i in np.flatnonzero(ended):
         final[i] = info["final_obs"][i]
     return final
+
+
+def _load_dataset(cfg: RunConfig):
+    # mc_return (Cal-QL's bound) is discounted as the agent discounts.
+    return datasets.load_dataset(cfg.dataset, discount=cfg.agent.discount)
 
 
 def _reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:

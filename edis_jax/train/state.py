@@ -145,6 +145,24 @@ def online_step(
     return jax.vmap(one_seed)(state, transition, keys)
 
 
+@functools.partial(jax.jit, donate_argnames=("state",))
+def write_returns(state: RunState, steps: jax.Array, returns: jax.Array) -> RunState:
+    """Set mc_return of the online transitions of finished episodes: steps (seeds, n) are online
+    step indices (padding: any index past the buffers' end), returns (seeds, n) their returns-to-go.
+
+    Online step t is row t of `online` and row (offline size) + t of `real`; neither wraps.
+    """
+
+    def one_seed(s: RunState, rows, values):
+        offline_size = s.real.size - s.online.size
+        return s.replace(
+            online=rb.set_mc_return(s.online, rows, values),
+            real=rb.set_mc_return(s.real, rows + offline_size, values),
+        )
+
+    return jax.vmap(one_seed)(state, steps, returns)
+
+
 @functools.partial(jax.jit, static_argnames=("algo",))
 def choose_action(agent, obs, keys, random_action, *, algo: str):
     """The exploration action per seed; uniform in [-1, 1] while `random_action` (a bool leaf,
