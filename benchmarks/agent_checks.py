@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=CHECKS, default=list(CHECKS))
     parser.add_argument("--hopper-steps", type=int, default=100_000)
     parser.add_argument("--hopper-stop", type=float, default=1000.0)
+    parser.add_argument(
+        "--hopper-critic-lr", type=float, default=None, help="SAC critic lr (default: SACConfig's)"
+    )
     parser.add_argument("--offline-updates", type=int, default=30_000)
     parser.add_argument("--calql-updates", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=0)
@@ -79,12 +83,15 @@ def sac_hopper(args) -> dict:
     from edis_jax.config import SACConfig
     from edis_jax.train.behaviour import train_sac_online
 
+    config = SACConfig()
+    if args.hopper_critic_lr is not None:
+        config = dataclasses.replace(config, critic_lr=args.hopper_critic_lr)
     start = time.time()
     run = train_sac_online(
         "Hopper-v5",
         args.hopper_steps,
         seed=args.seed,
-        config=SACConfig(),
+        config=config,
         eval_every=5000,
         eval_episodes=5,
         stop_return=args.hopper_stop,
@@ -92,6 +99,7 @@ def sac_hopper(args) -> dict:
     best = max(r for _, r in run.evals)
     return {
         "target": f">= 1000 within {args.hopper_steps} steps",
+        "critic_lr": config.critic_lr,
         "evals": run.evals,
         "steps": run.steps,
         "best_eval": best,

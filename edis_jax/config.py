@@ -74,7 +74,9 @@ class SACConfig:
 
     hidden_dims: tuple[int, ...] = (256, 256)
     actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
+    # CleanRL's sac_continuous_action q_lr. Hopper-v5 from scratch, 2 seeds: 3e-4 reached a best
+    # evaluation of 990 / 578 in 100k steps, 1e-3 reached 1000 by 50k / 70k steps.
+    critic_lr: float = 1e-3
     temp_lr: float = 3e-4
     discount: float = 0.99
     tau: float = 0.005
