@@ -24,6 +24,8 @@ from typing import Literal
 
 import tyro
 
+from edis_jax.data.builder import DEFAULTS as BUILD
+
 Handler = Callable[[list[str]], int]
 
 
@@ -56,12 +58,14 @@ class MakeArgs:
     steps: int  # transitions to roll out (medium-expert: this many of each; not medium-replay)
     id: str  # dataset id, namespace/name-vN, e.g. local/hopper/medium-v0
     seed: int = 0
-    medium_fraction: float = 1 / 3  # medium = SAC stopped at this fraction of the expert return
+    # Defaults are the builder's own (builder.DEFAULTS), so the CLI and the Python API agree.
+    medium_fraction: float = BUILD["medium_fraction"]  # medium = SAC stopped at this fraction
     expert_return: float | None = None  # expert return that sets the medium target
-    expert_steps: int = 1_000_000  # env steps of SAC training behind the expert
-    max_train_steps: int = 1_000_000  # budget for SAC to reach the medium target
-    eval_every: int = 5000  # env steps between SAC evaluations
-    eval_episodes: int = 10  # episodes per evaluation and per reference score (>= 10)
+    expert_steps: int = BUILD["expert_steps"]  # env steps of SAC training behind the expert
+    max_train_steps: int = BUILD["max_train_steps"]  # budget for SAC to reach the medium target
+    eval_every: int = BUILD["eval_every"]  # env steps between SAC evaluations
+    eval_episodes: int = BUILD["eval_episodes"]  # per evaluation and per reference score (>= 10)
+    sac_critic_lr: float | None = None  # the behaviour SAC's critic lr (default: SACConfig's)
     ref_min_score: float | None = None  # override the reference scores stored
     ref_max_score: float | None = None
     overwrite: bool = False  # replace an existing dataset with this id (once the new one is whole)
@@ -124,7 +128,8 @@ def data_make(args: list[str]) -> int:
         medium_fraction=a.medium_fraction, expert_return=a.expert_return,
         expert_steps=a.expert_steps, max_train_steps=a.max_train_steps, eval_every=a.eval_every,
         eval_episodes=a.eval_episodes, ref_min_score=a.ref_min_score,
-        ref_max_score=a.ref_max_score, overwrite=a.overwrite, progress=a.progress,
+        ref_max_score=a.ref_max_score, sac_critic_lr=a.sac_critic_lr, overwrite=a.overwrite,
+        progress=a.progress,
     )  # fmt: skip
     t = summary["timings"]
     print(

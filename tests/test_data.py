@@ -205,3 +205,14 @@ def test_sac_kinds_with_a_tiny_learner(minari_path):
     for dataset_id in ("test/pendulum/mr-v0", "test/pendulum/me-v0"):
         actions = datasets.load_dataset(dataset_id).transitions.action
         assert np.abs(actions).max() <= 2.0 and np.abs(actions).max() > 1.2
+
+
+def test_rebuild_command_records_the_behaviour_critic_lr():
+    # Datasets built before SAC's default critic lr changed are rebuilt with --sac-critic-lr.
+    options = {**builder.DEFAULTS, "sac_critic_lr": 3e-4, "eval_every": 5000}
+    command = builder.make_command("Hopper-v5", "medium", 100, "a/b/c-v0", 0, **options)
+    assert command.endswith("--eval-every 5000 --sac-critic-lr 0.0003")
+    plain = builder.make_command("Hopper-v5", "medium", 100, "a/b/c-v0", 0, **builder.DEFAULTS)
+    assert "--sac-critic-lr" not in plain and "--eval-every" not in plain
+    with pytest.raises(ValueError, match="--sac-critic-lr must be > 0"):
+        builder.make_dataset("Hopper-v5", "medium", 100, "a/b/c-v0", sac_critic_lr=0.0)

@@ -31,6 +31,7 @@ Every rollout is cut at exactly `steps` transitions; a cut episode ends with tru
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -49,10 +50,13 @@ DEFAULTS = {
     "expert_return": None,
     "expert_steps": 1_000_000,  # D4RL's experts: SAC for 1M steps
     "max_train_steps": 1_000_000,
-    "eval_every": 5000,
+    "eval_every": 2000,  # often enough that SAC stops close to the medium target
     "eval_episodes": MIN_REF_EPISODES,
     "ref_min_score": None,
     "ref_max_score": None,
+    # The behaviour SAC's critic lr; None: SACConfig's. local/hopper/medium-v0 (shipped) was
+    # built when that default was 3e-4, and its rebuild command says so.
+    "sac_critic_lr": None,
 }
 
 
@@ -71,6 +75,7 @@ def make_dataset(
     eval_episodes: int = MIN_REF_EPISODES,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
+    sac_critic_lr: float | None = None,
     sac_config=None,
     overwrite: bool = False,
     progress: bool = True,
@@ -81,7 +86,7 @@ def make_dataset(
     options = dict(
         medium_fraction=medium_fraction, expert_return=expert_return, expert_steps=expert_steps,
         max_train_steps=max_train_steps, eval_every=eval_every, eval_episodes=eval_episodes,
-        ref_min_score=ref_min_score, ref_max_score=ref_max_score,
+        ref_min_score=ref_min_score, ref_max_score=ref_max_score, sac_critic_lr=sac_critic_lr,
     )  # fmt: skip
     _validate(env_id, kind, steps, dataset_id, overwrite, **options)
     t_start = time.perf_counter()
@@ -214,14 +219,18 @@ def rollout(
 def _behaviour_episodes(
     env_id, kind, steps, seed, random_return, timings, sac_config, progress, *,
     medium_fraction, expert_return, expert_steps, max_train_steps, eval_every, eval_episodes,
-    **_refs,
+    sac_critic_lr, **_refs,
 ):  # fmt: skip
     """Train SAC as the kind needs and roll it out. Returns (episodes, expert return, info)."""
+    from edis_jax.config import SACConfig
     from edis_jax.train.behaviour import train_sac_online
 
-    train = dict(eval_every=eval_every, eval_episodes=eval_episodes, progress=progress)
-    if sac_config is not None:
-        train["config"] = sac_config
+    sac_config = SACConfig() if sac_config is None else sac_config
+    if sac_critic_lr is not None:
+        sac_config = dataclasses.replace(sac_config, critic_lr=sac_critic_lr)
+    train = dict(
+        eval_every=eval_every, eval_episodes=eval_episodes, progress=progress, config=sac_config
+    )
     info: dict = {}
     d4rl = d4rl_ref_scores(env_id)
 
@@ -349,6 +358,8 @@ def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
         value = steps if name == "steps" else options[name]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if options["sac_critic_lr"] is not None and not options["sac_critic_lr"] > 0:
+        raise ValueError(f"--sac-critic-lr must be > 0, got {options['sac_critic_lr']}")
     if not 0.0 < options["medium_fraction"] <= 1.0:
         raise ValueError(f"--medium-fraction must be in (0, 1], got {options['medium_fraction']}")
     if options["eval_episodes"] < MIN_REF_EPISODES:
