@@ -52,6 +52,15 @@ def label(run: dict) -> str:
     return name
 
 
+def labels(runs: list[dict]) -> list[str]:
+    """label() of each run; runs that would share a label get their directory's name added."""
+    names = [label(run) for run in runs]
+    return [
+        f"{name} ({Path(run['dir']).name})" if names.count(name) > 1 else name
+        for name, run in zip(names, runs, strict=True)
+    ]
+
+
 def table(runs: list[dict]) -> str:
     """A markdown table: scores as mean ± std over seeds, and timings."""
     header = (
@@ -59,16 +68,16 @@ def table(runs: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|"
     )
     rows = []
-    for run in runs:
+    for run, name in zip(runs, labels(runs), strict=True):
         s = run["summary"]
         if s is None:
             rows.append(
-                f"| {label(run)} | {run['config']['dataset']} | | unfinished | | | | {run['dir']} |"
+                f"| {name} | {run['config']['dataset']} | | unfinished | | | | {run['dir']} |"
             )
             continue
         fmt = lambda x: f"{x['mean']:.1f} ± {x['std']:.1f}"  # noqa: E731
         rows.append(
-            f"| {label(run)} | {s['dataset']} | {s['seeds']} | {fmt(s['offline_score'])} | "
+            f"| {name} | {s['dataset']} | {s['seeds']} | {fmt(s['offline_score'])} | "
             f"{fmt(s['final_score'])} | {fmt(s['best_score'])} | "
             f"{s['wall_time_s']['total']:.0f} | {run['dir']} |"
         )
@@ -83,11 +92,11 @@ def plot(runs: list[dict], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for run in runs:
+    for run, name in zip(runs, labels(runs), strict=True):
         if len(run["steps"]) == 0:
             continue
         mean, std = run["scores"].mean(1), run["scores"].std(1)
-        (line,) = ax.plot(run["steps"], mean, label=label(run))
+        (line,) = ax.plot(run["steps"], mean, label=name)
         ax.fill_between(run["steps"], mean - std, mean + std, alpha=0.2, color=line.get_color())
     offline = {r["config"]["offline_steps"] for r in runs}
     if len(offline) == 1 and (boundary := offline.pop()) > 0:
