@@ -129,7 +129,6 @@ class _Run:
             action=self.actions.to_unit(np.asarray(dataset.transitions.action))
         )
         self.reward_scale = _reward_scale(cfg, dataset)
-        self.discount = cfg.agent.discount
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = parallel.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
@@ -356,7 +355,7 @@ class _Run:
         """Reset the sub-envs with the run's seeds and replay the recorded online actions."""
         cfg, p = self.cfg, self.progress
         obs, _ = vec_env.reset(seed=[_train_seed(cfg, i) for i in range(cfg.seeds)])
-        episodes = _Episodes(cfg.seeds, self.discount)
+        episodes = _Episodes(cfg.seeds, cfg.agent.discount)
         if p.online_step == 0:
             return obs, episodes
         stored = jax.device_get(self.state.online.data)
@@ -415,7 +414,6 @@ class _Episodes:
 
     def __init__(self, seeds: int, discount: float):
         self.discount = discount
-        self.start = np.zeros(seeds, np.int64)  # online step of each episode's first transition
         self.rewards: list[list[float]] = [[] for _ in range(seeds)]
         self.last_return = np.full(seeds, np.nan)  # of the latest finished episode
 
@@ -427,8 +425,9 @@ class _Episodes:
             self.rewards[i].append(float(r))
             if end:
                 self.last_return[i] = sum(self.rewards[i])
-                done.append((i, self.start[i], np.asarray(self.rewards[i])))
-                self.start[i], self.rewards[i] = t + 1, []
+                # The episode's first transition was online step t + 1 - its length.
+                done.append((i, t + 1 - len(self.rewards[i]), np.asarray(self.rewards[i])))
+                self.rewards[i] = []
         if not done:
             return None
         # Widths rounded up to a power of two: a handful of compiled shapes per run.
