@@ -238,20 +238,25 @@ def resume_command(args: list[str]) -> int:
 
 @dataclass(frozen=True)
 class ReportArgs:
-    """Compare runs: a table of scores and a PNG of learning curves."""
+    """Compare runs: a table of scores over seeds (IQM with 95% bootstrap CIs), PNGs of learning
+    curves and of generator health."""
 
     run_dirs: tyro.conf.Positional[tuple[str, ...]]
     out: str | None = None  # PNG path (default: report.png beside the first run directory)
+    baseline: str | None = None  # run directory the others are tested against (Welch's t-test)
 
 
 def report_command(args: list[str]) -> int:
-    """Print a comparison table of runs and write their learning curves as a PNG."""
+    """Print a comparison table of runs; write their learning curves and generator health as
+    PNGs."""
     from edis_jax import report
 
     a = _parse(ReportArgs, args, "edis-jax report")
-    text, png = report.report(list(a.run_dirs), a.out)
+    text, curves, health = report.report(list(a.run_dirs), a.out, baseline=a.baseline)
     print(text)
-    print(f"\nlearning curves: {png}")
+    print(f"\nlearning curves: {curves}")
+    if health is not None:
+        print(f"generator health: {health}")
     return 0
 
 

@@ -163,6 +163,15 @@ class DiffusionConfig:
     s_tmax: float = 50.0
     s_noise: float = 1.003
     sample_batch: int = 10_000  # rows per jitted sampler call; large n runs in such batches
+    # Warm start: keep the model (params, EMA, optimiser, normaliser) across retrains and train
+    # it `train_steps` further each time, instead of the published from-scratch retrain.
+    warm_start: bool = False
+    # Steps on the offline data before the online phase (warm start only), so that the first
+    # retrain starts from a trained model.
+    initial_steps: int = 0
+    # Warm-start learning rate: "restart" runs a cosine from `lr` to 0 over every (re)training;
+    # "continue" runs one cosine over all the run's steps (initial + every retrain).
+    warm_lr: Literal["restart", "continue"] = "restart"
 
     def __post_init__(self):
         _positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
@@ -170,6 +179,16 @@ class DiffusionConfig:
         _positive(self, "ema_every", "sample_batch", "grad_clip")
         _non_negative(self, "train_steps", "s_churn", "s_tmin", "s_tmax")
         _unit_interval(self, "beta1", "beta2", "ema_decay")
+        _non_negative(self, "initial_steps")
+        _check(
+            self.warm_lr in ("restart", "continue"),
+            f"DiffusionConfig.warm_lr must be restart or continue, got {self.warm_lr!r}",
+        )
+        _check(
+            self.warm_start or self.initial_steps == 0,
+            "--diffusion.initial-steps needs --diffusion.warm-start (a from-scratch retrain "
+            "would throw the initial training away)",
+        )
         _check(
             self.sigma_min < self.sigma_max,
             f"DiffusionConfig.sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})",
@@ -195,10 +214,26 @@ class EnergyConfig:
     # Negatives are drawn once per retrain into a bank of this many rows per conditioned energy,
     # then resampled each CEP step: the chain is the dominant cost (DESIGN.md, CEP training).
     negative_bank: int = 2560
+    # The bank is drawn afresh this many times per retrain (the CEP steps are split evenly
+    # between the banks), so E_t and E_a see bank_refreshes * negative_bank / K positives.
+    bank_refreshes: int = 1
+    # E_s positives come from the `recent_window` latest online transitions (the paper's buffer
+    # of "trajectories from very recent policies"); 0 = the whole online buffer (published code).
+    recent_window: int = 0
+    # Every `holdout_every`-th online row is kept out of CEP training, to measure the energies'
+    # accuracy on positives and negatives they never saw.
+    holdout_every: int = 10
+    heldout_groups: int = 128  # held-out positives per energy in that measurement
 
     def __post_init__(self):
         _positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
-        _positive(self, "clip_factor", "negative_bank")
+        _positive(self, "clip_factor", "negative_bank", "bank_refreshes", "heldout_groups")
+        _non_negative(self, "recent_window")
+        _check(
+            self.holdout_every >= 2,
+            f"EnergyConfig.holdout_every must be >= 2 (every k-th online row is held out), "
+            f"got {self.holdout_every}",
+        )
         _non_negative(self, "scale_state", "scale_policy", "scale_transition")
         _check(
             self.negative_bank >= self.num_negatives,

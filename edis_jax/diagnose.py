@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from edis_jax import envs
 from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig, preset
 from edis_jax.data.transition import Transition
 
@@ -212,7 +213,7 @@ def run_diagnose(
     rows = []
     for name in guidance:
         guide = {"none": (), "all": GUIDES}.get(name, (name,))
-        batch = _generate(gen.replace(guide=guide), k_sample, n)
+        batch, _ = _generate(gen.replace(guide=guide), k_sample, n)
         rows.append({"guidance": name, **_finite(measure(batch))})
     # The target's own row uses one half of it against the other: shared rows would bias MMD.
     half_a, half_b = _split(target, seed)
@@ -322,107 +323,11 @@ def dynamics_error(
     env_id: str, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray
 ) -> float | None:
     """Mean |next_obs - s'_true| (Euclidean, raw units); None where `true_next_obs` is."""
-    true_next = true_next_obs(env_id, obs, action)
+    true_next = envs.true_next_obs(env_id, obs, action)
     if true_next is None:
         return None
     gap = np.linalg.norm(np.asarray(next_obs, np.float64) - true_next, axis=-1)
     return float(gap.mean())
-
-
-def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray | None:
-    """The observation the environment returns after `action` from a state showing `obs`.
-
-    - Pendulum-v1: gymnasium's closed-form update (`pendulum_next_obs`).
-    - MuJoCo envs whose observation is [qpos without its first k entries, qvel] (gymnasium's
-      `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
-      the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
-      so setting them to 0 recovers the full state (`mujoco_next_obs`).
-    - Any other env: None (the metric is unavailable).
-    """
-    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
-    if env_id.startswith("Pendulum-"):
-        return np.asarray(pendulum_next_obs(obs, action), np.float64)
-    if mujoco_supported(env_id):
-        return mujoco_next_obs(env_id, obs, action)
-    return None
-
-
-# ------------------------------------------------------------------ simulators set to an obs
-
-# gymnasium's Pendulum-v1 constants (classic_control/pendulum.py).
-PENDULUM = {"g": 10.0, "m": 1.0, "l": 1.0, "dt": 0.05, "max_speed": 8.0, "max_torque": 2.0}
-
-
-def pendulum_next_obs(obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-    """Pendulum-v1's step from obs = (cos th, sin th, thdot) under torque `action` (clipped to
-    +-max_torque like the env). Vectorised over leading axes."""
-    p = PENDULUM
-    th = jnp.arctan2(obs[..., 1], obs[..., 0])
-    thdot = obs[..., 2]
-    u = jnp.clip(action[..., 0], -p["max_torque"], p["max_torque"])
-    accel = 3 * p["g"] / (2 * p["l"]) * jnp.sin(th) + 3.0 / (p["m"] * p["l"] ** 2) * u
-    new_thdot = jnp.clip(thdot + accel * p["dt"], -p["max_speed"], p["max_speed"])
-    new_th = th + new_thdot * p["dt"]
-    return jnp.stack([jnp.cos(new_th), jnp.sin(new_th), new_thdot], axis=-1)
-
-
-def mujoco_supported(env_id: str) -> bool:
-    """Whether `mujoco_next_obs` can rebuild the simulator state from this env's observation."""
-    try:
-        env = gym.make(env_id)
-    except Exception:  # unknown id, missing extra: not a MuJoCo env we can set
-        return False
-    try:
-        return _qpos_qvel_layout(env.unwrapped) is not None
-    finally:
-        env.close()
-
-
-def mujoco_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
-    """Set the MuJoCo simulator to each row's state and step it with that row's action.
-
-    qpos = [0 for the skipped root coordinates, obs[:nq - k]], qvel = obs[nq - k:]; then the env's
-    own `step` applies the action for `frame_skip` physics steps (MuJoCo clamps it to ctrlrange)
-    and builds the observation. The solver's warm start is zeroed per row so a result does not
-    depend on the previous row. Real transitions are reproduced to ~1e-7 (float32 storage);
-    Hopper and Walker2d clip observed velocities to +-10, so states at that clip are ambiguous.
-    """
-    env = gym.make(env_id).unwrapped
-    layout = _qpos_qvel_layout(env)
-    if layout is None:
-        env.close()
-        raise ValueError(
-            f"{env_id}: its observation is not [qpos, qvel], so the simulator cannot be set to "
-            "an observation; dynamics_error is unavailable for it"
-        )
-    skipped, nq, nv = layout
-    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
-    if obs.shape[-1] != nq - skipped + nv:
-        raise ValueError(
-            f"{env_id}: observations have {obs.shape[-1]} dims, the env has {nq - skipped + nv}"
-        )
-    env.reset(seed=0)
-    out = np.full_like(obs, np.nan)  # rows with non-finite inputs (a diverged sampler) stay NaN
-    for i in np.flatnonzero(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1)):
-        qpos = np.concatenate([np.zeros(skipped), obs[i, : nq - skipped]])
-        env.set_state(qpos, obs[i, nq - skipped :])
-        env.data.qacc_warmstart[:] = 0.0
-        out[i] = env.step(action[i])[0]
-    env.close()
-    return out
-
-
-def _qpos_qvel_layout(env) -> tuple[int, int, int] | None:
-    """(skipped qpos entries, nq, nv) if the observation is exactly [qpos[k:], qvel], else None."""
-    structure = getattr(env, "observation_structure", None)
-    if not structure:
-        return None
-    nq, nv = env.model.nq, env.model.nv
-    skipped = structure.get("skipped_qpos", 0)
-    extra = {k: v for k, v in structure.items() if k not in ("skipped_qpos", "qpos", "qvel") and v}
-    if extra or structure.get("qpos") != nq - skipped or structure.get("qvel") != nv:
-        return None
-    return skipped, nq, nv
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -438,7 +343,7 @@ def _without_seed_axis(tree):
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _generate(gen, key, n: int) -> Transition:
+def _generate(gen, key, n: int) -> tuple[Transition, dict]:
     from edis_jax import edis
 
     return edis.generate(gen, key, n)

@@ -1,24 +1,29 @@
 """The EDIS generator: retrain the diffusion model and the energies, generate guided samples.
 
-A `Generator` is a pytree: the diffusion train state (recreated at every retrain), the three
-energies (created once, trained further at every retrain), the data normaliser and the guidance
-scales (w_s, w_a, w_t) as a leaf. `retrain` and `generate` are pure and vmappable over a
-leading seed axis; `retrain_with_progress` and `generate_with_progress` do the same for states
-that already carry that axis, phase by phase through jitted vmapped chunks with tqdm bars, and
-give the same results as `jax.vmap(retrain)` / `jax.vmap(generate)` (every chunk derives its
-keys from fold_in(key, step), so chunking does not change the random numbers).
+A `Generator` is a pytree: the diffusion train state, the three energies (created once, trained
+further at every retrain), the data normaliser and the guidance scales (w_s, w_a, w_t) as a
+leaf. `retrain` and `generate` are pure and vmappable over a leading seed axis;
+`retrain_with_progress` and `generate_with_progress` do the same for states that already carry
+that axis, phase by phase through jitted vmapped chunks with tqdm bars, and give the same results
+as `jax.vmap(retrain)` / `jax.vmap(generate)` (every chunk derives its keys from
+fold_in(key, step), so chunking does not change the random numbers).
 
 A retrain (DESIGN.md section 2):
-1. `prepare`: fit the normaliser on all real data, re-initialise the diffusion model;
+1. `prepare`: from scratch (the published code), fit the normaliser on all real data and
+   re-initialise the diffusion model; warm-started (`DiffusionConfig.warm_start`), keep both
+   (the normaliser is fitted once, at the model's first training) and restart or continue the
+   learning-rate cosine;
 2. `train_diffusion`: `train_steps` EDM steps on real data (batches drawn inside the scan);
-3. `negative_bank`: one unguided chain per trained energy returns model samples at every CEP
-   level (see `edis_jax.energy.cep` for why a bank);
-4. `train_energies`: `EnergyConfig.steps` CEP steps on online data and the bank.
+3. for each of `bank_refreshes` banks: `negative_bank` (one unguided chain returns model
+   samples at every CEP level, see `edis_jax.energy.cep`), then its share of the CEP steps;
+4. `heldout_accuracy`: each energy's accuracy on online rows and model samples CEP never saw.
+`pretrain` trains a warm-started model on the offline data before the online phase.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 
 import jax
@@ -87,29 +92,51 @@ def create(
 def retrain(
     gen: Generator, real: ReplayBuffer, online: ReplayBuffer, policy: Policy, key: jax.Array
 ) -> tuple[Generator, dict[str, jnp.ndarray]]:
-    """Refit the normaliser, retrain the diffusion model on `real`, train the energies by CEP on
-    `online` (policy(key, raw obs) -> action gives E_a's positives). Pure; vmappable."""
+    """Train the diffusion model on `real` (afresh, or further when warm-started), train the
+    energies by CEP on `online` (policy(key, raw obs) -> action gives E_a's positives) and
+    measure them on held-out rows. Pure; vmappable."""
     _check_buffers(gen, real, online)
     key_prepare, key_train, key_bank, key_cep = jax.random.split(key, 4)
-    gen = prepare(gen, real, key_prepare)
-    sizes = _diffusion_chunk_sizes(gen.diffusion_cfg)
+    gen = prepare(gen, real, key_prepare, gen.diffusion_cfg.train_steps)
+    sizes = _diffusion_chunk_sizes(gen.diffusion_cfg.train_steps, gen.diffusion_cfg.train_chunk)
     metrics = {"diffusion_loss": jnp.full((), jnp.nan)}
     if sum(sizes[:-1]):
         gen, _ = train_diffusion(gen, real, key_train, sum(sizes[:-1]))
     if sizes:
         gen, metrics = train_diffusion(gen, real, key_train, sizes[-1])
     if gen.guide:
-        bank = negative_bank(gen, online, key_bank)
-        gen, cep_metrics = train_energies(gen, bank, online, policy, key_cep, gen.energy_cfg.steps)
-        metrics = {**metrics, **cep_metrics}
+
+        def one_bank(gen, r):
+            bank = negative_bank(gen, online, jax.random.fold_in(key_bank, r))
+            key = jax.random.fold_in(key_cep, r)
+            return train_energies(gen, bank, online, policy, key, _cep_steps_per_bank(gen))
+
+        refreshes = jnp.arange(gen.energy_cfg.bank_refreshes)
+        gen, cep_metrics = jax.lax.scan(one_bank, gen, refreshes)
+        key_heldout = jax.random.fold_in(key_bank, gen.energy_cfg.bank_refreshes)
+        metrics = {
+            **metrics,
+            **jax.tree.map(jnp.mean, cep_metrics),
+            **heldout_accuracy(gen, online, policy, key_heldout),
+        }
     return gen, metrics
+
+
+def pretrain(gen: Generator, real: ReplayBuffer, key: jax.Array) -> tuple[Generator, dict]:
+    """`initial_steps` of diffusion training on `real` (the offline data) before the online
+    phase, for a warm-started model. Pure; vmappable."""
+    steps = gen.diffusion_cfg.initial_steps
+    gen = prepare(gen, real, key, steps)
+    return train_diffusion(gen, real, jax.random.fold_in(key, 1), steps)
 
 
 def generate(
     gen: Generator, key: jax.Array, n: int, *, terminal_fn: TerminalFn | None = None
-) -> Transition:
-    """n guided synthetic transitions, un-normalised; terminal from terminal_fn(s, a, s') or 0,
-    mc_return 0. Runs in batches of <= sample_batch rows (`lax.map`). Pure; vmappable."""
+) -> tuple[Transition, dict[str, jnp.ndarray]]:
+    """n guided synthetic transitions, un-normalised, actions clipped to the agents' box
+    [-1, 1]; terminal from terminal_fn(s, a, s') or 0, mc_return 0. Metrics: the fraction of
+    rows that had an action outside the box. Runs in batches of <= sample_batch rows
+    (`lax.map`). Pure; vmappable."""
     x, _ = sampler.sample_pure(gen.diffusion, key, n, guidance=gen.guidance)
     return _to_transitions(gen, x, terminal_fn)
 
@@ -117,11 +144,33 @@ def generate(
 # ------------------------------------------------------------------------- retrain pieces
 
 
-def prepare(gen: Generator, real: ReplayBuffer, key: jax.Array) -> Generator:
-    """Fit the normaliser to the filled rows of `real`; a freshly initialised diffusion model."""
+def prepare(gen: Generator, real: ReplayBuffer, key: jax.Array, num_steps: int) -> Generator:
+    """Ready the model for `num_steps` of training on `real`. From scratch: a freshly
+    initialised model and the normaliser fitted to the filled rows of `real`. Warm-started: the
+    same model and, after its first training, the same normaliser (the model's input space must
+    not move under it); the lr cosine restarts over `num_steps` ("restart") or keeps the run's
+    horizon ("continue", see `with_lr_horizon`)."""
     rows = jnp.arange(real.capacity) < real.size
-    normalizer = Normalizer.fit(real.data.to_vector(), mask=rows)
-    return gen.replace(normalizer=normalizer, diffusion=diffusion_lib.reinit(gen.diffusion, key))
+    fitted = Normalizer.fit(real.data.to_vector(), mask=rows)
+    cfg = gen.diffusion_cfg
+    if not cfg.warm_start:
+        return gen.replace(normalizer=fitted, diffusion=diffusion_lib.reinit(gen.diffusion, key))
+    fresh = gen.diffusion.step == 0
+    normalizer = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), fitted, gen.normalizer)
+    diffusion = gen.diffusion
+    if cfg.warm_lr == "restart":
+        diffusion = diffusion_lib.restart_schedule(diffusion, num_steps)
+    return gen.replace(normalizer=normalizer, diffusion=diffusion)
+
+
+def with_lr_horizon(gen: Generator, total_steps: int) -> Generator:
+    """Set the cosine of a warm-started model with warm_lr "continue" to run over the whole
+    run's `total_steps` of diffusion training (initial steps + every retrain's)."""
+    diffusion = gen.diffusion.replace(
+        schedule_start=jnp.zeros_like(gen.diffusion.schedule_start),
+        schedule_steps=jnp.full_like(gen.diffusion.schedule_steps, max(total_steps, 1)),
+    )
+    return gen.replace(diffusion=diffusion)
 
 
 def train_diffusion(
@@ -137,15 +186,27 @@ def train_diffusion(
     return gen.replace(diffusion=diffusion), {"diffusion_loss": loss}
 
 
-def negative_bank(gen: Generator, online: ReplayBuffer, key: jax.Array) -> NegativeBank:
-    """Model samples at every CEP level for the guided energies (one unguided chain)."""
+def negative_bank(
+    gen: Generator, online: ReplayBuffer, key: jax.Array, *, heldout: bool = False
+) -> NegativeBank:
+    """Model samples at every CEP level for the guided energies (one unguided chain), for the
+    training rows of `online` or, with `heldout`, for its held-out rows."""
     key_rows, key_chain = jax.random.split(key)
-    positives, condition = _bank_rows(gen, online, key_rows)
+    positives, condition = _bank_rows(gen, online, key_rows, heldout)
     levels = _levels(gen)
     _, saved = sampler.sample_pure(
         gen.diffusion, key_chain, condition.values.shape[0], condition=condition, save_at=levels
     )
     return _assemble_bank(gen, positives, saved)
+
+
+def heldout_accuracy(
+    gen: Generator, online: ReplayBuffer, policy: Policy, key: jax.Array
+) -> dict[str, jnp.ndarray]:
+    """Each guided energy's CEP accuracy on held-out online rows and fresh model samples."""
+    key_bank, key_eval = jax.random.split(key)
+    bank = negative_bank(gen, online, key_bank, heldout=True)
+    return cep.heldout_accuracy(gen.energies, bank, online, gen.normalizer, policy, key_eval)
 
 
 def train_energies(
@@ -174,36 +235,55 @@ def retrain_with_progress(
     key: jax.Array,
     *,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> tuple[Generator, dict[str, jnp.ndarray]]:
     """`jax.vmap(retrain)` for states with a leading seed axis (key: one key per seed), run as
-    jitted chunks with a tqdm bar per phase. Metrics keep the seed axis."""
+    jitted chunks with a tqdm bar per phase. Metrics keep the seed axis. `timings`, if given,
+    receives the wall seconds of each phase (diffusion, cep_negatives, cep, cep_heldout)."""
     seeds = _num_seeds(gen, key)
     _check_buffers(gen, real, online)
+    clock = _PhaseClock(timings)
     keys = jax.vmap(lambda k: jax.random.split(k, 4))(key)
     key_prepare, key_train, key_bank, key_cep = (keys[:, i] for i in range(4))
-    gen = _prepare_seeds(gen, real, key_prepare)
-    sizes = _diffusion_chunk_sizes(gen.diffusion_cfg)
-    metrics = {"diffusion_loss": jnp.full((seeds,), jnp.nan)}
-    with tqdm(total=sum(sizes), desc=f"diffusion x{seeds}", disable=not progress) as bar:
-        for n in sizes:
-            gen, metrics = _train_diffusion_seeds(gen, real, key_train, n)
-            bar.update(n)
-            bar.set_postfix(loss=f"{float(metrics['diffusion_loss'].mean()):.3f}")
+    steps = gen.diffusion_cfg.train_steps
+    gen = _prepare_seeds(gen, real, key_prepare, steps)
+    gen, metrics = _train_diffusion_with_bar(gen, real, key_train, steps, progress, seeds)
+    clock.lap("diffusion", gen)
     if gen.guide:
-        bank_keys = jax.vmap(jax.random.split)(key_bank)
-        key_rows, key_chain = bank_keys[:, 0], bank_keys[:, 1]
-        positives, condition = _bank_rows_seeds(gen, online, key_rows)
-        _, saved = sampler.sample(
-            gen.diffusion, key_chain, condition.values.shape[1], condition=condition,
-            save_at=_levels(gen), seeds=True, progress=progress, desc="CEP negatives",
-        )  # fmt: skip
-        bank = _assemble_bank_seeds(gen, positives, saved)
-        steps = gen.energy_cfg.steps
-        with tqdm(total=steps, desc="CEP", disable=not progress) as bar:
-            gen, cep_metrics = _train_energies_seeds(gen, bank, online, policy, key_cep, steps)
-            bar.update(steps)
-        metrics = {**metrics, **cep_metrics}
+        cep_metrics = []
+        bar = tqdm(total=gen.energy_cfg.steps, desc="CEP", disable=not progress, leave=False)
+        for r in range(gen.energy_cfg.bank_refreshes):
+            fold = jax.vmap(lambda k, r=r: jax.random.fold_in(k, r))
+            bank = _negative_bank_with_bar(gen, online, fold(key_bank), False, progress)
+            clock.lap("cep_negatives", bank)
+            n = _cep_steps_per_bank(gen)
+            gen, m = _train_energies_seeds(gen, bank, online, policy, fold(key_cep), n)
+            cep_metrics.append(m)
+            bar.update(n)
+            clock.lap("cep", gen)
+        bar.close()
+        key_heldout = jax.vmap(lambda k: jax.random.fold_in(k, gen.energy_cfg.bank_refreshes))(
+            key_bank
+        )
+        k_split = jax.vmap(jax.random.split)(key_heldout)
+        bank = _negative_bank_with_bar(gen, online, k_split[:, 0], True, progress)
+        heldout = _heldout_seeds(gen, bank, online, policy, k_split[:, 1])
+        clock.lap("cep_heldout", heldout)
+        mean = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m), axis=0), *cep_metrics)
+        metrics = {**metrics, **mean, **heldout}
     return gen, metrics
+
+
+def pretrain_with_progress(
+    gen: Generator, real: ReplayBuffer, key: jax.Array, *, progress: bool = True
+) -> tuple[Generator, dict[str, jnp.ndarray]]:
+    """`jax.vmap(pretrain)` for states with a leading seed axis, with a progress bar."""
+    seeds = _num_seeds(gen, key)
+    _check_buffers(gen, real)
+    steps = gen.diffusion_cfg.initial_steps
+    gen = _prepare_seeds(gen, real, key, steps)
+    train_key = jax.vmap(lambda k: jax.random.fold_in(k, 1))(key)
+    return _train_diffusion_with_bar(gen, real, train_key, steps, progress, seeds, "pretraining")
 
 
 def generate_with_progress(
@@ -213,7 +293,7 @@ def generate_with_progress(
     *,
     terminal_fn: TerminalFn | None = None,
     progress: bool = True,
-) -> Transition:
+) -> tuple[Transition, dict[str, jnp.ndarray]]:
     """`jax.vmap(generate)` for a generator with a leading seed axis (one key per seed), one
     jitted batch at a time with a tqdm bar. `terminal_fn` is a static jit argument: reuse the
     same function object across calls to avoid recompiling."""
@@ -248,16 +328,19 @@ def _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide) -> Generato
     )
 
 
-def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn) -> Transition:
+def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn):
     batch = Transition.from_vector(gen.normalizer.denormalize(x), gen.obs_dim, gen.act_dim)
+    # The model spills past the box where the data saturates; the agents act in [-1, 1].
+    outside = jnp.any(jnp.abs(batch.action) > 1.0, axis=-1)
+    batch = batch.replace(action=jnp.clip(batch.action, -1.0, 1.0))
     if terminal_fn is not None:
         terminal = terminal_fn(batch.obs, batch.action, batch.next_obs)
         batch = batch.replace(terminal=jnp.asarray(terminal, jnp.float32))
-    return batch
+    return batch, {"clipped_action_frac": jnp.mean(outside.astype(jnp.float32))}
 
 
-def _bank_rows(gen: Generator, online: ReplayBuffer, key: jax.Array):
-    return cep.bank_rows(key, online, gen.normalizer, gen.energy_cfg, gen.guide)
+def _bank_rows(gen: Generator, online: ReplayBuffer, key: jax.Array, heldout: bool):
+    return cep.bank_rows(key, online, gen.normalizer, gen.energy_cfg, gen.guide, heldout=heldout)
 
 
 def _assemble_bank(gen: Generator, positives: Transition, saved: jnp.ndarray) -> NegativeBank:
@@ -269,11 +352,52 @@ def _levels(gen: Generator) -> tuple[int, ...]:
     return sampler.level_indices(gen.diffusion_cfg, gen.energy_cfg.level_stride)
 
 
-def _diffusion_chunk_sizes(cfg: DiffusionConfig) -> list[int]:
-    """Chunks of `train_chunk` steps summing to `train_steps`, the remainder first, so that the
-    last chunk, whose mean loss is reported, is a full one in both retrain paths."""
-    steps, chunk = cfg.train_steps, cfg.train_chunk
+def _diffusion_chunk_sizes(steps: int, chunk: int) -> list[int]:
+    """Chunks of `chunk` steps summing to `steps`, the remainder first, so that the last chunk,
+    whose mean loss is reported, is a full one in both retrain paths."""
     return [steps % chunk] * bool(steps % chunk) + [chunk] * (steps // chunk)
+
+
+def _cep_steps_per_bank(gen: Generator) -> int:
+    return gen.energy_cfg.steps // gen.energy_cfg.bank_refreshes
+
+
+def _train_diffusion_with_bar(gen, real, key, steps, progress, seeds, desc="diffusion"):
+    metrics = {"diffusion_loss": jnp.full((seeds,), jnp.nan)}
+    sizes = _diffusion_chunk_sizes(steps, gen.diffusion_cfg.train_chunk)
+    with tqdm(total=steps, desc=f"{desc} x{seeds}", disable=not progress, leave=False) as bar:
+        for n in sizes:
+            gen, metrics = _train_diffusion_seeds(gen, real, key, n)
+            bar.update(n)
+            bar.set_postfix(loss=f"{float(metrics['diffusion_loss'].mean()):.3f}")
+    return gen, metrics
+
+
+def _negative_bank_with_bar(gen, online, key, heldout, progress) -> NegativeBank:
+    bank_keys = jax.vmap(jax.random.split)(key)
+    positives, condition = _bank_rows_seeds(gen, online, bank_keys[:, 0], heldout)
+    _, saved = sampler.sample(
+        gen.diffusion, bank_keys[:, 1], condition.values.shape[1], condition=condition,
+        save_at=_levels(gen), seeds=True, progress=progress,
+        desc="held-out negatives" if heldout else "CEP negatives",
+    )  # fmt: skip
+    return _assemble_bank_seeds(gen, positives, saved)
+
+
+class _PhaseClock:
+    """Adds the wall seconds since the last lap to timings[phase] (after the lap's arrays are
+    ready), when a timings dict is given."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings, self.last = timings, time.perf_counter()
+
+    def lap(self, phase: str, ready) -> None:
+        if self.timings is None:
+            return
+        jax.block_until_ready(ready)
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self.last
+        self.last = now
 
 
 def _num_seeds(gen: Generator, key: jax.Array) -> int:
@@ -302,9 +426,9 @@ def _check_buffers(gen: Generator, *buffers: ReplayBuffer) -> None:
 _jit_steps = functools.partial(jax.jit, static_argnames="num_steps")
 
 
-@jax.jit
-def _prepare_seeds(gen, real, key):
-    return jax.vmap(prepare)(gen, real, key)
+@_jit_steps
+def _prepare_seeds(gen, real, key, num_steps):
+    return jax.vmap(lambda g, r, k: prepare(g, r, k, num_steps))(gen, real, key)
 
 
 @_jit_steps
@@ -312,9 +436,9 @@ def _train_diffusion_seeds(gen, real, key, num_steps):
     return jax.vmap(lambda g, r, k: train_diffusion(g, r, k, num_steps))(gen, real, key)
 
 
-@jax.jit
-def _bank_rows_seeds(gen, online, key):
-    return jax.vmap(_bank_rows)(gen, online, key)
+@functools.partial(jax.jit, static_argnames="heldout")
+def _bank_rows_seeds(gen, online, key, heldout):
+    return jax.vmap(lambda g, o, k: _bank_rows(g, o, k, heldout))(gen, online, key)
 
 
 @jax.jit
@@ -326,6 +450,14 @@ def _assemble_bank_seeds(gen, positives, saved):
 def _train_energies_seeds(gen, bank, online, policy, key, num_steps):
     def one(g, b, o, p, k):
         return train_energies(g, b, o, p, k, num_steps)
+
+    return jax.vmap(one)(gen, bank, online, policy, key)
+
+
+@jax.jit
+def _heldout_seeds(gen, bank, online, policy, key):
+    def one(g, b, o, p, k):
+        return cep.heldout_accuracy(g.energies, b, o, g.normalizer, p, k)
 
     return jax.vmap(one)(gen, bank, online, policy, key)
 

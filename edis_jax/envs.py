@@ -196,3 +196,118 @@ def episode_length(env_id: str, default: int = 1000) -> int:
     except gym.error.Error:
         return default
     return int(steps) if steps else default
+
+
+# ------------------------------------------------------------------ simulators set to an obs
+
+
+# gymnasium's Pendulum-v1 constants (classic_control/pendulum.py).
+PENDULUM = {"g": 10.0, "m": 1.0, "l": 1.0, "dt": 0.05, "max_speed": 8.0, "max_torque": 2.0}
+
+
+def pendulum_step(obs: jnp.ndarray, action: jnp.ndarray):
+    """Pendulum-v1's step from obs = (cos th, sin th, thdot) under torque `action` (clipped to
+    +-max_torque like the env): (next_obs, reward). Vectorised over leading axes."""
+    p = PENDULUM
+    th = jnp.arctan2(obs[..., 1], obs[..., 0])
+    thdot = obs[..., 2]
+    u = jnp.clip(action[..., 0], -p["max_torque"], p["max_torque"])
+    # th is already in [-pi, pi] (arctan2): gymnasium's angle_normalize leaves it unchanged.
+    reward = -(th**2 + 0.1 * thdot**2 + 0.001 * u**2)
+    accel = 3 * p["g"] / (2 * p["l"]) * jnp.sin(th) + 3.0 / (p["m"] * p["l"] ** 2) * u
+    new_thdot = jnp.clip(thdot + accel * p["dt"], -p["max_speed"], p["max_speed"])
+    new_th = th + new_thdot * p["dt"]
+    return jnp.stack([jnp.cos(new_th), jnp.sin(new_th), new_thdot], axis=-1), reward
+
+
+def mujoco_supported(env_id: str) -> bool:
+    """Whether `mujoco_step` can rebuild the simulator state from this env's observation."""
+    try:
+        env = gym.make(env_id)
+    except Exception:  # unknown id, missing extra: not a MuJoCo env we can set
+        return False
+    try:
+        return _qpos_qvel_layout(env.unwrapped) is not None
+    finally:
+        env.close()
+
+
+def mujoco_step(env_id: str, obs: np.ndarray, action: np.ndarray):
+    """Set the MuJoCo simulator to each row's state and step it with that row's action:
+    (next_obs, reward, terminated) as the env returns them.
+
+    qpos = [0 for the skipped root coordinates, obs[:nq - k]], qvel = obs[nq - k:]; then the env's
+    own `step` applies the action for `frame_skip` physics steps (MuJoCo clamps it to ctrlrange)
+    and builds the observation. The solver's warm start is zeroed per row so a result does not
+    depend on the previous row. Real transitions are reproduced to ~1e-7 (float32 storage);
+    Hopper and Walker2d clip observed velocities to +-10, so states at that clip are ambiguous.
+    """
+    env = gym.make(env_id).unwrapped
+    layout = _qpos_qvel_layout(env)
+    if layout is None:
+        env.close()
+        raise ValueError(
+            f"{env_id}: its observation is not [qpos, qvel], so the simulator cannot be set to "
+            "an observation; dynamics_error is unavailable for it"
+        )
+    skipped, nq, nv = layout
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    if obs.shape[-1] != nq - skipped + nv:
+        raise ValueError(
+            f"{env_id}: observations have {obs.shape[-1]} dims, the env has {nq - skipped + nv}"
+        )
+    env.reset(seed=0)
+    # Rows with non-finite inputs (a diverged sampler) stay NaN.
+    out = np.full_like(obs, np.nan)
+    reward = np.full(obs.shape[:-1], np.nan)
+    terminated = np.zeros(obs.shape[:-1], bool)
+    for i in np.flatnonzero(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1)):
+        qpos = np.concatenate([np.zeros(skipped), obs[i, : nq - skipped]])
+        env.set_state(qpos, obs[i, nq - skipped :])
+        env.data.qacc_warmstart[:] = 0.0
+        out[i], reward[i], terminated[i], _, _ = env.step(action[i])
+    env.close()
+    return out, reward, terminated
+
+
+def _qpos_qvel_layout(env) -> tuple[int, int, int] | None:
+    """(skipped qpos entries, nq, nv) if the observation is exactly [qpos[k:], qvel], else None."""
+    structure = getattr(env, "observation_structure", None)
+    if not structure:
+        return None
+    nq, nv = env.model.nq, env.model.nv
+    skipped = structure.get("skipped_qpos", 0)
+    extra = {k: v for k, v in structure.items() if k not in ("skipped_qpos", "qpos", "qvel") and v}
+    if extra or structure.get("qpos") != nq - skipped or structure.get("qvel") != nv:
+        return None
+    return skipped, nq, nv
+
+
+def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
+    """What the environment returns after `action` (env units) from a state showing `obs`:
+    (next_obs, reward, terminated) as float64 / bool arrays, or None where the state cannot be set.
+
+    - Pendulum-v1: gymnasium's closed-form update (`pendulum_step`); it never terminates.
+    - MuJoCo envs whose observation is [qpos without its first k entries, qvel] (gymnasium's
+      `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
+      the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
+      so setting them to 0 recovers the full state (`mujoco_step`).
+    - Any other env: None.
+    """
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    if env_id.startswith("Pendulum-"):
+        next_obs, reward = pendulum_step(obs, action)
+        return (
+            np.asarray(next_obs, np.float64),
+            np.asarray(reward, np.float64),
+            np.zeros(obs.shape[:-1], bool),
+        )
+    if mujoco_supported(env_id):
+        return mujoco_step(env_id, obs, action)
+    return None
+
+
+def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray | None:
+    """The next observation `simulate` gives, or None where the state cannot be set."""
+    result = simulate(env_id, obs, action)
+    return None if result is None else result[0]

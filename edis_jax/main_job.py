@@ -45,7 +45,7 @@ def main() -> int:
     configs = main_job_configs()
     for cfg in configs:
         run_or_continue(cfg)
-    text, png = report.report([c.out for c in configs], out=str(OUT / "report.png"))
+    text, png, _ = report.report([c.out for c in configs], out=str(OUT / "report.png"))
     print()
     print(text)
     print(f"\nlearning curves: {png}")

@@ -5,6 +5,7 @@ All are `flax.linen` modules; their params live inside the agent or model pytree
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -12,7 +13,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS: dict[str, Callable] = {"relu": nn.relu, "silu": nn.silu, "gelu": nn.gelu}
+# gelu is the exact erf form, as PyTorch's nn.GELU() (flax's default is the tanh approximation).
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": nn.relu,
+    "silu": nn.silu,
+    "gelu": functools.partial(nn.gelu, approximate=False),
+}
+# PyTorch's nn.LayerNorm epsilon, which the published denoiser uses (flax's default is 1e-6).
+DENOISER_LN_EPS = 1e-5
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # tanh-Gaussian log-std range (SAC/CQL implementations)
 
@@ -162,9 +170,9 @@ class ResidualMLPDenoiser(nn.Module):
         h = nn.Dense(self.dim_t)(x) + t
         h = nn.Dense(self.width)(h)
         for _ in range(self.depth):
-            z = nn.LayerNorm()(h) if self.layer_norm else h
+            z = nn.LayerNorm(DENOISER_LN_EPS)(h) if self.layer_norm else h
             h = h + nn.Dense(self.width)(act(z))
-        z = nn.LayerNorm()(h) if self.layer_norm else h
+        z = nn.LayerNorm(DENOISER_LN_EPS)(h) if self.layer_norm else h
         return nn.Dense(self.data_dim)(act(z))
 
 

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from edis_jax import diagnose
+from edis_jax import diagnose, envs
 
 # ------------------------------------------------------------------------------ state MMD
 
@@ -93,33 +93,56 @@ def test_pendulum_closed_form_matches_gymnasium():
     rng = np.random.default_rng(2)
     env = gym.make("Pendulum-v1").unwrapped
     env.reset(seed=0)
-    obs, action, next_obs = [], [], []
+    obs, action, next_obs, reward = [], [], [], []
     for _ in range(300):
         # Wide ranges on purpose: torques beyond +-2 and speeds near +-8 exercise both clips.
         env.state = np.array([rng.uniform(-4, 4), rng.uniform(-8, 8)])
         obs.append(env._get_obs())
         action.append(rng.uniform(-3, 3, size=1))
-        next_obs.append(env.step(action[-1])[0])
-    obs, action, next_obs = map(np.asarray, (obs, action, next_obs))
-    predicted = np.asarray(diagnose.pendulum_next_obs(obs, action))
-    np.testing.assert_allclose(predicted, next_obs, atol=1e-5)
+        step = env.step(action[-1])
+        next_obs.append(step[0])
+        reward.append(step[1])
+    obs, action, next_obs, reward = map(np.asarray, (obs, action, next_obs, reward))
+    predicted, predicted_reward = envs.pendulum_step(obs, action)
+    np.testing.assert_allclose(np.asarray(predicted), next_obs, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(predicted_reward), reward, atol=1e-4)
     assert diagnose.dynamics_error("Pendulum-v1", obs, action, next_obs) < 1e-5
     assert diagnose.dynamics_error("Pendulum-v1", obs, action * 0, next_obs) > 0.01
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "MountainCarContinuous-v0", "NoSuchEnv-v0"])
 def test_dynamics_error_is_unavailable_for_other_envs(env_id):
-    assert diagnose.true_next_obs(env_id, np.zeros((2, 2)), np.zeros((2, 1))) is None
+    assert envs.true_next_obs(env_id, np.zeros((2, 2)), np.zeros((2, 1))) is None
     assert (
         diagnose.dynamics_error(env_id, np.zeros((2, 2)), np.zeros((2, 1)), np.zeros((2, 2)))
         is None
     )
 
 
+def test_mujoco_simulate_gives_the_real_reward_and_termination():
+    obs, action, next_obs = _rollout("Hopper-v5", 300, seed=5)
+    env = gym.make("Hopper-v5")
+    env.reset(seed=5)
+    rewards, terms = [], []
+    for a in action:  # the same rollout again, keeping reward and terminated this time
+        _, r, term, trunc, _ = env.step(a)
+        rewards.append(r)
+        terms.append(term)
+        if term or trunc:
+            env.reset()
+    env.close()
+    exact = (np.abs(obs[:, 5:]) < 10).all(1)  # velocities at the +-10 clip cannot be rebuilt
+    sim_next, sim_reward, sim_term = envs.simulate("Hopper-v5", obs[exact], action[exact])
+    np.testing.assert_allclose(sim_next, next_obs[exact], atol=1e-4)
+    np.testing.assert_allclose(sim_reward, np.asarray(rewards)[exact], atol=1e-4)
+    np.testing.assert_array_equal(sim_term, np.asarray(terms)[exact])
+    assert np.asarray(terms).any(), "the rollout should end at least one episode by termination"
+
+
 def test_non_finite_rows_give_nan_not_a_simulator_crash():
     obs, action, next_obs = _rollout("Hopper-v5", 4)
     obs[1, 0] = np.nan
-    true_next = diagnose.true_next_obs("Hopper-v5", obs, action)
+    true_next = envs.true_next_obs("Hopper-v5", obs, action)
     assert np.isnan(true_next[1]).all() and np.isfinite(true_next[[0, 2, 3]]).all()
 
 

@@ -104,7 +104,7 @@ def without_energy_output_bias(gen):
 def seed_run():
     gens, real, online, policy, keys = seed_inputs()
     trained, metrics = edis.retrain_with_progress(gens, real, online, policy, keys, progress=False)
-    samples = edis.generate_with_progress(trained, keys, N, progress=False)
+    samples, _ = edis.generate_with_progress(trained, keys, N, progress=False)
     return (gens, real, online, policy, keys), trained, metrics, samples
 
 
@@ -117,10 +117,19 @@ def test_seed_batched_generator_equals_separate_runs(seed_run):
         assert_params_close(
             without_energy_output_bias(alone), without_energy_output_bias(seed(trained, i))
         )
-        assert_trees_close(alone_metrics, seed(metrics, i), atol=1e-4)
-        assert_rows_mostly_equal(generate_jit(alone, keys[i], N), seed(samples, i))
+        heldout = {k for k in metrics if "heldout" in k}
+        assert_trees_close(
+            {k: v for k, v in alone_metrics.items() if k not in heldout},
+            {k: v for k, v in seed(metrics, i).items() if k not in heldout},
+            atol=1e-4,
+        )
+        # Held-out accuracies count 1024 comparisons of energies: float32 differences between
+        # the vmapped and the single program may flip a near-tie or two (1/1024 each).
+        for k in heldout:
+            np.testing.assert_allclose(alone_metrics[k], seed(metrics, i)[k], atol=2.5e-3)
+        assert_rows_mostly_equal(generate_jit(alone, keys[i], N)[0], seed(samples, i))
     assert set(metrics) == {"diffusion_loss"} | {
-        f"cep_{name}_{m}" for name in GUIDES for m in ("loss", "acc")
+        f"cep_{name}_{m}" for name in GUIDES for m in ("loss", "acc", "heldout_acc")
     }
     assert metrics["diffusion_loss"].shape == (SEEDS,)  # the seed axis is kept
     assert samples.obs.shape == (SEEDS, N, OBS) and samples.reward.shape == (SEEDS, N)
@@ -153,25 +162,25 @@ def test_guided_generation_compiles_once(seed_run, monkeypatch):
     assert first > 0  # the guidance was traced (in the Heun step body)
     rescaled = trained.replace(scales=trained.scales * 3.0)  # leaves change, not structure
     other_keys = jax.random.split(jax.random.PRNGKey(6), SEEDS)
-    out = edis.generate_with_progress(rescaled, other_keys, n, progress=False)
+    out, _ = edis.generate_with_progress(rescaled, other_keys, n, progress=False)
     assert len(traces) == first  # 2 calls x 3 batches, traced once
     assert sampler._sample_rows_jit._cache_size() == before + 1
     assert out.obs.shape == (SEEDS, n, OBS)
     assert not np.allclose(
-        out.obs, edis.generate_with_progress(trained, other_keys, n, progress=False).obs
+        out.obs, edis.generate_with_progress(trained, other_keys, n, progress=False)[0].obs
     )
 
 
 def test_terminals_and_plain_synther(seed_run):
     (gens, real, online, policy, keys), trained, _, _ = seed_run
     gen = seed(trained, 0)
-    out = generate_jit(gen, keys[0], 30, terminal_fn=_falls)
+    out, _ = generate_jit(gen, keys[0], 30, terminal_fn=_falls)
     np.testing.assert_array_equal(out.terminal, (out.next_obs[:, 0] < 0).astype(np.float32))
     assert out.terminal.dtype == jnp.float32 and 0 < out.terminal.sum() < 30
     assert jnp.all(out.mc_return == 0)
     plain = gen.replace(guide=())  # SynthER: no guidance, no CEP
     assert plain.guidance is None
-    assert generate_jit(plain, keys[0], 30).obs.shape == (30, OBS)
+    assert generate_jit(plain, keys[0], 30)[0].obs.shape == (30, OBS)
     _, metrics = jax.eval_shape(edis.retrain, plain, seed(real, 0), seed(online, 0), None, keys[0])
     assert set(metrics) == {"diffusion_loss"}
 

@@ -1,7 +1,17 @@
-"""Report labels: each run is named by its algorithm, EDIS and guidance, and runs that would
-share a name are told apart by their directories."""
+"""`edis-jax report` on run directories written by the tests themselves (no training): labels,
+IQM and its bootstrap interval, the online AUC, Welch's t-test against a baseline, unfinished
+runs, the generator-health figure and the CLI."""
 
-from edis_jax import report
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from edis_jax import cli, report
+
+OFFLINE_STEPS, ONLINE_STEPS = 100, 200
+ONLINE_EVAL_STEPS = (0, 100, 200)
 
 
 def fake_run(directory: str, edis: bool, guide=("state", "policy", "transition")) -> dict:
@@ -22,3 +32,199 @@ def test_labels_name_runs_and_tell_equal_names_apart():
         "IQL-EDIS (iql_edis_cep500)",
         "IQL-EDIS [state]",
     ]
+
+
+def write_run(path, online, offline=None, edis=False, retrain=None, finished=True, extra_lines=()):
+    """A run directory as `edis-jax train` writes it. `online`: (len(ONLINE_EVAL_STEPS), seeds)
+    online-phase scores; `offline`: per-seed scores of the offline evaluations at steps 0 and
+    OFFLINE_STEPS; `retrain`: per-seed health metrics written at online steps 100 and 150."""
+    online = np.asarray(online, float)
+    seeds = online.shape[1]
+    offline = np.full(seeds, 5.0) if offline is None else np.asarray(offline, float)
+    path.mkdir(parents=True)
+    config = {
+        "algo": "iql",
+        "edis": edis,
+        "guide": ["state", "policy", "transition"] if edis else [],
+        "dataset": "local/test/medium-v0",
+        "seeds": seeds,
+        "offline_steps": OFFLINE_STEPS,
+        "online_steps": ONLINE_STEPS,
+        "energy": {"num_negatives": 4},
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    records = []
+    for step, scores in ((0, offline - 3.0), (OFFLINE_STEPS, offline)):
+        records += [
+            {"phase": "offline", "step": step, "seed": i, "eval_score": float(scores[i])}
+            for i in range(seeds)
+        ]
+    evals = list(zip(ONLINE_EVAL_STEPS, online, strict=True))
+    if not finished:
+        evals = evals[:2]
+    for step, scores in evals:
+        records += [
+            {"phase": "online", "step": step, "seed": i, "loss": 1.0, "eval_score": float(s)}
+            for i, s in enumerate(scores)
+        ]
+        if retrain is not None and step in (100,):
+            for k, t in enumerate((100, 150)):
+                records += [
+                    {"phase": "online", "step": t, "seed": i, "event": "retrain", "retrain": k}
+                    | {name: values[i] for name, values in retrain.items()}
+                    for i in range(seeds)
+                ]
+    lines = [json.dumps(r) for r in records] + list(extra_lines)
+    (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if finished:
+        stats = lambda v: {"mean": v.mean(), "std": v.std(), "per_seed": v.tolist()}  # noqa: E731
+        all_scores = np.vstack([offline - 3.0, offline, online])
+        summary = {
+            "algo": "iql",
+            "edis": edis,
+            "guide": config["guide"],
+            "dataset": config["dataset"],
+            "seeds": seeds,
+            "offline_score": stats(offline),
+            "final_score": stats(online[-1]),
+            "best_score": stats(all_scores.max(axis=0)),
+            "wall_time_s": {"offline": 10.0, "online": 90.0, "total": 100.0},
+            "env_steps_per_s": 2.0,
+            "updates_per_s": 3.0,
+        }
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def curve(final, start=10.0):
+    """Online scores at ONLINE_EVAL_STEPS rising linearly to `final`, per seed."""
+    final = np.asarray(final, float)
+    return np.stack([np.full_like(final, start), (start + final) / 2, final])
+
+
+BASE_FINAL = [60.0, 62.0, 65.0, 66.0, 70.0, 71.0, 75.0, 80.0]
+EDIS_FINAL = [30.0, 35.0, 38.0, 40.0, 41.0, 45.0, 50.0, 90.0]
+
+
+def test_iqm_is_the_mean_of_the_middle_half_and_its_ci_is_the_seed_bootstrap():
+    values = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 1000.0])
+    assert report.iqm(values) == pytest.approx((30 + 40 + 50 + 60) / 4)  # 2 cut at each end
+    low, high = report.bootstrap_ci(values)
+    assert values.min() <= low < 45.0 < high <= values.max()
+    # by hand: resample the 8 seeds with replacement, 2000 times, fixed seed; 2.5/97.5 percentiles
+    idx = np.random.default_rng(report.BOOTSTRAP_SEED).integers(0, 8, size=(2000, 8))
+    draws = [np.sort(values[row])[2:6].mean() for row in idx]
+    assert (low, high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+    assert report.bootstrap_ci(values) == (low, high)  # reproducible
+    same = np.full(8, 42.5)
+    assert report.bootstrap_ci(same) == pytest.approx((42.5, 42.5))
+    assert report.iqm_ci(same) == (42.5, 42.5, 42.5)
+
+
+def test_statistics_of_run_dirs_final_auc_and_welch_p(tmp_path):
+    base_online, edis_online = curve(BASE_FINAL), curve(EDIS_FINAL, start=20.0)
+    write_run(tmp_path / "iql", base_online)
+    # a retrain record that carried a score and a line cut short must not reach the curve
+    bogus = json.dumps({"phase": "online", "step": 50, "seed": 0, "event": "retrain"})
+    bogus = bogus[:-1] + ', "eval_score": 999.0}'
+    write_run(tmp_path / "edis", edis_online, edis=True, extra_lines=[bogus, '{"phase": "onl'])
+    base, edis = report.load_run(tmp_path / "iql"), report.load_run(tmp_path / "edis")
+    assert edis["scores"].shape == (2 + len(ONLINE_EVAL_STEPS), 8)  # 2 offline + 3 online evals
+    assert 999.0 not in edis["scores"]
+    assert list(edis["steps"]) == [0, OFFLINE_STEPS, *(OFFLINE_STEPS + t for t in (0, 100, 200))]
+
+    st = report.statistics(edis, baseline=base)
+    np.testing.assert_allclose(st["final"], EDIS_FINAL)
+    # AUC: mean over the three online evaluations only (the offline ones score 5 and 2)
+    np.testing.assert_allclose(st["auc"], [(20 + (20 + f) / 2 + f) / 3 for f in EDIS_FINAL])
+    assert st["final_iqm"][0] == pytest.approx(np.mean([38, 40, 41, 45]))
+    assert st["final_iqm"][1] <= st["final_iqm"][0] <= st["final_iqm"][2]
+    base_auc = base_online.mean(axis=0)
+    expected_final = scipy.stats.ttest_ind(EDIS_FINAL, BASE_FINAL, equal_var=False).pvalue
+    expected_auc = scipy.stats.ttest_ind(st["auc"], base_auc, equal_var=False).pvalue
+    assert st["p_final"] == pytest.approx(expected_final)
+    assert st["p_auc"] == pytest.approx(expected_auc)
+    assert "p_final" not in report.statistics(edis) and "p_auc" not in report.statistics(edis)
+
+
+def test_report_text_with_and_without_baseline(tmp_path):
+    base_dir = write_run(tmp_path / "iql", curve(BASE_FINAL))
+    edis_dir = write_run(tmp_path / "edis", curve(EDIS_FINAL), edis=True)
+
+    plain = report.report([str(base_dir), str(edis_dir)], out=str(tmp_path / "plain.png"))
+    assert "p final" not in plain.text and "Welch" not in plain.text
+    assert "| IQL | local/test/medium-v0 | 8 |" in plain.text
+    assert plain.curves.is_file()
+
+    # the baseline is not among the runs: it joins the table, first, with "-" as its p
+    r = report.report([str(edis_dir)], out=str(tmp_path / "r.png"), baseline=str(base_dir))
+    rows = [line for line in r.text.splitlines() if line.startswith("| IQL")]
+    assert [row.split(" | ")[0] for row in rows] == ["| IQL", "| IQL-EDIS"]
+    columns = r.text.splitlines()[0].split(" | ")
+    p_col = columns.index("p final")
+    assert rows[0].split(" | ")[p_col] == "-"
+    p = scipy.stats.ttest_ind(EDIS_FINAL, BASE_FINAL, equal_var=False).pvalue
+    assert rows[1].split(" | ")[p_col] == ("<0.001" if p < 0.001 else f"{p:.3g}")
+    iqm = report.iqm_ci(EDIS_FINAL)
+    base_iqm = report.iqm_ci(BASE_FINAL)
+    assert (
+        f"IQL-EDIS: final IQM {iqm[0]:.1f} [{iqm[1]:.1f}, {iqm[2]:.1f}] vs IQL "
+        f"{base_iqm[0]:.1f} [{base_iqm[1]:.1f}, {base_iqm[2]:.1f}]; Welch p = "
+    ) in r.text
+    assert "(significant at 0.05)" in r.text  # these arms differ by ~30 points
+
+    # the baseline listed among the runs is not repeated
+    r = report.report(
+        [str(base_dir), str(edis_dir)], out=str(tmp_path / "r2.png"), baseline=str(base_dir)
+    )
+    assert sum(line.startswith("| IQL |") for line in r.text.splitlines()) == 1
+
+
+def test_unfinished_run_shows_what_its_metrics_give(tmp_path):
+    run_dir = write_run(tmp_path / "edis", curve(EDIS_FINAL, start=20.0), edis=True, finished=False)
+    run = report.load_run(run_dir)
+    assert run["summary"] is None
+    st = report.statistics(run)
+    np.testing.assert_allclose(st["final"], (20.0 + np.array(EDIS_FINAL)) / 2)  # last eval so far
+    np.testing.assert_allclose(st["offline"], 5.0)
+    text = report.report([str(run_dir)], out=str(tmp_path / "r.png")).text
+    assert "unfinished (online step 100/200)" in text
+
+
+def test_health_figure_only_for_runs_with_retrain_records(tmp_path):
+    health = {
+        "diffusion_loss": [0.5, 0.4],
+        "cep_state_acc": [0.6, 0.7],
+        "cep_state_heldout_acc": [0.55, None],
+        "synthetic_dynamics_error": [0.1, 0.2],
+        "real_dynamics_error": [0.0, 0.0],
+    }
+    base_dir = write_run(tmp_path / "iql", curve(BASE_FINAL[:2]))
+    edis_dir = write_run(tmp_path / "edis", curve(EDIS_FINAL[:2]), edis=True, retrain=health)
+    edis = report.load_run(edis_dir)
+    assert list(edis["health"]["steps"]) == [100, 150]
+    np.testing.assert_allclose(edis["health"]["cep_state_heldout_acc"], [[0.55, np.nan]] * 2)
+    assert np.isnan(edis["health"]["clipped_action_frac"]).all()
+
+    r = report.report([str(base_dir), str(edis_dir)], out=str(tmp_path / "cmp.png"))
+    assert r.health == tmp_path / "cmp_health.png" and r.health.is_file()
+    assert "no health figure" not in r.text
+
+    r = report.report([str(base_dir)], out=str(tmp_path / "base.png"))
+    assert r.health is None and not (tmp_path / "base_health.png").exists()
+    assert "no health figure written" in r.text
+
+
+def test_cli_report_with_baseline(tmp_path, capsys):
+    base_dir = write_run(tmp_path / "iql", curve(BASE_FINAL))
+    health = {"diffusion_loss": [0.3] * 8}
+    edis_dir = write_run(tmp_path / "edis", curve(EDIS_FINAL), edis=True, retrain=health)
+    out = tmp_path / "cli.png"
+    argv = ["report", str(edis_dir), "--baseline", str(base_dir), "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Welch p" in printed and "| p final | p AUC |" in printed
+    assert f"learning curves: {out}" in printed
+    assert f"generator health: {tmp_path / 'cli_health.png'}" in printed
+    assert cli.main(["report", str(edis_dir), "--baseline", str(tmp_path / "nope")]) == 2
+    assert "has no metrics.jsonl" in capsys.readouterr().err

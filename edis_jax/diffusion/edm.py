@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from edis_jax.config import DiffusionConfig
 
@@ -18,21 +19,29 @@ Network = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]  # (c_in * x, c_nois
 
 
 def noise_levels(cfg: DiffusionConfig) -> jnp.ndarray:
-    """sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM eq. 5); (N+1,)."""
-    n = cfg.num_steps
-    i = jnp.arange(n, dtype=jnp.float32) / max(n - 1, 1)
-    inv_rho = 1.0 / cfg.rho
-    first, last = cfg.sigma_max**inv_rho, cfg.sigma_min**inv_rho
-    sigmas = (first + i * (last - first)) ** cfg.rho
-    return jnp.concatenate([sigmas, jnp.zeros((1,), jnp.float32)])
+    """sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM eq. 5); (N+1,).
+
+    Computed in float64 and cast once, as the published code computes it in Python floats, so
+    the float32 chain starts from the same constants."""
+    return jnp.asarray(np.append(_sigmas_float64(cfg), 0.0).astype(np.float32))
 
 
-def churn(sigmas: jnp.ndarray, cfg: DiffusionConfig) -> jnp.ndarray:
-    """gamma_i = min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax], else 0 (EDM Alg. 2); (N,)."""
-    sigma = sigmas[:-1]
+def churn(cfg: DiffusionConfig) -> jnp.ndarray:
+    """gamma_i = min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax], else 0 (EDM Alg. 2); (N,).
+
+    The bounds are compared against the float64 schedule, as in the published code."""
+    sigma = _sigmas_float64(cfg)
     gamma = min(cfg.s_churn / cfg.num_steps, 2**0.5 - 1)
     inside = (sigma >= cfg.s_tmin) & (sigma <= cfg.s_tmax)
-    return jnp.where(inside, gamma, 0.0).astype(jnp.float32)
+    return jnp.asarray(np.where(inside, gamma, 0.0).astype(np.float32))
+
+
+def _sigmas_float64(cfg: DiffusionConfig) -> np.ndarray:
+    n = cfg.num_steps
+    i = np.arange(n, dtype=np.float64) / max(n - 1, 1)
+    inv_rho = 1.0 / cfg.rho
+    first, last = cfg.sigma_max**inv_rho, cfg.sigma_min**inv_rho
+    return (first + i * (last - first)) ** cfg.rho
 
 
 def preconditioning(sigma, sigma_data: float):

@@ -39,6 +39,10 @@ class DiffusionState(struct.PyTreeNode):
     freqs: jnp.ndarray  # (num_fourier,) random Fourier frequencies, fixed at init
     step: jnp.ndarray  # int32, optimiser steps taken
     lr: jnp.ndarray  # peak learning rate of the cosine schedule
+    # The cosine runs from `lr` at step `schedule_start` to 0 at `schedule_start + schedule_steps`
+    # (int32 leaves: a warm-started model restarts or continues it without recompiling).
+    schedule_start: jnp.ndarray
+    schedule_steps: jnp.ndarray
     data_dim: int = struct.field(pytree_node=False)
     config: DiffusionConfig = struct.field(pytree_node=False)
 
@@ -58,7 +62,8 @@ def init(key: jax.Array, data_dim: int, cfg: DiffusionConfig) -> DiffusionState:
     # SynthER draws the time-embedding frequencies from N(0, 1) once and never trains them.
     freqs = jax.random.normal(key_freqs, (cfg.num_fourier,), jnp.float32)
     step, lr = jnp.zeros((), jnp.int32), jnp.asarray(cfg.lr, jnp.float32)
-    state = DiffusionState(None, None, None, freqs, step, lr, data_dim, cfg)
+    horizon = jnp.asarray(max(cfg.train_steps, 1), jnp.int32)
+    state = DiffusionState(None, None, None, freqs, step, lr, step, horizon, data_dim, cfg)
     params = state.network.init(key_params, jnp.zeros((1, data_dim)), jnp.zeros((1,)), freqs)[
         "params"
     ]
@@ -68,6 +73,13 @@ def init(key: jax.Array, data_dim: int, cfg: DiffusionConfig) -> DiffusionState:
 def reinit(state: DiffusionState, key: jax.Array) -> DiffusionState:
     """A fresh model of the same shape, keeping the leaf hyperparameters (the peak lr)."""
     return init(key, state.data_dim, state.config).replace(lr=state.lr)
+
+
+def restart_schedule(state: DiffusionState, num_steps) -> DiffusionState:
+    """A cosine from the peak lr at the current step down to 0 after `num_steps` more steps."""
+    return state.replace(
+        schedule_start=state.step, schedule_steps=jnp.maximum(num_steps, 1).astype(jnp.int32)
+    )
 
 
 def denoiser(state: DiffusionState, *, ema: bool = True) -> Callable:
@@ -85,7 +97,7 @@ def train_step(state: DiffusionState, batch: jnp.ndarray, key: jax.Array):
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = _optimizer(cfg).update(grads, state.opt_state, state.params)
-    lr = state.lr * _cosine(cfg)(state.step)
+    lr = state.lr * _cosine(state)
     params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
     decay = _ema_decay(state.step, cfg)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
@@ -152,9 +164,12 @@ def _optimizer(cfg: DiffusionConfig) -> optax.GradientTransformation:
     )
 
 
-def _cosine(cfg: DiffusionConfig):
-    # Cosine decay to 0 over one (re)training (SynthER).
-    return optax.cosine_decay_schedule(1.0, max(cfg.train_steps, 1))
+def _cosine(state: DiffusionState) -> jnp.ndarray:
+    # Cosine decay to 0 over one (re)training (SynthER); optax.cosine_decay_schedule's formula,
+    # written out because its horizon here is a leaf.
+    steps = state.schedule_steps.astype(jnp.float32)
+    count = jnp.minimum((state.step - state.schedule_start).astype(jnp.float32), steps)
+    return 0.5 * (1 + jnp.cos(jnp.pi * count / steps))
 
 
 def _ema_decay(step: jnp.ndarray, cfg: DiffusionConfig) -> jnp.ndarray:

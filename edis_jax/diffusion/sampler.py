@@ -50,7 +50,7 @@ class Condition(struct.PyTreeNode):
 
 def schedule(cfg: DiffusionConfig) -> Schedule:
     sigmas = edm.noise_levels(cfg)
-    return Schedule(sigmas, edm.churn(sigmas, cfg), jnp.asarray(cfg.s_noise, jnp.float32))
+    return Schedule(sigmas, edm.churn(cfg), jnp.asarray(cfg.s_noise, jnp.float32))
 
 
 def heun_sample(

@@ -41,7 +41,6 @@ import optax
 from flax import struct
 
 from edis_jax.config import GUIDES, EnergyConfig
-from edis_jax.data import buffer as buffer_lib
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition, vector_slices
@@ -73,28 +72,61 @@ def bank_rows(
     normalizer: Normalizer,
     cfg: EnergyConfig,
     guide: tuple[str, ...],
+    *,
+    heldout: bool = False,
 ) -> tuple[Transition, Condition]:
     """The bank's positives and the inpainting condition of every chain row to sample.
 
-    Rows, in order: `negative_bank` unconditional rows for E_s, then P*K rows inpainted on
-    (s, a) for E_t, then P*K rows inpainted on s for E_a (only the energies in `guide`).
+    Rows, in order: the unconditional rows for E_s, then P*K rows inpainted on (s, a) for E_t,
+    then P*K rows inpainted on s for E_a (only the energies in `guide`). A training bank has
+    P = negative_bank / K positives from the training rows of `online` and `negative_bank` E_s
+    rows; a held-out bank (`heldout`) has P = heldout_groups positives from the held-out rows
+    and P*K E_s rows.
     """
-    positives = buffer_lib.sample(online, key, _num_groups(cfg))
+    groups = cfg.heldout_groups if heldout else _num_groups(cfg)
+    positives = online_rows(online, key, groups, cfg, heldout=heldout)
     obs_dim, act_dim = positives.obs_dim, positives.act_dim
     x = normalizer.normalize(positives.to_vector())
     slices = vector_slices(obs_dim, act_dim)
     dim = x.shape[-1]
     on = lambda *parts: _dims_mask(dim, [slices[p] for p in parts])  # noqa: E731
     masks = {"state": on(), "transition": on("obs", "action"), "policy": on("obs")}
+    state_rows = groups * cfg.num_negatives if heldout else cfg.negative_bank
     values, row_masks = [], []
     for name in _chain_order(guide):
         if name == "state":
-            rows = jnp.zeros((cfg.negative_bank, dim), jnp.float32)
+            rows = jnp.zeros((state_rows, dim), jnp.float32)
         else:
             rows = jnp.repeat(x, cfg.num_negatives, axis=0)
         values.append(rows)
         row_masks.append(jnp.broadcast_to(masks[name], rows.shape))
     return positives, Condition(jnp.concatenate(values), jnp.concatenate(row_masks))
+
+
+def online_rows(
+    online: ReplayBuffer,
+    key: jax.Array,
+    n: int,
+    cfg: EnergyConfig,
+    *,
+    heldout: bool,
+    window: int = 0,
+) -> Transition:
+    """n rows drawn uniformly from the training rows of `online` (every row but each
+    `holdout_every`-th), or from the held-out rows; `window` > 0 keeps to the latest `window`
+    rows. The online buffer never wraps, so row index = arrival order."""
+    h = cfg.holdout_every
+    size = online.size
+    start = jnp.maximum(size - window, 0) if window > 0 else jnp.zeros_like(size)
+    if heldout:  # rows h-1, 2h-1, ...: ordinal j is row j*h + h-1
+        lo, hi = start // h, size // h
+        to_row = lambda j: j * h + h - 1  # noqa: E731
+    else:  # the rest: ordinal j is row (j // (h-1)) * h + j % (h-1)
+        lo, hi = start - start // h, size - size // h
+        to_row = lambda j: (j // (h - 1)) * h + j % (h - 1)  # noqa: E731
+    ordinal = jax.random.randint(key, (n,), lo, jnp.maximum(hi, lo + 1))
+    rows = jnp.clip(to_row(ordinal), 0, online.capacity - 1)
+    return jax.tree.map(lambda store: store[rows], online.data)
 
 
 def assemble_bank(
@@ -105,10 +137,12 @@ def assemble_bank(
     guide: tuple[str, ...],
 ) -> NegativeBank:
     """Split the chain's saved intermediates (L, rows, D), in `bank_rows` order, per energy."""
+    groups, k = len(positives), cfg.num_negatives
+    conditioned = sum(name != "state" for name in guide)
+    state_rows = saved.shape[1] - conditioned * groups * k
     parts, start = {}, 0
-    groups, k = _num_groups(cfg), cfg.num_negatives
     for name in _chain_order(guide):
-        n = cfg.negative_bank if name == "state" else groups * k
+        n = state_rows if name == "state" else groups * k
         block = saved[:, start : start + n]
         parts[name] = block if name == "state" else block.reshape(len(sigmas), groups, k, -1)
         start += n
@@ -159,6 +193,24 @@ def cep_step(
     return es.replace(params=params, opt_state=opt_state, step=es.step + 1), metrics
 
 
+def heldout_accuracy(
+    es: EnergySet,
+    bank: NegativeBank,
+    online: ReplayBuffer,
+    normalizer: Normalizer,
+    policy: Policy,
+    key: jax.Array,
+) -> dict[str, jnp.ndarray]:
+    """Each energy's accuracy on a held-out bank (`bank_rows(heldout=True)`): positives from
+    online rows CEP never trained on, negatives from a chain it never saw, every level."""
+    rows = 4 * bank.sigmas.shape[0] * len(bank.positives)
+    batch = _cep_batch(bank, online, normalizer, policy, key, es.config, rows=rows, heldout=True)
+    return {
+        f"cep_{name}_heldout_acc": _LOSSES[name](es, es.params[name], batch[name])[1]
+        for name in bank.guide
+    }
+
+
 def state_softmax_loss(e_pos, e_neg, level_pos, level_neg) -> jnp.ndarray:
     """E_s loss: for each positive, -log softmax(-E)[positive] over all the batch's positives and
     negatives at the same noise level (levels are never mixed in one softmax)."""
@@ -201,11 +253,14 @@ _LOSSES = {
 }
 
 
-def _cep_batch(bank, online, normalizer, policy, key, cfg: EnergyConfig) -> dict:
-    """Noised positives and their negatives for each trained energy, each row at one level.
+def _cep_batch(
+    bank, online, normalizer, policy, key, cfg: EnergyConfig, *, rows=None, heldout=False
+) -> dict:
+    """`rows` (default: the CEP batch size) noised positives and their negatives for each
+    trained energy, each row at one level; positives from the training or the held-out rows.
 
     Levels are balanced over the batch: row i gets level (i + offset) mod L."""
-    b, num_levels = cfg.batch_size, bank.sigmas.shape[0]
+    b, num_levels = rows or cfg.batch_size, bank.sigmas.shape[0]
     obs_dim, act_dim = bank.positives.obs_dim, bank.positives.act_dim
     slices = vector_slices(obs_dim, act_dim)
     out = {}
@@ -216,7 +271,7 @@ def _cep_batch(bank, online, normalizer, policy, key, cfg: EnergyConfig) -> dict
         level = (jnp.arange(b) + jax.random.randint(k_level, (), 0, num_levels)) % num_levels
         sigma = bank.sigmas[level]
         if name == "state":
-            raw = buffer_lib.sample(online, k_rows, b)
+            raw = online_rows(online, k_rows, b, cfg, heldout=heldout, window=cfg.recent_window)
         else:
             groups = jax.random.randint(k_rows, (b,), 0, len(bank.positives))
             raw = jax.tree.map(lambda a, g=groups: a[g], bank.positives)

@@ -34,6 +34,7 @@ from edis_jax.data import datasets
 from edis_jax.data import scores as reference
 from edis_jax.data.transition import Transition
 from edis_jax.train import state as S
+from edis_jax.train.health import generator_health
 
 
 class RunDirError(ValueError):
@@ -199,6 +200,8 @@ class _Run:
         obs, episodes = self._restore_envs(vec_env)
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, algo=algo)
+            if self.use_edis and cfg.diffusion.initial_steps > 0:
+                self.pretrain_generator()
             if not p.evals or p.evals[-1]["phase"] != "offline":
                 self._log("online", 0, None, self.evaluate("online", 0))
         random_steps = cfg.sac.start_steps if (algo == "sac" and cfg.offline_steps == 0) else 0
@@ -257,31 +260,57 @@ class _Run:
         p.phase = "done"
         return True
 
+    def pretrain_generator(self) -> None:
+        """Train the warm-started diffusion model on the offline data before the first online
+        step. Not checkpointed on its own: a run killed before its first online checkpoint
+        redoes it with the same keys."""
+        t0 = time.perf_counter()
+        keys = S.step_key(self.keys, S.PRETRAIN_STREAM, 0)
+        generator, _ = edis.pretrain_with_progress(
+            self.state.generator, self.state.real, keys, progress=self.show
+        )
+        self.state = self.state.replace(generator=jax.block_until_ready(generator))
+        self.progress.wall["generator_pretrain"] = time.perf_counter() - t0
+
     def retrain(self) -> None:
-        """Retrain every seed's generator on its data and refill its synthetic buffer."""
+        """Retrain every seed's generator on its data, refill its synthetic buffer, and log the
+        generator's health (one record per seed, "event": "retrain")."""
         cfg, p = self.cfg, self.progress
+        timings: dict[str, float] = {}
         keys = S.step_key(self.keys, S.RETRAIN_STREAM, p.online_step)
         policy = S.policy_for_generator(cfg.algo, self.state.agent)
-        generator, _ = edis.retrain_with_progress(
+        generator, metrics = edis.retrain_with_progress(
             self.state.generator,
             self.state.real,
             self.state.online,
             policy,
             keys,
             progress=self.show,
+            timings=timings,
         )
+        t0 = time.perf_counter()
         keys = S.step_key(self.keys, S.GENERATE_STREAM, p.online_step)
-        samples = edis.generate_with_progress(
+        samples, sample_metrics = edis.generate_with_progress(
             generator,
             keys,
             cfg.online.num_samples,
             terminal_fn=self.terminal_fn,
             progress=self.show,
         )
+        timings["generate"] = _elapsed(t0, samples)
+        t0 = time.perf_counter()
+        health = generator_health(
+            samples, self.state.real, self.state.online, self.dataset.env_id, self.actions
+        )
+        timings["health"] = time.perf_counter() - t0
         self.state = S.set_synthetic(
             self.state.replace(generator=generator), samples, S.synthetic_weights(cfg)
         )
         p.retrains += 1
+        for phase, seconds in timings.items():
+            p.wall[phase] = p.wall.get(phase, 0.0) + seconds
+        self._log("online", p.online_step, {**metrics, **sample_metrics, **health}, None,
+                  event="retrain")  # fmt: skip
 
     # -------------------------------------------------------------------- evaluation
 
@@ -312,12 +341,14 @@ class _Run:
 
     # ----------------------------------------------------------------------- logging
 
-    def _log(self, phase, step, metrics, scores, train_return=None) -> None:
+    def _log(self, phase, step, metrics, scores, train_return=None, event=None) -> None:
         metrics = {} if metrics is None else jax.device_get(metrics)
         records = []
         for i in range(self.cfg.seeds):
             record = {"phase": phase, "step": int(step), "seed": i}
-            record.update({k: float(np.asarray(v)[i]) for k, v in sorted(metrics.items())})
+            if event is not None:
+                record.update(event=event, retrain=self.progress.retrains)
+            record.update({k: _json_float(np.asarray(v)[i]) for k, v in sorted(metrics.items())})
             if scores is not None:
                 record["eval_return"] = self.progress.evals[-1]["returns"][i]
                 record["eval_score"] = float(scores[i])
@@ -380,9 +411,13 @@ class _Run:
         offline = [e for e in p.evals if e["phase"] == "offline"]
         offline_eval = offline[-1] if offline else p.evals[0]
         all_scores = np.array([e["scores"] for e in p.evals])  # (evals, seeds)
+        online_scores = np.array([e["scores"] for e in p.evals if e["phase"] == "online"])
         env_steps = cfg.online_steps * cfg.seeds
         updates = (cfg.offline_steps + cfg.online_steps * cfg.online.utd) * cfg.seeds
-        wall = {**p.wall, "total": p.wall["offline"] + p.wall["online"]}
+        # Generator phases (pretraining, and inside the online time, each retrain phase) are
+        # broken out beside offline / online / total.
+        total = p.wall["offline"] + p.wall["online"] + p.wall.get("generator_pretrain", 0.0)
+        wall = {**p.wall, "total": total}
         return {
             "algo": cfg.algo,
             "edis": bool(self.use_edis),
@@ -395,6 +430,8 @@ class _Run:
             "online_steps": cfg.online_steps,
             "offline_score": _stats(offline_eval["scores"]),
             "final_score": _stats(p.evals[-1]["scores"]),
+            # Area under the online learning curve: the score averaged over online evaluations.
+            "auc_score": _stats(online_scores.mean(axis=0)) if len(online_scores) else None,
             "best_score": _stats(all_scores.max(axis=0)),
             "wall_time_s": wall,
             # all seeds together; the online phase's time includes generator retrains
@@ -446,6 +483,17 @@ class _Episodes:
 
 def scores_of(returns, ref: tuple[float, float]) -> np.ndarray:
     return np.asarray(reference.normalized_score(returns, *ref), np.float64)
+
+
+def _json_float(value) -> float | None:
+    """A float for metrics.jsonl; NaN and inf become null (strict JSON has neither)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _elapsed(t0: float, ready) -> float:
+    jax.block_until_ready(ready)
+    return time.perf_counter() - t0
 
 
 def _stats(values) -> dict:

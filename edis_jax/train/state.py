@@ -27,6 +27,7 @@ ONLINE_STREAM = 1 << 28
 ACT_STREAM = 4 << 28
 RETRAIN_STREAM = 2 << 28
 GENERATE_STREAM = 3 << 28
+PRETRAIN_STREAM = 5 << 28
 
 # Mixture weights over (synthetic, online, real) buffers.
 SYNTHETIC, ONLINE, REAL = 0, 1, 2
@@ -49,6 +50,11 @@ def seed_keys(cfg: RunConfig) -> jax.Array:
 
 def step_key(keys: jax.Array, stream: int, step: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, stream + step))(keys)
+
+
+def num_retrains(cfg: RunConfig) -> int:
+    """Generator retrains in the online phase: at every step t = k R with 0 < t < T."""
+    return max(cfg.online_steps - 1, 0) // cfg.online.retrain_every
 
 
 def real_weights(cfg: RunConfig) -> jnp.ndarray:
@@ -81,11 +87,12 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
             reward_scale=reward_scale,
             decay_steps=cfg.offline_steps,
         )
-        generator = (
-            edis.create(k_gen, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
-            if use_edis
-            else None
-        )
+        generator = None
+        if use_edis:
+            generator = edis.create(k_gen, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
+            if cfg.diffusion.warm_start and cfg.diffusion.warm_lr == "continue":
+                total = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
+                generator = edis.with_lr_horizon(generator, total)
         return agent, generator
 
     agent, generator = jax.jit(jax.vmap(one_seed))(seed_keys(cfg))
