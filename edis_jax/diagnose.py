@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,17 @@ class DiagnoseArgs:
     diffusion_steps: int | None = None  # override the preset's diffusion training steps
     cep_steps: int | None = None  # override the preset's CEP steps per energy
     scales: tuple[float, float, float] | None = None  # override (w_s, w_a, w_t)
+    # The generator as a run has it after this many retrains: retrain k trains on the offline
+    # data plus the first k/N of TARGET (in arrival order) and its energies on that part.
+    retrains: int = 1
+    warm_start: bool | None = None  # keep the diffusion model across retrains (default: preset's)
+    initial_steps: int | None = None  # warm start: steps on the offline data first (preset's)
+    warm_lr: Literal["restart", "continue"] | None = None  # warm start: lr cosine (preset's)
+    bank_refreshes: int | None = None  # CEP negative banks per retrain (default: preset's)
+    recent_window: int | None = None  # E_s positives from the latest W online rows (preset's)
+    sigma_scaled: bool | None = None  # guidance times sigma (default: preset's)
+    # Guidance-scale sweep: extra rows for each energy alone and all three at each scale here.
+    scale_grid: tuple[float, ...] = ()
     mmd_rows: int = 2000  # rows of each set in the MMD estimate (cost grows as rows^2)
     seed: int = 0  # one key for the agent, the generator and every row's samples
     json: str | None = None  # write {"rows": [...]} here
@@ -80,10 +92,11 @@ class DiagnoseArgs:
         bad = [g for g in self.guidance if g not in GUIDANCE_ROWS]
         if bad:
             raise ConfigError(f"unknown --guidance {bad}: choose from {', '.join(GUIDANCE_ROWS)}")
-        for name in ("n", "policy_steps", "mmd_rows"):
-            if getattr(self, name) < 2:
+        for name in ("n", "policy_steps", "mmd_rows", "retrains"):
+            if getattr(self, name) < (1 if name == "retrains" else 2):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= 2, got {getattr(self, name)}"
+                    f"--{name.replace('_', '-')} must be >= {1 if name == 'retrains' else 2}, "
+                    f"got {getattr(self, name)}"
                 )
 
 
@@ -109,6 +122,20 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         )
     if args.cep_steps is not None:
         config = config.replace(energy=dataclasses.replace(config.energy, steps=args.cep_steps))
+    diffusion = {
+        k: getattr(args, k)
+        for k in ("warm_start", "initial_steps", "warm_lr")
+        if getattr(args, k) is not None
+    }
+    energy = {
+        k: getattr(args, k)
+        for k in ("bank_refreshes", "recent_window", "sigma_scaled")
+        if getattr(args, k) is not None
+    }
+    config = config.replace(
+        diffusion=dataclasses.replace(config.diffusion, **diffusion),
+        energy=dataclasses.replace(config.energy, **energy),
+    )
     result = run_diagnose(
         offline.transitions,
         target,
@@ -120,6 +147,8 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         n=args.n,
         guidance=args.guidance,
         scales=args.scales,
+        retrains=args.retrains,
+        scale_grid=args.scale_grid,
         mmd_rows=args.mmd_rows,
         seed=args.seed,
         progress=args.progress,
@@ -168,6 +197,8 @@ def run_diagnose(
     n: int = 4096,
     guidance: Sequence[str] = GUIDANCE_ROWS,
     scales: Sequence[float] | None = None,
+    retrains: int = 1,
+    scale_grid: Sequence[float] = (),
     mmd_rows: int = 2000,
     seed: int = 0,
     progress: bool = True,
@@ -182,7 +213,6 @@ def run_diagnose(
     them would give), "retrain" holds the generator's training metrics.
     """
     from edis_jax import agents, edis
-    from edis_jax.data import buffer
 
     offline, target = _as_jnp(offline), _as_jnp(target)
     k_agent, k_create, k_retrain, k_sample = jax.random.split(jax.random.PRNGKey(seed), 4)
@@ -194,12 +224,10 @@ def run_diagnose(
     gen = edis.create(k_create, offline.obs_dim, offline.act_dim, config.diffusion, config.energy)
     if scales is not None:
         gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
-    real, online = buffer.from_transitions(offline), buffer.from_transitions(target)
     policy = agents.policy(algo, agent)
-    gen, retrain_metrics = edis.retrain_with_progress(
-        *map(_with_seed_axis, (gen, real, online, policy, k_retrain)), progress=progress
+    gen, retrain_metrics, timings = _train_generator(
+        gen, offline, target, policy, k_retrain, retrains, progress
     )
-    gen = _without_seed_axis(gen)
 
     def measure(batch: Transition, target_obs=target.obs) -> dict:
         return {
@@ -211,9 +239,13 @@ def run_diagnose(
 
     rows = []
     for name in guidance:
-        guide = {"none": (), "all": GUIDES}.get(name, (name,))
-        batch, _ = _generate(gen.replace(guide=guide), k_sample, n)
+        batch, _ = _generate(_guided(gen, name), k_sample, n)
         rows.append({"guidance": name, **_finite(measure(batch))})
+    for name in ("state", "policy", "transition", "all") if scale_grid else ():
+        for w in scale_grid:
+            weights = jnp.full((3,), w, jnp.float32)
+            batch, _ = _generate(_guided(gen, name).replace(scales=weights), k_sample, n)
+            rows.append({"guidance": name, "scale": float(w), **_finite(measure(batch))})
     # The target's own row uses one half of it against the other: shared rows would bias MMD.
     half_a, half_b = _split(target, seed)
     reference = [
@@ -225,11 +257,54 @@ def run_diagnose(
         "rows": rows,
         "reference": reference,
         "retrain": retrain,  # diffusion loss, CEP losses/accuracies of the energies
+        "retrains": retrains,
+        "timings": timings,  # wall seconds per retrain phase, summed over the retrains
         "env_id": env_id,
         "n": n,
         "algo": algo,
         "scales": [float(w) for w in gen.scales],
     }
+
+
+def _train_generator(gen, offline, target, policy, key, retrains: int, progress: bool):
+    """The generator after `retrains` retrains of a run whose online data is `target`: the
+    warm-started model's pretraining on `offline` first, then retrain k on the offline data plus
+    the first k / retrains of `target` (energies on that part). Buffers keep one capacity so
+    that every retrain reuses the compiled programs."""
+    from edis_jax import edis
+    from edis_jax.data import buffer
+
+    cfg = gen.diffusion_cfg
+    if cfg.warm_start and cfg.warm_lr == "continue":
+        gen = edis.with_lr_horizon(gen, cfg.initial_steps + retrains * cfg.train_steps)
+    gen = _with_seed_axis(gen)
+    timings: dict[str, float] = {}
+    if cfg.warm_start and cfg.initial_steps > 0:
+        t0 = time.perf_counter()
+        offline_buffer = _with_seed_axis(buffer.from_transitions(offline))
+        gen, _ = edis.pretrain_with_progress(
+            gen, offline_buffer, _with_seed_axis(jax.random.fold_in(key, 0)), progress=progress
+        )
+        jax.block_until_ready(gen)
+        timings["pretrain"] = time.perf_counter() - t0
+    metrics = {}
+    for k in range(1, retrains + 1):
+        part = jax.tree.map(lambda x, k=k: x[: len(target) * k // retrains], target)
+        both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offline, part)
+        real = buffer.from_transitions(both, len(offline) + len(target))
+        online = buffer.from_transitions(part, len(target))
+        gen, metrics = edis.retrain_with_progress(
+            gen,
+            *map(_with_seed_axis, (real, online, policy, jax.random.fold_in(key, k))),
+            progress=progress,
+            timings=timings,
+        )
+    return _without_seed_axis(gen), metrics, timings
+
+
+def _guided(gen, name: str):
+    """The generator guided as a row of the table says: none, one energy, or all."""
+    return gen.replace(guide={"none": (), "all": GUIDES}.get(name, (name,)))
 
 
 def quick_agent(target: Transition, config: RunConfig, key, *, steps: int, progress=True):
@@ -268,10 +343,15 @@ def format_table(result: dict) -> str:
     """The rows (and the reference rows) as a fixed-width text table; null prints as n/a."""
     header = f"{'guidance':<14}{'state MMD^2':>14}{'action logp':>14}{'dyn. error':>14}{'n':>8}"
     lines = [f"diagnose {result.get('env_id', '')}: generated vs target data", header]
-    lines += [_table_line(r["guidance"], r) for r in result["rows"]]
+    lines += [_table_line(_row_label(r), r) for r in result["rows"]]
     if result.get("reference"):
         lines.append("-" * len(header))
         lines += [_table_line(f"({r['data']} data)", r) for r in result["reference"]]
+    if result.get("timings"):
+        lines.append(
+            "seconds per phase (all retrains): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items())
+        )
     if result.get("retrain"):
         lines.append(
             "retrain: "
@@ -346,6 +426,11 @@ def _generate(gen, key, n: int) -> tuple[Transition, dict]:
     from edis_jax import edis
 
     return edis.generate(gen, key, n)
+
+
+def _row_label(row: dict) -> str:
+    scale = row.get("scale")
+    return row["guidance"] if scale is None else f"{row['guidance']} w={scale:g}"
 
 
 def _table_line(label: str, row: dict) -> str:
