@@ -253,13 +253,42 @@ class OnlineConfig:
     retrain_every: int = 10_000  # R: env steps between generator retrains (EDIS paper)
     num_samples: int = 100_000  # S: synthetic transitions generated per retrain (EDIS paper)
     synthetic_ratio: float = 0.5  # rho: fraction of each batch drawn from synthetic data
-    # Baseline (no EDIS) and pre-first-retrain batches: this fraction comes from the online
-    # buffer, the rest from all real data (offline + online). 0 = replay all real data (CORL).
+    # EDIS batches after the first retrain as fractions of (synthetic, online-only, all real =
+    # offline + online) rows, e.g. 0.25 0.25 0.5; unset: (rho, 1 - rho, 0), the paper's mix.
+    mixture: tuple[float, float, float] | None = None
+    # Online batches of the baseline (no EDIS) and of EDIS before its first retrain: this
+    # fraction comes from the online buffer, the rest from all real data. 0 = replay all real
+    # data (CORL). The offline phase always draws from the offline data alone.
     baseline_online_ratio: float = 0.0
+    # "simulator": after each generation, recompute s', r and terminal of every synthetic row by
+    # setting the simulator to its (s, a) (an oracle: what a perfect dynamics model would give).
+    relabel: Literal["none", "simulator"] = "none"
+    # "clean": the paper's description (synthetic + online in every update after the first
+    # retrain). "published": the published code's loops (DESIGN.md section 2): IQL-EDIS updates
+    # on real data every step and makes `utd_retrain` extra synthetic-mix updates on each retrain
+    # step; Cal-QL-EDIS also retrains after its first online step.
+    schedule: Literal["clean", "published"] = "clean"
+    utd_retrain: int = 20  # published IQL-EDIS: synthetic-mix updates per retrain step
 
     def __post_init__(self):
-        _positive(self, "utd", "retrain_every", "num_samples")
+        _positive(self, "utd", "retrain_every", "num_samples", "utd_retrain")
+        _check(
+            self.schedule in ("clean", "published"),
+            f"--online.schedule must be clean or published, got {self.schedule!r}",
+        )
         _unit_interval(self, "synthetic_ratio", "baseline_online_ratio")
+        if self.mixture is not None:
+            _check(
+                len(self.mixture) == 3
+                and all(0.0 <= w <= 1.0 for w in self.mixture)
+                and abs(sum(self.mixture) - 1.0) < 1e-6,
+                f"--online.mixture takes three fractions (synthetic, online, real) in [0, 1] "
+                f"that sum to 1, got {self.mixture}",
+            )
+        _check(
+            self.relabel in ("none", "simulator"),
+            f"--online.relabel must be none or simulator, got {self.relabel!r}",
+        )
 
 
 # ------------------------------------------------------------------------------------- run
@@ -399,7 +428,7 @@ def _cpu() -> RunConfig:
 
 def _paper() -> RunConfig:
     # EDIS paper: 1M offline steps, 200k online, retrain every 10k, 100k samples per retrain,
-    # diffusion 1024x6 trained 30k steps; U=20 as in the published code.
+    # diffusion 1024x6 trained 30k steps.
     return RunConfig(
         preset="paper",
         seeds=5,
@@ -409,7 +438,17 @@ def _paper() -> RunConfig:
         log_every=1000,
         checkpoint_every=10_000,
         eval_episodes=10,
-        online=OnlineConfig(utd=20, retrain_every=10_000, num_samples=100_000),
+        # The published loops (IQL-EDIS: 1 update per step on real data, 20 synthetic-mix
+        # updates per retrain step; Cal-QL-EDIS: U = 1), hopper-medium's synthetic fraction 0.2
+        # (shared/published_configs.md, iql_edis and cal_ql_edis hopper/medium).
+        online=OnlineConfig(
+            utd=1,
+            utd_retrain=20,
+            synthetic_ratio=0.2,
+            retrain_every=10_000,
+            num_samples=100_000,
+            schedule="published",
+        ),
     )
 
 

@@ -307,6 +307,11 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
     return None
 
 
+def can_simulate(env_id: str) -> bool:
+    """Whether `simulate` can set this env's state from an observation."""
+    return env_id.startswith("Pendulum-") or mujoco_supported(env_id)
+
+
 def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray | None:
     """The next observation `simulate` gives, or None where the state cannot be set."""
     result = simulate(env_id, obs, action)

@@ -258,3 +258,68 @@ def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, tmp_path):
     assert all(r["n"] == 64 and r["dynamics_error"] is not None for r in rows)
     with pytest.raises(loop.RunDirError, match="not a run directory"):
         loop.load_run(tmp_path)
+
+
+# ------------------------------------------------------------- comparisons and their controls
+
+
+def test_online_flags_leave_the_offline_phase_alone(datasets_env, tmp_path):
+    base = tiny(tmp_path, "base", algo="iql", edis=False, online_steps=30, eval_every=30)
+    other = base.replace(
+        out=str(tmp_path / "ratio"),
+        online=config.dataclasses.replace(base.online, baseline_online_ratio=0.5),
+    )
+    for cfg in (base, other):
+        loop.train(cfg, progress=False)
+    offline = [[r for r in read_records(c.out) if r["phase"] == "offline"] for c in (base, other)]
+    assert offline[0] == offline[1] and len(offline[0]) > 0  # bitwise the same offline phase
+    online = [[r for r in read_records(c.out) if r["phase"] == "online"] for c in (base, other)]
+    assert online[0] != online[1]  # while the online batches differ
+
+
+def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(datasets_env, tmp_path):
+    online = config.OnlineConfig(
+        utd=1, retrain_every=60, num_samples=256, schedule="published", utd_retrain=7
+    )
+    published = tiny(tmp_path, "published", algo="iql", edis=True, online=online)
+    clean = tiny(tmp_path, "clean", algo="iql", edis=True)
+    summaries = [loop.train(c, progress=False) for c in (published, clean)]
+    # One retrain (at step 60 of 120): 7 synthetic-mix updates, against one per step after it.
+    assert summaries[0]["retrains"] == 1 and summaries[0]["synthetic_updates"] == 7
+    assert summaries[1]["synthetic_updates"] == 120 - 60
+    _, state = loop.load_run(published.out)
+    np.testing.assert_array_equal(np.asarray(state.weights), [[0.0, 0.0, 1.0]] * 2)
+
+
+def test_relabel_oracle_gives_the_simulators_next_states(datasets_env, tmp_path):
+    online = config.OnlineConfig(utd=1, retrain_every=60, num_samples=256, relabel="simulator")
+    cfg = tiny(tmp_path, "oracle", algo="iql", edis=True, online=online)
+    loop.train(cfg, progress=False)
+    retrains = [r for r in read_records(cfg.out) if r.get("event") == "retrain"]
+    # The health check re-simulates synthetic rows: relabelled ones match to float32 storage,
+    # except rows whose velocities sit at Hopper's observation clip (+-10).
+    assert retrains and all(r["synthetic_dynamics_error"] < 0.05 for r in retrains)
+    _, state = loop.load_run(cfg.out)
+    synthetic = jax.tree.map(lambda x: np.asarray(x[0, :64]), state.synthetic.data)
+    from edis_jax import envs
+
+    sim_next, sim_reward, _ = envs.simulate("Hopper-v5", synthetic.obs, synthetic.action)
+    exact = (np.abs(synthetic.obs[:, 5:]) < 10).all(1)
+    np.testing.assert_allclose(synthetic.next_obs[exact], sim_next[exact], atol=1e-4)
+    np.testing.assert_allclose(synthetic.reward[exact], sim_reward[exact], atol=1e-4)
+
+
+def test_mixture_and_schedule_flags_are_validated():
+    cfg = config.RunConfig(online=config.OnlineConfig(mixture=(0.25, 0.25, 0.5)))
+    from edis_jax.train import state as S
+
+    np.testing.assert_allclose(np.asarray(S.synthetic_weights(cfg)), [0.25, 0.25, 0.5])
+    for bad in ((0.5, 0.5, 0.5), (-0.1, 0.6, 0.5)):
+        with pytest.raises(config.ConfigError, match="sum to 1"):
+            config.OnlineConfig(mixture=bad)
+    with pytest.raises(config.ConfigError, match="schedule"):
+        config.OnlineConfig(schedule="other")
+    from edis_jax import envs
+
+    assert envs.can_simulate("Hopper-v5") and envs.can_simulate("Pendulum-v1")
+    assert not envs.can_simulate("MountainCarContinuous-v0")

@@ -55,7 +55,7 @@ def generator_health(
         }
         for name, value in row.items():
             out.setdefault(name, []).append(float(value))
-    if _settable(env_id):
+    if envs.can_simulate(env_id):
         online_rows = _latest_online_rows(online, dynamics_rows)
         for i in range(seeds):
             synthetic = jax.tree.map(lambda x, i=i: x[i, :dynamics_rows], samples)
@@ -64,10 +64,6 @@ def generator_health(
                 error = _dynamics_error(env_id, actions, rows)
                 out.setdefault(f"{name}_dynamics_error", []).append(error)
     return {name: np.asarray(values, np.float64) for name, values in out.items()}
-
-
-def _settable(env_id: str) -> bool:
-    return env_id.startswith("Pendulum-") or envs.mujoco_supported(env_id)
 
 
 def _latest_online_rows(online: ReplayBuffer, n: int) -> Transition:

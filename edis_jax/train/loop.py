@@ -49,6 +49,7 @@ class Progress:
     offline_step: int = 0
     online_step: int = 0
     retrains: int = 0
+    synthetic_updates: int = 0  # agent updates whose batches held synthetic rows (per seed)
     evals: list = field(default_factory=list)  # {"phase", "step", "returns", "scores"} per eval
     records: list = field(default_factory=list)  # the metrics.jsonl records so far
     wall: dict = field(default_factory=lambda: {"offline": 0.0, "online": 0.0})
@@ -135,6 +136,12 @@ class _Run:
         self.progress = Progress()
         self.use_edis = cfg.edis and cfg.online_steps > 0
         self.terminal_fn = envs.termination_fn(dataset.env_id)
+        if cfg.online.relabel == "simulator" and not envs.can_simulate(dataset.env_id):
+            raise RunDirError(
+                f"--online.relabel simulator needs an env whose simulator can be set to an "
+                f"observation (MuJoCo locomotion, Pendulum); {dataset.env_id} is not one: "
+                "use --online.relabel none"
+            )
 
     # ----------------------------------------------------------------------- checkpoints
 
@@ -199,7 +206,7 @@ class _Run:
         vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds)
         obs, episodes = self._restore_envs(vec_env)
         if p.online_step == 0:
-            self.state = S.with_online_phase(self.state, algo=algo)
+            self.state = S.with_online_phase(self.state, S.real_weights(cfg), algo=algo)
             if self.use_edis and cfg.diffusion.initial_steps > 0:
                 self.pretrain_generator()
             if not p.evals or p.evals[-1]["phase"] != "offline":
@@ -235,6 +242,8 @@ class _Run:
                 utd=o.utd,
                 batch_size=cfg.batch_size,
             )
+            if self.use_edis and p.retrains > 0 and S.synthetic_every_update(cfg):
+                p.synthetic_updates += o.utd  # this step's updates drew the synthetic mix
             finished = episodes.step(t, reward, ended)
             if finished is not None:
                 self.state = S.write_returns(self.state, *finished)
@@ -248,8 +257,10 @@ class _Run:
                 bar.set_postfix(score=f"{np.mean(scores):.1f}")
             if t % cfg.log_every == 0 or scores is not None:
                 self._log("online", t, metrics, scores, train_return=episodes.last_return)
-            if self.use_edis and t % o.retrain_every == 0 and t < cfg.online_steps:
+            if self.use_edis and S.retrain_due(cfg, t):
                 self.retrain()
+                if not S.synthetic_every_update(cfg):
+                    self.retrain_step_updates()
             p.wall["online"] = time.perf_counter() - t0
             if t % cfg.checkpoint_every == 0 or t == cfg.online_steps:
                 if t == cfg.online_steps:
@@ -298,19 +309,62 @@ class _Run:
             progress=self.show,
         )
         timings["generate"] = _elapsed(t0, samples)
+        if cfg.online.relabel == "simulator":
+            t0 = time.perf_counter()
+            samples = self._relabel(samples)
+            timings["relabel"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         health = generator_health(
             samples, self.state.real, self.state.online, self.dataset.env_id, self.actions
         )
         timings["health"] = time.perf_counter() - t0
-        self.state = S.set_synthetic(
-            self.state.replace(generator=generator), samples, S.synthetic_weights(cfg)
-        )
+        weights = S.synthetic_weights(cfg) if S.synthetic_every_update(cfg) else S.real_weights(cfg)
+        self.state = S.set_synthetic(self.state.replace(generator=generator), samples, weights)
         p.retrains += 1
         for phase, seconds in timings.items():
             p.wall[phase] = p.wall.get(phase, 0.0) + seconds
         self._log("online", p.online_step, {**metrics, **sample_metrics, **health}, None,
                   event="retrain")  # fmt: skip
+
+    def retrain_step_updates(self) -> None:
+        """IQL-EDIS's published schedule: `utd_retrain` agent updates on the synthetic mix right
+        after a retrain; every other update keeps drawing real data."""
+        cfg, p = self.cfg, self.progress
+        seeds = cfg.seeds
+        keys = S.step_key(self.keys, S.RETRAIN_UPDATE_STREAM, p.online_step)
+        mixed = self.state.replace(weights=jnp.broadcast_to(S.synthetic_weights(cfg), (seeds, 3)))
+        mixed, _ = S.update_chunk(
+            mixed,
+            keys,
+            algo=cfg.algo,
+            num_updates=cfg.online.utd_retrain,
+            batch_size=cfg.batch_size,
+        )
+        self.state = mixed.replace(weights=jnp.broadcast_to(S.real_weights(cfg), (seeds, 3)))
+        p.synthetic_updates += cfg.online.utd_retrain
+
+    def _relabel(self, samples: Transition) -> Transition:
+        """The oracle arm: s', r and terminal of every synthetic row from the simulator set to
+        the row's (s, a). Rows the simulator cannot take (non-finite) keep the model's values."""
+        host = jax.device_get(samples)
+        next_obs, reward, terminal = (
+            np.array(x) for x in (host.next_obs, host.reward, host.terminal)
+        )
+        for i in range(self.cfg.seeds):
+            sim_next, sim_reward, sim_term = envs.simulate(
+                self.dataset.env_id, host.obs[i], self.actions.to_env(host.action[i])
+            )
+            ok = np.isfinite(sim_next).all(-1)
+            next_obs[i, ok], reward[i, ok], terminal[i, ok] = (
+                sim_next[ok],
+                sim_reward[ok],
+                sim_term[ok],
+            )
+        return samples.replace(
+            next_obs=jnp.asarray(next_obs, jnp.float32),
+            reward=jnp.asarray(reward, jnp.float32),
+            terminal=jnp.asarray(terminal, jnp.float32),
+        )
 
     # -------------------------------------------------------------------- evaluation
 
@@ -438,6 +492,7 @@ class _Run:
             "env_steps_per_s": env_steps / p.wall["online"] if p.wall["online"] > 0 else None,
             "updates_per_s": updates / wall["total"] if wall["total"] > 0 else None,
             "retrains": p.retrains,
+            "synthetic_updates": p.synthetic_updates,
         }
 
 

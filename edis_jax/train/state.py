@@ -28,6 +28,7 @@ ACT_STREAM = 4 << 28
 RETRAIN_STREAM = 2 << 28
 GENERATE_STREAM = 3 << 28
 PRETRAIN_STREAM = 5 << 28
+RETRAIN_UPDATE_STREAM = 6 << 28
 
 # Mixture weights over (synthetic, online, real) buffers.
 SYNTHETIC, ONLINE, REAL = 0, 1, 2
@@ -53,17 +54,39 @@ def step_key(keys: jax.Array, stream: int, step: int) -> jax.Array:
 
 
 def num_retrains(cfg: RunConfig) -> int:
-    """Generator retrains in the online phase: at every step t = k R with 0 < t < T."""
-    return max(cfg.online_steps - 1, 0) // cfg.online.retrain_every
+    """Generator retrains in the online phase: at every step t = k R with 0 < t < T, and at
+    t = 1 under Cal-QL-EDIS's published schedule (`retrain_due`)."""
+    return sum(retrain_due(cfg, t) for t in range(1, cfg.online_steps))
+
+
+def retrain_due(cfg: RunConfig, t: int) -> bool:
+    """Whether the generator retrains after online step t (t env steps taken)."""
+    if not (cfg.edis and 0 < t < cfg.online_steps):
+        return False
+    first = cfg.online.schedule == "published" and cfg.algo == "calql" and t == 1
+    return t % cfg.online.retrain_every == 0 or first
+
+
+def synthetic_every_update(cfg: RunConfig) -> bool:
+    """False under IQL-EDIS's published schedule: its synthetic rows reach only the extra
+    updates of retrain steps; every other update draws real data like the baseline."""
+    return not (cfg.online.schedule == "published" and cfg.algo == "iql")
+
+
+# Offline-phase batches: the real buffer holds only the offline data then.
+OFFLINE_WEIGHTS = (0.0, 0.0, 1.0)
 
 
 def real_weights(cfg: RunConfig) -> jnp.ndarray:
-    """Batches of real data: the baseline's, and EDIS's before its first retrain."""
+    """Online batches of real data: the baseline's, and EDIS's before its first retrain."""
     beta = cfg.online.baseline_online_ratio
     return jnp.array([0.0, beta, 1.0 - beta], jnp.float32)
 
 
 def synthetic_weights(cfg: RunConfig) -> jnp.ndarray:
+    """EDIS batches after a retrain: `online.mixture`, or (rho, 1 - rho, 0)."""
+    if cfg.online.mixture is not None:
+        return jnp.asarray(cfg.online.mixture, jnp.float32)
     rho = cfg.online.synthetic_ratio
     return jnp.array([rho, 1.0 - rho, 0.0], jnp.float32)
 
@@ -106,7 +129,7 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
         real=real,
         online=rb.create(row, capacity_online),
         synthetic=rb.create(row, synthetic_capacity),
-        weights=real_weights(cfg),
+        weights=jnp.asarray(OFFLINE_WEIGHTS, jnp.float32),
     )
     per_seed = jax.tree.map(lambda x: jnp.broadcast_to(x, (cfg.seeds, *x.shape)), per_seed)
     return per_seed.replace(agent=agent, generator=generator)
@@ -194,9 +217,11 @@ def greedy_action(agent, obs, *, algo: str):
 
 
 @functools.partial(jax.jit, static_argnames=("algo",))
-def with_online_phase(state: RunState, *, algo: str) -> RunState:
-    """Switch phase-dependent agent leaves (Cal-QL's alpha) for the online phase."""
-    return state.replace(agent=jax.vmap(agents.get(algo).set_online)(state.agent))
+def with_online_phase(state: RunState, weights: jnp.ndarray, *, algo: str) -> RunState:
+    """Switch phase-dependent agent leaves (Cal-QL's alpha) and the batch mixture (`weights`,
+    the online phase's real-data mix) for the online phase."""
+    agent = jax.vmap(agents.get(algo).set_online)(state.agent)
+    return state.replace(agent=agent, weights=jnp.broadcast_to(weights, state.weights.shape))
 
 
 def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) -> RunState:
