@@ -109,7 +109,7 @@ def cep_timing(
     """`steps` CEP steps over all three energies (`edis.train_energies`; steps=1 is one step),
     on a negative bank of the configured shape filled with random rows."""
     gen, _, online = _generator_and_buffers(obs_dim, act_dim, dcfg, ecfg)
-    positives, condition = cep.bank_rows(jax.random.key(4), online, gen.normalizer, ecfg, GUIDES)
+    positives, condition = cep.bank_rows(jax.random.key(4), online, gen.codec, ecfg, GUIDES)
     levels = sampler.level_indices(dcfg, ecfg.level_stride)
     saved = jax.random.normal(jax.random.key(5), (len(levels), *condition.values.shape))
     sigmas = sampler.schedule(dcfg).sigmas[jnp.asarray(levels)]

@@ -14,21 +14,24 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
+# The agent at the end of the offline phase, kept for the run's whole life: other runs start
+# their online phase from it (`edis-jax train --init-from`).
+OFFLINE_DIR = "offline_checkpoint"
 
 
 class CheckpointError(RuntimeError):
     """A run directory has no usable checkpoint; the message says what to do."""
 
 
-def _manager(run_dir: Path) -> ocp.CheckpointManager:
+def _manager(run_dir: Path, folder: str = CHECKPOINT_DIR) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(Path(run_dir).resolve() / CHECKPOINT_DIR, options=options)
+    return ocp.CheckpointManager(Path(run_dir).resolve() / folder, options=options)
 
 
-def save(run_dir: Path, step: int, state: Any, host: dict) -> None:
+def save(run_dir: Path, step: int, state: Any, host: dict, folder: str = CHECKPOINT_DIR) -> None:
     """Save `state` (a pytree of arrays) and `host` (JSON-serialisable) as checkpoint `step`."""
     with _quiet_orbax():
-        manager = _manager(run_dir)
+        manager = _manager(run_dir, folder)
         if step in manager.all_steps():
             # Left by an earlier attempt that the run fell back from (damaged): replace it.
             manager.delete(step)
@@ -52,19 +55,19 @@ def latest_step(run_dir: Path) -> int | None:
     return step
 
 
-def restore(run_dir: Path, template: Any) -> tuple[Any, dict, int]:
+def restore(run_dir: Path, template: Any, folder: str = CHECKPOINT_DIR) -> tuple[Any, dict, int]:
     """The latest complete checkpoint as (state shaped like `template`, host dict, step).
 
     Falls back to the previous checkpoint if the newest one cannot be read.
     """
-    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    ckpt_dir = Path(run_dir) / folder
     if not ckpt_dir.is_dir():
         raise CheckpointError(
-            f"{run_dir} has no checkpoints/ folder: start it again with "
+            f"{run_dir} has no {folder}/ folder: start it again with "
             f"`edis-jax train --out {run_dir} --overwrite`"
         )
     with _quiet_orbax():
-        manager = _manager(run_dir)
+        manager = _manager(run_dir, folder)
         steps = sorted(manager.all_steps(), reverse=True)
         errors = []
         for step in steps:

@@ -172,6 +172,8 @@ class DiffusionConfig:
     # Warm-start learning rate: "restart" runs a cosine from `lr` to 0 over every (re)training;
     # "continue" runs one cosine over all the run's steps (initial + every retrain).
     warm_lr: Literal["restart", "continue"] = "restart"
+    # The data vector's last part: "absolute" s' (SynthER, the published code) or "delta" s' - s.
+    next_obs: Literal["absolute", "delta"] = "absolute"
 
     def __post_init__(self):
         _positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
@@ -180,6 +182,10 @@ class DiffusionConfig:
         _non_negative(self, "train_steps", "s_churn", "s_tmin", "s_tmax")
         _unit_interval(self, "beta1", "beta2", "ema_decay")
         _non_negative(self, "initial_steps")
+        _check(
+            self.next_obs in ("absolute", "delta"),
+            f"DiffusionConfig.next_obs must be absolute or delta, got {self.next_obs!r}",
+        )
         _check(
             self.warm_lr in ("restart", "continue"),
             f"DiffusionConfig.warm_lr must be restart or continue, got {self.warm_lr!r}",
@@ -309,6 +315,9 @@ class RunConfig:
     guide: tuple[Guide, ...] = GUIDES
     out: str = "runs/default"
     overwrite: bool = False
+    # Start the online phase from this run's offline phase (its agent at the last offline
+    # step): arms that share it differ only in their online settings.
+    init_from: str | None = None
     batch_size: int = 256  # agent batch
     eval_every: int = 5000  # in steps of the current phase
     eval_episodes: int = 1  # full episodes per seed per evaluation

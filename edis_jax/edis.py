@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer as buffer_lib
 from edis_jax.data.buffer import ReplayBuffer
-from edis_jax.data.normalizer import Normalizer
+from edis_jax.data.normalizer import Normalizer, TransitionCodec
 from edis_jax.data.transition import Transition
 from edis_jax.diffusion import model as diffusion_lib
 from edis_jax.diffusion import sampler
@@ -51,7 +51,7 @@ TerminalFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 class Generator(struct.PyTreeNode):
     diffusion: DiffusionState
     energies: EnergySet
-    normalizer: Normalizer  # over x = concat(s, a, r, s')
+    normalizer: Normalizer  # over x = concat(s, a, r, s' or s' - s), see `codec`
     scales: jnp.ndarray  # (3,) = (w_s, w_a, w_t)
     obs_dim: int = struct.field(pytree_node=False)
     act_dim: int = struct.field(pytree_node=False)
@@ -62,6 +62,11 @@ class Generator(struct.PyTreeNode):
     @property
     def data_dim(self) -> int:
         return 2 * self.obs_dim + self.act_dim + 1
+
+    @property
+    def codec(self) -> TransitionCodec:
+        """Transitions <-> this model's normalised data vectors."""
+        return TransitionCodec(self.normalizer, self.diffusion_cfg.next_obs == "delta")
 
     @property
     def guidance(self) -> Guidance | None:
@@ -151,7 +156,7 @@ def prepare(gen: Generator, real: ReplayBuffer, key: jax.Array, num_steps: int) 
     not move under it); the lr cosine restarts over `num_steps` ("restart") or keeps the run's
     horizon ("continue", see `with_lr_horizon`)."""
     rows = jnp.arange(real.capacity) < real.size
-    fitted = Normalizer.fit(real.data.to_vector(), mask=rows)
+    fitted = Normalizer.fit(gen.codec.vector(real.data), mask=rows)
     cfg = gen.diffusion_cfg
     if not cfg.warm_start:
         return gen.replace(normalizer=fitted, diffusion=diffusion_lib.reinit(gen.diffusion, key))
@@ -180,7 +185,7 @@ def train_diffusion(
 
     def batch_fn(k):
         rows = buffer_lib.sample(real, k, gen.diffusion_cfg.batch_size)
-        return gen.normalizer.normalize(rows.to_vector())
+        return gen.codec.encode(rows)
 
     diffusion, loss = diffusion_lib.train_chunk(gen.diffusion, batch_fn, key, num_steps)
     return gen.replace(diffusion=diffusion), {"diffusion_loss": loss}
@@ -206,7 +211,7 @@ def heldout_accuracy(
     """Each guided energy's CEP accuracy on held-out online rows and fresh model samples."""
     key_bank, key_eval = jax.random.split(key)
     bank = negative_bank(gen, online, key_bank, heldout=True)
-    return cep.heldout_accuracy(gen.energies, bank, online, gen.normalizer, policy, key_eval)
+    return cep.heldout_accuracy(gen.energies, bank, online, gen.codec, policy, key_eval)
 
 
 def train_energies(
@@ -219,7 +224,7 @@ def train_energies(
 ) -> tuple[Generator, dict[str, jnp.ndarray]]:
     """`num_steps` CEP steps; metrics: per-energy loss and accuracy, averaged over the steps."""
     energies, metrics = cep.train_chunk(
-        gen.energies, bank, online, gen.normalizer, policy, key, num_steps
+        gen.energies, bank, online, gen.codec, policy, key, num_steps
     )
     return gen.replace(energies=energies), metrics
 
@@ -329,7 +334,7 @@ def _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide) -> Generato
 
 
 def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn):
-    batch = Transition.from_vector(gen.normalizer.denormalize(x), gen.obs_dim, gen.act_dim)
+    batch = gen.codec.decode(x, gen.obs_dim, gen.act_dim)
     # The model spills past the box where the data saturates; the agents act in [-1, 1].
     outside = jnp.any(jnp.abs(batch.action) > 1.0, axis=-1)
     batch = batch.replace(action=jnp.clip(batch.action, -1.0, 1.0))
@@ -340,7 +345,7 @@ def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn):
 
 
 def _bank_rows(gen: Generator, online: ReplayBuffer, key: jax.Array, heldout: bool):
-    return cep.bank_rows(key, online, gen.normalizer, gen.energy_cfg, gen.guide, heldout=heldout)
+    return cep.bank_rows(key, online, gen.codec, gen.energy_cfg, gen.guide, heldout=heldout)
 
 
 def _assemble_bank(gen: Generator, positives: Transition, saved: jnp.ndarray) -> NegativeBank:
@@ -457,7 +462,7 @@ def _train_energies_seeds(gen, bank, online, policy, key, num_steps):
 @jax.jit
 def _heldout_seeds(gen, bank, online, policy, key):
     def one(g, b, o, p, k):
-        return cep.heldout_accuracy(g.energies, b, o, g.normalizer, p, k)
+        return cep.heldout_accuracy(g.energies, b, o, g.codec, p, k)
 
     return jax.vmap(one)(gen, bank, online, policy, key)
 

@@ -3,12 +3,14 @@ the builder and the `edis-jax data` commands."""
 
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from edis_jax import cli, envs
 from edis_jax.config import SACConfig
 from edis_jax.data import builder, datasets, scores
+from edis_jax.data.transition import Transition
 
 
 def _episode(n_steps: int, rewards, terminated: bool, seed: int) -> dict:
@@ -216,3 +218,21 @@ def test_rebuild_command_records_the_behaviour_critic_lr():
     assert "--sac-critic-lr" not in plain and "--eval-every" not in plain
     with pytest.raises(ValueError, match="--sac-critic-lr must be > 0"):
         builder.make_dataset("Hopper-v5", "medium", 100, "a/b/c-v0", sac_critic_lr=0.0)
+
+
+def test_transition_codec_round_trips_absolute_and_delta_vectors():
+    import jax
+
+    from edis_jax.data.normalizer import Normalizer, TransitionCodec
+
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    obs = jax.random.normal(k[0], (6, 3))
+    t = Transition.from_arrays(obs, jnp.ones((6, 2)), jnp.arange(6.0), obs + 0.1, jnp.zeros(6))
+    for delta in (False, True):
+        norm = Normalizer.fit(t.to_vector(delta))
+        codec = TransitionCodec(norm, delta)
+        back = codec.decode(codec.encode(t), 3, 2)
+        np.testing.assert_allclose(back.next_obs, t.next_obs, atol=1e-5)
+        np.testing.assert_allclose(back.obs, t.obs, atol=1e-5)
+    # The delta vector's last part is s' - s: 0.1 everywhere here.
+    np.testing.assert_allclose(t.to_vector(True)[:, -3:], 0.1, atol=1e-6)

@@ -8,7 +8,7 @@ import optax
 
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer as buffer_lib
-from edis_jax.data.normalizer import Normalizer
+from edis_jax.data.normalizer import Normalizer, TransitionCodec
 from edis_jax.data.transition import Transition
 from edis_jax.diffusion import sampler
 from edis_jax.diffusion.analytic import gmm_denoiser
@@ -157,7 +157,7 @@ def test_cep_steps_separate_online_data_from_a_shifted_bank():
     obs = 1.0 + 0.3 * jax.random.normal(key, (n, OBS))
     data = Transition.from_arrays(obs, jnp.ones((n, ACT)), jnp.ones(n), obs + 1.0, jnp.zeros(n))
     online = buffer_lib.from_transitions(data)
-    norm = Normalizer.identity(DIM)
+    norm = TransitionCodec(Normalizer.identity(DIM))
     groups = SMALL.negative_bank // SMALL.num_negatives
     far = lambda *shape: -1.0 + 0.3 * jax.random.normal(jax.random.PRNGKey(1), shape)  # noqa: E731
     bank = cep.NegativeBank(

@@ -323,3 +323,43 @@ def test_mixture_and_schedule_flags_are_validated():
 
     assert envs.can_simulate("Hopper-v5") and envs.can_simulate("Pendulum-v1")
     assert not envs.can_simulate("MountainCarContinuous-v0")
+
+
+def test_init_from_shares_the_offline_phase_exactly(datasets_env, tmp_path):
+    source = tiny(tmp_path, "source", algo="iql", edis=False)
+    loop.train(source, progress=False)
+    # The same settings started from the source's offline phase: bitwise the straight run.
+    arm = source.replace(out=str(tmp_path / "arm"), init_from=source.out)
+    summary = loop.train(arm, progress=False)
+    assert read_records(arm.out) == read_records(source.out)
+    reference = json.loads((Path(source.out) / "summary.json").read_text())
+    for key in ("offline_score", "final_score", "best_score"):
+        assert summary[key] == reference[key]
+    # An EDIS arm from the same offline phase starts online with the same agent (its online
+    # step-0 evaluation equals the source's) and stays an ordinary, resumable run directory.
+    edis_arm = source.replace(out=str(tmp_path / "edis_arm"), init_from=source.out, edis=True)
+    assert loop.train(edis_arm, stop_at_online_step=90, progress=False) is None
+    loop.resume(edis_arm.out, progress=False)
+    first_online = [
+        [
+            r["eval_score"]
+            for r in read_records(c.out)
+            if r["phase"] == "online" and "eval_score" in r
+        ][:2]
+        for c in (source, edis_arm)
+    ]
+    assert first_online[0] == first_online[1]
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [({"algo": "calql"}, "algo"), ({"seeds": 3}, "seeds"), ({"dataset": "x/y/z-v0"}, "dataset")],
+)
+def test_init_from_refuses_another_offline_phase(datasets_env, tmp_path, change, field):
+    source = tiny(tmp_path, "source", algo="iql", edis=False)
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "config.json").write_text(json.dumps(config.to_dict(source)))
+    arm = source.replace(out=str(tmp_path / "arm"), init_from=source.out, **change)
+    with pytest.raises(loop.RunDirError, match=f"its {field} is"):
+        loop.train(arm, progress=False)
+    assert not (tmp_path / "arm").exists()  # refused before touching the disk

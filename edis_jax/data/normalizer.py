@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import struct
 
+from edis_jax.data.transition import Transition
+
 
 class Normalizer(struct.PyTreeNode):
     """x -> (x - mean) / std, per dimension. Leaves are arrays, so it vmaps and checkpoints."""
@@ -35,3 +37,22 @@ class Normalizer(struct.PyTreeNode):
 
     def denormalize(self, x: jnp.ndarray) -> jnp.ndarray:
         return x * self.std + self.mean
+
+
+class TransitionCodec(struct.PyTreeNode):
+    """Transitions <-> the generator's normalised data vector x = (s, a, r, s' or s' - s).
+
+    `delta` models the next state as its change s' - s: a residual much smaller than s' in most
+    dims, so a model error of the same size in normalised units is a smaller error in s'."""
+
+    normalizer: Normalizer
+    delta: bool = struct.field(pytree_node=False, default=False)
+
+    def vector(self, t: Transition) -> jnp.ndarray:
+        return t.to_vector(self.delta)
+
+    def encode(self, t: Transition) -> jnp.ndarray:
+        return self.normalizer.normalize(t.to_vector(self.delta))
+
+    def decode(self, x: jnp.ndarray, obs_dim: int, act_dim: int) -> Transition:
+        return Transition.from_vector(self.normalizer.denormalize(x), obs_dim, act_dim, self.delta)

@@ -52,20 +52,21 @@ class Transition(struct.PyTreeNode):
     def __len__(self) -> int:
         return self.reward.shape[0]
 
-    def to_vector(self) -> jnp.ndarray:
-        """x = concat(s, a, r, s'), the diffusion model's data vector (DESIGN.md section 2)."""
-        return jnp.concatenate(
-            [self.obs, self.action, self.reward[..., None], self.next_obs], axis=-1
-        )
+    def to_vector(self, delta: bool = False) -> jnp.ndarray:
+        """x = concat(s, a, r, s'), the diffusion model's data vector (DESIGN.md section 2);
+        with `delta`, the last part is s' - s instead."""
+        last = self.next_obs - self.obs if delta else self.next_obs
+        return jnp.concatenate([self.obs, self.action, self.reward[..., None], last], axis=-1)
 
     @classmethod
-    def from_vector(cls, x: jnp.ndarray, obs_dim: int, act_dim: int) -> Transition:
-        """Split x = concat(s, a, r, s'); terminal and mc_return are zero (not modelled)."""
+    def from_vector(cls, x: jnp.ndarray, obs_dim: int, act_dim: int, delta=False) -> Transition:
+        """Split x = concat(s, a, r, s') (or s' - s with `delta`); terminal and mc_return are
+        zero (not modelled)."""
         s, a = x[..., :obs_dim], x[..., obs_dim : obs_dim + act_dim]
         r = x[..., obs_dim + act_dim]
         s_next = x[..., obs_dim + act_dim + 1 :]
         zero = jnp.zeros_like(r)
-        return cls(s, a, r, s_next, zero, zero)
+        return cls(s, a, r, s + s_next if delta else s_next, zero, zero)
 
 
 def vector_slices(obs_dim: int, act_dim: int) -> dict[str, slice]:

@@ -42,7 +42,7 @@ from flax import struct
 
 from edis_jax.config import GUIDES, EnergyConfig
 from edis_jax.data.buffer import ReplayBuffer
-from edis_jax.data.normalizer import Normalizer
+from edis_jax.data.normalizer import TransitionCodec
 from edis_jax.data.transition import Transition, vector_slices
 from edis_jax.diffusion.sampler import Condition
 from edis_jax.energy.model import EnergySet, energy, optimizer
@@ -69,7 +69,7 @@ class NegativeBank(struct.PyTreeNode):
 def bank_rows(
     key: jax.Array,
     online: ReplayBuffer,
-    normalizer: Normalizer,
+    codec: TransitionCodec,
     cfg: EnergyConfig,
     guide: tuple[str, ...],
     *,
@@ -86,7 +86,7 @@ def bank_rows(
     groups = cfg.heldout_groups if heldout else _num_groups(cfg)
     positives = online_rows(online, key, groups, cfg, heldout=heldout)
     obs_dim, act_dim = positives.obs_dim, positives.act_dim
-    x = normalizer.normalize(positives.to_vector())
+    x = codec.encode(positives)
     slices = vector_slices(obs_dim, act_dim)
     dim = x.shape[-1]
     on = lambda *parts: _dims_mask(dim, [slices[p] for p in parts])  # noqa: E731
@@ -155,7 +155,7 @@ def train_chunk(
     es: EnergySet,
     bank: NegativeBank,
     online: ReplayBuffer,
-    normalizer: Normalizer,
+    codec: TransitionCodec,
     policy: Policy,
     key: jax.Array,
     num_steps: int,
@@ -163,7 +163,7 @@ def train_chunk(
     """`num_steps` CEP steps in one `lax.scan` (step t uses fold_in(key, t)); mean metrics."""
 
     def body(es, _):
-        return cep_step(es, bank, online, normalizer, policy, jax.random.fold_in(key, es.step))
+        return cep_step(es, bank, online, codec, policy, jax.random.fold_in(key, es.step))
 
     es, metrics = jax.lax.scan(body, es, None, length=num_steps)
     return es, jax.tree.map(jnp.mean, metrics)
@@ -173,12 +173,12 @@ def cep_step(
     es: EnergySet,
     bank: NegativeBank,
     online: ReplayBuffer,
-    normalizer: Normalizer,
+    codec: TransitionCodec,
     policy: Policy,
     key: jax.Array,
 ) -> tuple[EnergySet, dict[str, jnp.ndarray]]:
     """One Adam step on the summed CEP losses of the energies the bank has negatives for."""
-    batch = _cep_batch(bank, online, normalizer, policy, key, es.config)
+    batch = _cep_batch(bank, online, codec, policy, key, es.config)
 
     def loss_fn(params):
         metrics = {}
@@ -197,14 +197,14 @@ def heldout_accuracy(
     es: EnergySet,
     bank: NegativeBank,
     online: ReplayBuffer,
-    normalizer: Normalizer,
+    codec: TransitionCodec,
     policy: Policy,
     key: jax.Array,
 ) -> dict[str, jnp.ndarray]:
     """Each energy's accuracy on a held-out bank (`bank_rows(heldout=True)`): positives from
     online rows CEP never trained on, negatives from a chain it never saw, every level."""
     rows = 4 * bank.sigmas.shape[0] * len(bank.positives)
-    batch = _cep_batch(bank, online, normalizer, policy, key, es.config, rows=rows, heldout=True)
+    batch = _cep_batch(bank, online, codec, policy, key, es.config, rows=rows, heldout=True)
     return {
         f"cep_{name}_heldout_acc": _LOSSES[name](es, es.params[name], batch[name])[1]
         for name in bank.guide
@@ -254,7 +254,7 @@ _LOSSES = {
 
 
 def _cep_batch(
-    bank, online, normalizer, policy, key, cfg: EnergyConfig, *, rows=None, heldout=False
+    bank, online, codec, policy, key, cfg: EnergyConfig, *, rows=None, heldout=False
 ) -> dict:
     """`rows` (default: the CEP batch size) noised positives and their negatives for each
     trained energy, each row at one level; positives from the training or the held-out rows.
@@ -277,7 +277,7 @@ def _cep_batch(
             raw = jax.tree.map(lambda a, g=groups: a[g], bank.positives)
         if name == "policy":
             raw = raw.replace(action=policy(k_policy, raw.obs))
-        pos = normalizer.normalize(raw.to_vector())
+        pos = codec.encode(raw)
         pos = pos + sigma[:, None] * jax.random.normal(k_noise, pos.shape)
         if name == "state":
             neg = bank.state[level, jax.random.randint(k_neg, (b,), 0, bank.state.shape[1])]

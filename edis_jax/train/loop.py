@@ -65,11 +65,49 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
     would (used by the resume tests).
     """
     run_dir = Path(cfg.out)
+    if cfg.init_from is not None:
+        check_offline_source(cfg)
     _prepare_run_dir(run_dir, cfg.overwrite)
     dataset = _load_dataset(cfg)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     run = _Run(cfg, dataset, run_dir, progress)
+    if cfg.init_from is not None:
+        run.start_from_offline(Path(cfg.init_from))
     return run.execute(stop_at_online_step)
+
+
+# What two runs must share for one to start its online phase from the other's offline phase.
+OFFLINE_FIELDS = (
+    "algo", "dataset", "seeds", "seed", "offline_steps", "batch_size", "eval_every",
+    "eval_episodes", "log_every", "checkpoint_every", "ref_min_score", "ref_max_score",
+)  # fmt: skip
+
+
+def check_offline_source(cfg: RunConfig) -> RunConfig:
+    """The --init-from run's config, after checking that its offline phase is this run's: the
+    same dataset, algorithm, seeds and offline settings (agent config included)."""
+    source_dir = Path(cfg.init_from)
+    source = _read_config(source_dir)
+    for name in OFFLINE_FIELDS:
+        mine, theirs = getattr(cfg, name), getattr(source, name)
+        if mine != theirs:
+            raise RunDirError(
+                f"--init-from {source_dir}: its {name} is {theirs!r}, this run's is {mine!r}; "
+                "arms that share an offline phase must match in it"
+            )
+    if to_dict(cfg)[cfg.algo] != to_dict(source)[cfg.algo]:
+        raise RunDirError(
+            f"--init-from {source_dir}: its {cfg.algo} agent settings differ from this run's "
+            f"(--{cfg.algo}.*); arms that share an offline phase must match in them"
+        )
+    if cfg.offline_steps == 0:
+        raise RunDirError("--init-from needs an offline phase to share: --offline-steps is 0")
+    if not (source_dir / checkpoint.OFFLINE_DIR).is_dir():
+        raise RunDirError(
+            f"--init-from {source_dir}: it has not finished its offline phase (no "
+            f"{checkpoint.OFFLINE_DIR}/ folder); finish or resume it first"
+        )
+    return source
 
 
 def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progress: bool = True):
@@ -148,6 +186,27 @@ class _Run:
     def save(self, step: int) -> None:
         checkpoint.save(self.run_dir, step, self.state, _asdict(self.progress))
 
+    def start_from_offline(self, source_dir: Path) -> None:
+        """Take the agent (params, optimiser states, normaliser), the offline evaluations and
+        records, and the offline time of `source_dir`'s offline phase, and checkpoint them here.
+        Everything else of the offline phase is the same by construction: the buffers hold the
+        offline data and the random streams derive from the (shared) seed and step."""
+        agent, host, _ = checkpoint.restore(
+            source_dir, self.state.agent, folder=checkpoint.OFFLINE_DIR
+        )
+        p = self.progress
+        p.phase, p.offline_step = "online", host["offline_step"]
+        p.evals = [e for e in host["evals"] if e["phase"] == "offline"]
+        p.records = [r for r in host["records"] if r["phase"] == "offline"]
+        p.wall["offline"] = host["wall"]["offline"]
+        self.state = self.state.replace(agent=parallel.shard_seeds(agent))
+        self._write_records_file()
+        self.save(self._global_step())
+        checkpoint.save(
+            self.run_dir, self._global_step(), self.state.agent, _asdict(p),
+            folder=checkpoint.OFFLINE_DIR,
+        )  # fmt: skip
+
     def restore(self) -> None:
         self.state, host, _ = checkpoint.restore(self.run_dir, self.state)
         self.progress = Progress(**host)
@@ -194,6 +253,10 @@ class _Run:
             p.wall["offline"] = time.perf_counter() - t0
             if done:
                 p.phase = "online" if cfg.online_steps > 0 else "done"
+                checkpoint.save(
+                    self.run_dir, self._global_step(), self.state.agent, _asdict(p),
+                    folder=checkpoint.OFFLINE_DIR,
+                )  # fmt: skip
             if done or self._crossed(before, p.offline_step, cfg.checkpoint_every):
                 self.save(self._global_step())
         bar.close()
