@@ -234,6 +234,11 @@ class EnergyConfig:
     def __post_init__(self):
         _positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
         _positive(self, "clip_factor", "negative_bank", "bank_refreshes", "heldout_groups")
+        _check(
+            self.steps % self.bank_refreshes == 0,
+            f"EnergyConfig.steps ({self.steps}) must be a multiple of bank_refreshes "
+            f"({self.bank_refreshes}): each bank gets the same number of CEP steps",
+        )
         _non_negative(self, "recent_window")
         _check(
             self.holdout_every >= 2,
@@ -414,23 +419,42 @@ def _tiny() -> RunConfig:
 
 
 def _cpu() -> RunConfig:
-    # Sized so that `make run` (IQL vs IQL-EDIS, 2 seeds each) fits in 20 minutes on 2 cores.
+    # Sized for 2 CPU cores. The generator settings were chosen with `edis-jax diagnose
+    # --retrains 3` on the shipped Hopper medium data (README "Generator fidelity"): a
+    # warm-started model pretrained 15k steps on the offline data (one cosine over the run) that
+    # learns s' - s, 5 negative banks per retrain (510 distinct CEP positives for E_t and E_a),
+    # 500 CEP steps (20 left the energies at chance), and sigma-scaled guidance.
     return RunConfig(
         preset="cpu",
         seeds=2,
         offline_steps=20_000,
         online_steps=10_000,
         eval_every=2500,
+        eval_episodes=5,
         log_every=500,
         checkpoint_every=2500,
         diffusion=DiffusionConfig(
-            width=256, depth=4, dim_t=64, train_steps=3000, num_steps=32, sample_batch=2048
+            width=256,
+            depth=4,
+            dim_t=64,
+            train_steps=3000,
+            num_steps=32,
+            sample_batch=2048,
+            warm_start=True,
+            initial_steps=15_000,
+            warm_lr="continue",
+            next_obs="delta",
         ),
-        # 20 CEP steps (the published per-retrain count) leave the energies at chance accuracy
-        # after a retrain (diagnose on Hopper medium: policy/transition InfoNCE accuracy 0.11 vs
-        # 1/11 chance, guidance changing nothing); 300 steps gave 0.18, 1000 steps 0.41 and a
-        # 42% lower state MMD. CEP is cheap at this size (~20 ms per step for 3 energies).
-        energy=EnergyConfig(steps=500, level_stride=4, negative_bank=1024),
+        energy=EnergyConfig(
+            steps=500,
+            level_stride=4,
+            negative_bank=1024,
+            bank_refreshes=5,
+            sigma_scaled=True,
+            scale_state=1.0,
+            scale_policy=1.0,
+            scale_transition=0.3,
+        ),
         online=OnlineConfig(utd=1, retrain_every=5000, num_samples=20_000),
     )
 
@@ -448,12 +472,12 @@ def _paper() -> RunConfig:
         checkpoint_every=10_000,
         eval_episodes=10,
         # The published loops (IQL-EDIS: 1 update per step on real data, 20 synthetic-mix
-        # updates per retrain step; Cal-QL-EDIS: U = 1), hopper-medium's synthetic fraction 0.2
-        # (shared/published_configs.md, iql_edis and cal_ql_edis hopper/medium).
+        # updates per retrain step; Cal-QL-EDIS: U = 1; published configs, iql_edis and
+        # cal_ql_edis hopper/medium) with the paper's default synthetic fraction 0.5.
         online=OnlineConfig(
             utd=1,
             utd_retrain=20,
-            synthetic_ratio=0.2,
+            synthetic_ratio=0.5,
             retrain_every=10_000,
             num_samples=100_000,
             schedule="published",

@@ -1,8 +1,12 @@
-"""`make run`: IQL against IQL-EDIS on the embedded Hopper-v5 medium dataset, `cpu` preset.
+"""`make run`: does EDIS help IQL on the shipped Hopper-v5 medium dataset (`cpu` preset)?
 
-Runs both (2 seeds each, one compiled program per run), then prints the comparison table and
-the plot's path. Re-running continues an interrupted run and skips a finished one, so the
-command is idempotent; delete runs/make_run to start over.
+One IQL run (4 seeds, one compiled program) trains the offline phase and continues online as the
+baseline; IQL-EDIS and IQL-SynthER (the same generator, unguided) start their online phase from
+that run's offline phase (`--init-from`), so the three arms differ only in what they do online.
+It ends with the statistics table (IQM with 95% bootstrap intervals, area under the online
+curve, Welch p against IQL), one sentence per arm, and the score and generator-health plots.
+Re-running continues an interrupted run and keeps finished ones; delete runs/make_run to start
+over.
 """
 
 from __future__ import annotations
@@ -16,14 +20,21 @@ from edis_jax.train import loop
 
 DATASET = "local/hopper/medium-v0"  # shipped with the package (edis_jax/assets)
 OUT = Path("runs/make_run")
+SEEDS = 4
 
 
 def main_job_configs() -> list[config.RunConfig]:
+    """The baseline first (it owns the shared offline phase), then the arms started from it."""
     # overwrite=True: these folders belong to `make run`; a stale or changed run there is redone.
-    base = config.preset("cpu").replace(algo="iql", dataset=DATASET, seeds=2, overwrite=True)
+    base = config.preset("cpu").replace(
+        algo="iql", dataset=DATASET, seeds=SEEDS, eval_episodes=5, overwrite=True
+    )
+    iql = base.replace(edis=False, out=str(OUT / "iql"))
+    shared = {"init_from": iql.out}
     return [
-        base.replace(edis=False, out=str(OUT / "iql")),
-        base.replace(edis=True, out=str(OUT / "iql_edis")),
+        iql,
+        base.replace(edis=True, out=str(OUT / "iql_edis"), **shared),
+        base.replace(edis=True, guide=(), out=str(OUT / "iql_synther"), **shared),
     ]
 
 
@@ -45,10 +56,14 @@ def main() -> int:
     configs = main_job_configs()
     for cfg in configs:
         run_or_continue(cfg)
-    text, png, _ = report.report([c.out for c in configs], out=str(OUT / "report.png"))
+    result = report.report(
+        [c.out for c in configs], out=str(OUT / "report.png"), baseline=configs[0].out
+    )
     print()
-    print(text)
-    print(f"\nlearning curves: {png}")
+    print(result.text)
+    print(f"\nlearning curves: {result.curves}")
+    if result.health is not None:
+        print(f"generator health: {result.health}")
     return 0
 
 

@@ -147,12 +147,21 @@ def load_run(run_dir: str | Path) -> dict:
 
 
 def label(run: dict) -> str:
-    """The run's name: algorithm, -EDIS, and its guidance energies where not all three."""
+    """The run's name: algorithm, -EDIS (-SynthER without guidance), its guidance energies
+    where not all three, and the oracle relabelling where on."""
     c = run["config"]
     edis = c["edis"] and c["online_steps"] > 0
-    name = f"{c['algo'].upper()}-EDIS" if edis else c["algo"].upper()
-    if edis and tuple(c["guide"]) != ("state", "policy", "transition"):
-        name += f" [{','.join(c['guide']) or 'no guidance'}]"
+    algo = c["algo"].upper()
+    if not edis:
+        return algo
+    if not c["guide"]:
+        name = f"{algo}-SynthER"
+    else:
+        name = f"{algo}-EDIS"
+        if tuple(c["guide"]) != ("state", "policy", "transition"):
+            name += f" [{','.join(c['guide'])}]"
+    if c.get("online", {}).get("relabel", "none") != "none":
+        name += " [oracle]"
     return name
 
 

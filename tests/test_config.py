@@ -69,3 +69,17 @@ def test_unknown_preset_is_rejected():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         C.preset("tiny").seeds = 3
+
+
+def test_make_run_arms_share_the_baselines_offline_phase():
+    from edis_jax import main_job
+    from edis_jax.train import loop
+
+    iql, *arms = main_job.main_job_configs()
+    assert iql.init_from is None and not iql.edis and iql.seeds >= 4
+    assert [(a.edis, a.guide) for a in arms] == [(True, C.GUIDES), (True, ())]
+    for arm in arms:
+        assert arm.init_from == iql.out
+        for name in loop.OFFLINE_FIELDS:
+            assert getattr(arm, name) == getattr(iql, name), name
+        assert arm.iql == iql.iql

@@ -25,12 +25,17 @@ def test_labels_name_runs_and_tell_equal_names_apart():
         fake_run("runs/a/iql_edis", edis=True),
         fake_run("runs/b/iql_edis_cep500", edis=True),
         fake_run("runs/c/state_only", edis=True, guide=("state",)),
+        fake_run("runs/c/synther", edis=True, guide=()),
     ]
+    runs.append(fake_run("runs/d/oracle", edis=True))
+    runs[-1]["config"]["online"] = {"relabel": "simulator"}
     assert report.labels(runs) == [
         "IQL",
         "IQL-EDIS (iql_edis)",
         "IQL-EDIS (iql_edis_cep500)",
         "IQL-EDIS [state]",
+        "IQL-SynthER",
+        "IQL-EDIS [oracle]",
     ]
 
 
