@@ -297,7 +297,10 @@ def _print_summary(summary: dict | None, run_dir: str) -> None:
     if summary is None:
         print(f"stopped early; continue with `edis-jax resume {run_dir}`")
         return
-    fmt = lambda s: f"{s['mean']:.1f} ± {s['std']:.1f}"  # noqa: E731
+
+    def fmt(stats: dict) -> str:  # a non-finite score is null in summary.json
+        return " ± ".join("nan" if v is None else f"{v:.1f}" for v in (stats["mean"], stats["std"]))
+
     print(
         f"{summary['algo']}{'-edis' if summary['edis'] else ''} on {summary['dataset']}, "
         f"{summary['seeds']} seeds: offline {fmt(summary['offline_score'])}, "
@@ -372,6 +375,7 @@ def _format_info(info: dict) -> str:
         lines.append(f"normalised      {stats(info['normalized_return'])}")
     else:
         lines.append(f"normalised      - ({info.get('normalized_return_error', '')})")
+    lines.append(f"checks          {info['checks']}")
     build = info.get("build")
     if build:
         lines.append(f"built by        {build.get('command', '')}")

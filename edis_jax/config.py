@@ -44,6 +44,14 @@ def _unit_interval(obj, *names: str) -> None:
         _check(0.0 <= value <= 1.0, f"{type(obj).__name__}.{name} must be in [0, 1], got {value}")
 
 
+def _layer_widths(widths: tuple[int, ...], flag: str) -> None:
+    # An empty tuple would train a linear model without a word, a width of 0 fails inside JAX.
+    _check(
+        len(widths) > 0 and all(w >= 1 for w in widths),
+        f"{flag} must list one or more layer widths >= 1 (e.g. {flag} 256 256), got {tuple(widths)}",
+    )
+
+
 # ----------------------------------------------------------------------------------- agents
 
 
@@ -64,6 +72,7 @@ class IQLConfig:
     actor_cosine_decay: bool = True
 
     def __post_init__(self):
+        _layer_widths(self.hidden_dims, "--iql.hidden-dims")
         _positive(self, "actor_lr", "critic_lr", "value_lr", "beta", "max_exp_adv")
         _unit_interval(self, "discount", "tau", "expectile")
 
@@ -88,6 +97,7 @@ class SACConfig:
     start_steps: int = 5000
 
     def __post_init__(self):
+        _layer_widths(self.hidden_dims, "--sac.hidden-dims")
         _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature")
         _unit_interval(self, "discount", "tau")
         _check(self.num_qs >= 2, f"SACConfig.num_qs must be >= 2, got {self.num_qs}")
@@ -122,6 +132,7 @@ class CalQLConfig:
     calibrate_online: bool = False
 
     def __post_init__(self):
+        _layer_widths(self.hidden_dims, "--calql.hidden-dims")
         _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "cql_temperature")
         _non_negative(self, "cql_alpha", "cql_alpha_online")
         _unit_interval(self, "discount", "tau")
@@ -232,6 +243,7 @@ class EnergyConfig:
     heldout_groups: int = 128  # held-out positives per energy in that measurement
 
     def __post_init__(self):
+        _layer_widths(self.hidden_dims, "--energy.hidden-dims")
         _positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
         _positive(self, "clip_factor", "negative_bank", "bank_refreshes", "heldout_groups")
         _check(
@@ -349,6 +361,14 @@ class RunConfig:
         _positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
         _positive(self, "checkpoint_every")
         _non_negative(self, "offline_steps", "online_steps")
+        _check(
+            self.seed >= 0,
+            f"--seed must be >= 0 (gymnasium seeds its envs with it), got {self.seed}",
+        )
+        _check(
+            self.offline_steps + self.online_steps > 0,
+            "--offline-steps and --online-steps are both 0: give at least one phase some steps",
+        )
         bad = [g for g in self.guide if g not in GUIDES]
         _check(not bad, f"unknown guide {bad}: --guide takes a comma list of {','.join(GUIDES)}")
         _check(len(set(self.guide)) == len(self.guide), f"--guide lists a term twice: {self.guide}")
@@ -361,6 +381,30 @@ class RunConfig:
                 self.ref_max_score > self.ref_min_score,
                 "--ref-max-score must be above --ref-min-score",
             )
+        if self.edis and self.online_steps > 0:
+            self._check_generator()
+
+    def _check_generator(self) -> None:
+        """Settings under which the EDIS generator of the online phase would be useless."""
+        d, stride = self.diffusion, self.energy.level_stride
+        pretrained = d.warm_start and d.initial_steps > 0  # usable with no retraining steps
+        _check(
+            d.train_steps > 0 or pretrained,
+            "--diffusion.train-steps is 0 with EDIS on, so the generator is never trained: give "
+            "it steps, pretrain it (--diffusion.warm-start --diffusion.initial-steps N), or pass "
+            "--no-edis",
+        )
+        _check(
+            self.online.num_samples >= self.batch_size,
+            f"--online.num-samples ({self.online.num_samples}) is below the agent --batch-size "
+            f"({self.batch_size}): generate at least one batch per retrain, or pass --no-edis",
+        )
+        _check(
+            stride <= d.num_steps,
+            f"--energy.level-stride ({stride}) is beyond the {d.num_steps}-step sampler schedule "
+            f"(--diffusion.num-steps), leaving CEP one noise level: choose a stride <= "
+            f"{d.num_steps}",
+        )
 
     @property
     def agent(self) -> IQLConfig | SACConfig | CalQLConfig:

@@ -83,3 +83,46 @@ def test_make_run_arms_share_the_baselines_offline_phase():
         for name in loop.OFFLINE_FIELDS:
             assert getattr(arm, name) == getattr(iql, name), name
         assert arm.iql == iql.iql
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"seed": -1}, "--seed must be >= 0"),
+        ({"offline_steps": 0, "online_steps": 0}, "--offline-steps and --online-steps are both 0"),
+        ({"diffusion": C.DiffusionConfig(train_steps=0)}, "--diffusion.train-steps is 0 with EDIS"),
+        (
+            {"online": C.OnlineConfig(num_samples=100), "batch_size": 256},
+            r"--online.num-samples \(100\) is below the agent --batch-size \(256\)",
+        ),
+        (
+            {"energy": C.EnergyConfig(level_stride=200)},
+            r"--energy.level-stride \(200\) is beyond the 128-step sampler schedule",
+        ),
+    ],
+)
+def test_run_config_refuses_values_that_make_a_part_useless(changes, match):
+    with pytest.raises(C.ConfigError, match=match) as err:
+        C.RunConfig(**changes)
+    assert "\n" not in str(err.value)
+
+
+def test_generator_checks_apply_only_where_the_generator_is_used():
+    untrained = C.DiffusionConfig(train_steps=0)
+    few = C.OnlineConfig(num_samples=100)
+    wide = C.EnergyConfig(level_stride=200)
+    for changes in ({"edis": False}, {"online_steps": 0}):
+        C.RunConfig(diffusion=untrained, online=few, energy=wide, **changes)
+    # A warm-started model pretrained on the offline data may be used without retraining.
+    pretrained = C.DiffusionConfig(train_steps=0, warm_start=True, initial_steps=100)
+    assert C.RunConfig(diffusion=pretrained).diffusion.train_steps == 0
+    with pytest.raises(C.ConfigError, match="train-steps is 0"):
+        C.RunConfig(diffusion=C.DiffusionConfig(train_steps=0, warm_start=True))
+
+
+@pytest.mark.parametrize("part", ["iql", "sac", "calql", "energy"])
+@pytest.mark.parametrize("widths", [(), (256, 0)])
+def test_empty_or_zero_width_networks_are_refused(part, widths):
+    cls = {"iql": C.IQLConfig, "sac": C.SACConfig, "calql": C.CalQLConfig, "energy": C.EnergyConfig}
+    with pytest.raises(C.ConfigError, match=rf"--{part}.hidden-dims must list one or more"):
+        cls[part](hidden_dims=widths)

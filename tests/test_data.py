@@ -236,3 +236,69 @@ def test_transition_codec_round_trips_absolute_and_delta_vectors():
         np.testing.assert_allclose(back.obs, t.obs, atol=1e-5)
     # The delta vector's last part is s' - s: 0.1 everywhere here.
     np.testing.assert_allclose(t.to_vector(True)[:, -3:], 0.1, atol=1e-6)
+
+
+def _write_corrupted(dataset_id: str, field: str, index: tuple, value: float) -> None:
+    """Two hand-made Hopper episodes (3 and 2 steps) with one value replaced."""
+    episodes = [
+        _episode(3, [1.0, 2.0, 3.0], terminated=True, seed=0),
+        _episode(2, [4.0, 5.0], terminated=False, seed=1),
+    ]
+    episode, *rest = index
+    episodes[episode][field][tuple(rest)] = value
+    datasets.write_dataset(dataset_id, "Hopper-v5", episodes, ref_min_score=0.0, ref_max_score=9.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "index", "value", "problem"),
+    [
+        # Row 4 is episode B's second step; transition rows run 0-2 (A) then 3-4 (B).
+        ("rewards", (1, 1), np.nan, "1 rows of rewards hold NaN or inf (first at row 4)"),
+        ("actions", (0, 2, 1), np.inf, "1 rows of actions hold NaN or inf (first at row 2)"),
+        # An inner observation is one row's obs and the previous row's next obs.
+        ("observations", (0, 1, 0), np.nan, "1 rows of observations hold NaN or inf (first at row 1)"),
+        # An episode's last observation is only a next observation (of row 2).
+        ("observations", (0, 3, 5), -np.inf, "1 rows of next observations hold NaN or inf (first at row 2)"),
+        ("actions", (1, 0, 2), 1.5, "1 rows of actions lie outside Hopper-v5's action bounds by "
+         "more than 0.001 (worst 1.5 at row 3, bounds [-1, 1])"),
+    ],
+)  # fmt: skip
+def test_invalid_data_is_refused_at_load_with_one_line(
+    minari_path, capsys, field, index, value, problem
+):
+    _write_corrupted("test/hand/bad-v0", field, index, value)
+    with pytest.raises(datasets.InvalidDatasetError) as err:
+        datasets.load_dataset("test/hand/bad-v0")
+    message = str(err.value)
+    assert message.startswith(f"dataset 'test/hand/bad-v0': {problem}: ") and "\n" not in message
+    # `data info` runs the same checks and shows their result.
+    assert cli.main(["data", "info", "test/hand/bad-v0"]) == 0
+    checks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("checks")]
+    assert checks == [f"checks          {message}"]
+    # Training refuses it with that line (cli.main catches the ValueError).
+    assert cli.main(["train", "--preset", "tiny", "--dataset", "test/hand/bad-v0",
+                     "--out", str(minari_path.parent / "run")]) == 2  # fmt: skip
+    assert capsys.readouterr().err == f"edis-jax: error: {message}\n"
+    assert not (minari_path.parent / "run").exists()
+
+
+def test_valid_data_passes_the_checks_and_small_action_rounding_is_tolerated(minari_path, capsys):
+    _write_corrupted("test/hand/good-v0", "actions", (0, 0, 0), 1.0 + 5e-4)
+    assert len(datasets.load_dataset("test/hand/good-v0")) == 5
+    assert cli.main(["data", "info", "test/hand/good-v0"]) == 0
+    assert "checks          ok" in capsys.readouterr().out
+    assert datasets.dataset_info("test/hand/good-v0")["checks"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("steps", "match"),
+    [
+        ((), "'test/hand/empty-v0' holds no episodes"),
+        ((3, 0, 0), r"2 episodes hold fewer than two observations \(first: episode 1\)"),
+    ],
+)
+def test_empty_datasets_and_episodes_are_refused(monkeypatch, steps, match):
+    episodes = [_episode(n, np.ones(n), terminated=False, seed=n) for n in steps]
+    monkeypatch.setattr(datasets, "read_episodes", lambda dataset_id, download: (episodes, {}))
+    with pytest.raises(datasets.InvalidDatasetError, match=match):
+        datasets.load_dataset("test/hand/empty-v0")

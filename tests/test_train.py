@@ -1,7 +1,9 @@
 """The run driver end to end at the tiny preset: every algorithm with and without EDIS, exact
 resume after a kill, overwrite refusal, damaged checkpoints."""
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -363,3 +365,132 @@ def test_init_from_refuses_another_offline_phase(datasets_env, tmp_path, change,
     with pytest.raises(loop.RunDirError, match=f"its {field} is"):
         loop.train(arm, progress=False)
     assert not (tmp_path / "arm").exists()  # refused before touching the disk
+
+
+# ------------------------------------------------------------- a refused start changes nothing
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file and folder under root, with a hash of each file's bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_path):
+    old = tiny(tmp_path, "old", offline_steps=30, online_steps=0)
+    loop.train(old, progress=False)
+    assert (Path(old.out) / loop.RUN_MARKER).read_text().startswith("edis-jax ")
+    no_scores = "test/hopper/noscores-v0"
+    if not datasets.dataset_path(no_scores).exists():
+        datasets.write_dataset(no_scores, "Hopper-v5", [_hand_episode(5), _hand_episode(4)])
+    nan_data = "test/hopper/nanreward-v0"
+    if not datasets.dataset_path(nan_data).exists():
+        bad = _hand_episode(5)
+        bad["rewards"][2] = np.nan
+        datasets.write_dataset(nan_data, "Hopper-v5", [bad], ref_min_score=0.0, ref_max_score=1.0)
+    # An --init-from source whose offline checkpoint is unreadable: the new run fails while
+    # it is being built in its staging folder, after every check before it passed.
+    broken = tmp_path / "broken"
+    shutil.copytree(old.out, broken)
+    for step in (broken / checkpoint.OFFLINE_DIR).iterdir():
+        shutil.rmtree(step)
+    before = tree_hashes(tmp_path)
+    refused = [
+        ({"dataset": "test/hopper/nowhere-v0"}, datasets.DatasetNotFoundError, "is not in"),
+        ({"dataset": no_scores}, datasets.ReferenceScoreError, "has no reference scores"),
+        ({"dataset": nan_data}, datasets.InvalidDatasetError, "1 rows of rewards hold NaN"),
+        ({"init_from": old.out, "seeds": 3}, loop.RunDirError, "its seeds is 2"),
+        ({"init_from": str(broken)}, checkpoint.CheckpointError, "no usable checkpoint"),
+        # The folders above --out made for the staging folder are removed again.
+        ({"init_from": str(broken), "out": str(tmp_path / "a" / "b" / "run")},
+         checkpoint.CheckpointError, "no usable checkpoint"),
+    ]  # fmt: skip
+    for changes, error, match in refused:
+        with pytest.raises(error, match=match):
+            loop.train(old.replace(overwrite=True, **changes), progress=False)
+        assert tree_hashes(tmp_path) == before, changes
+
+
+def _hand_episode(n_steps: int) -> dict:
+    rng = np.random.default_rng(n_steps)
+    return {
+        "observations": rng.normal(size=(n_steps + 1, 11)),
+        "actions": rng.uniform(-1, 1, size=(n_steps, 3)).astype(np.float32),
+        "rewards": rng.normal(size=n_steps),
+        "terminations": np.zeros(n_steps, bool),
+        "truncations": np.arange(n_steps) == n_steps - 1,
+    }
+
+
+def test_overwrite_refuses_folders_that_are_not_runs(datasets_env, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "README.md").write_text("my project")
+    (project / "src" / "main.py").write_text("print(1)")
+    (project / "config.json").write_text("{}")  # a config.json alone does not make a run
+    (tmp_path / "notes.txt").write_text("a file")
+    before = tree_hashes(tmp_path)
+    cases = [
+        (str(project), "not an edis-jax run directory \\(no .edis-jax-run\\)"),
+        (str(tmp_path / "notes.txt"), "is a file: give a folder path"),
+        (str(tmp_path / "notes.txt" / "run"), "lies below .*notes.txt, a file"),
+    ]
+    for out, match in cases:
+        with pytest.raises(loop.RunDirError, match=match):
+            loop.train(tiny(tmp_path, "x", out=out, overwrite=True), progress=False)
+    monkeypatch.chdir(project)  # `--out .` inside a project folder
+    with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
+        loop.train(tiny(tmp_path, "x", out=".", overwrite=True), progress=False)
+    assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_is_refused(datasets_env, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(loop.RunDirError, match="cannot write in"):
+            loop.train(tiny(tmp_path, "locked/run"), progress=False)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_overwrite_replaces_a_run_only_once_the_new_one_starts(datasets_env, tmp_path):
+    first = tiny(tmp_path, "run", offline_steps=30, online_steps=0)
+    loop.train(first, progress=False)
+    run_dir = Path(first.out)
+    # A run made before the marker existed: config.json, metrics.jsonl and checkpoints/.
+    (run_dir / loop.RUN_MARKER).unlink()
+    (run_dir / "stale.txt").write_text("from the old run")
+    second = first.replace(seed=1, overwrite=True)
+    loop.train(second, progress=False)
+    assert config.from_dict(json.loads((run_dir / "config.json").read_text())).seed == 1
+    assert (run_dir / loop.RUN_MARKER).is_file() and not (run_dir / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+
+
+def test_summary_and_metrics_are_strict_json_when_scores_are_not_finite(
+    datasets_env, tmp_path, monkeypatch
+):
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+
+    # Seed 0's evaluations score NaN (as a diverged agent's would), seed 1's are finite.
+    real_scores = loop.scores_of
+    monkeypatch.setattr(
+        loop, "scores_of", lambda returns, ref: real_scores(returns, ref) * [np.nan, 1.0]
+    )
+    cfg = tiny(tmp_path, "nan", offline_steps=30, online_steps=0)
+    summary = loop.train(cfg, progress=False)
+    saved = strict((Path(cfg.out) / "summary.json").read_text())
+    assert saved == summary
+    final = saved["final_score"]
+    assert final["mean"] is None and final["std"] is None
+    assert final["per_seed"][0] is None and isinstance(final["per_seed"][1], float)
+    records = [strict(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "eval_score" in r]
+    assert [r["eval_score"] is None for r in scored] == [True, False]

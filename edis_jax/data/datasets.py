@@ -31,9 +31,11 @@ __all__ = [
     "DEFAULT_DISCOUNT",
     "Dataset",
     "DatasetNotFoundError",
+    "InvalidDatasetError",
     "ReferenceScoreError",
     "dataset_info",
     "check_dataset_id",
+    "dataset_problem",
     "dataset_path",
     "export_dataset",
     "list_datasets",
@@ -47,10 +49,16 @@ __all__ = [
 DEFAULT_DISCOUNT = 0.99  # discount of mc_return (Cal-QL's calibration bound)
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "datasets"
 _HUB = ("huggingface.co", 443)  # where Minari's remote datasets live
+# How far a dataset's actions may lie outside the env's bounds (float32 storage, rounding).
+ACTION_TOLERANCE = 1e-3
 
 
 class DatasetNotFoundError(ValueError):
     """The dataset id is neither stored locally, shipped, nor downloadable right now."""
+
+
+class InvalidDatasetError(ValueError):
+    """The dataset cannot be trained on; the message names the dataset, what is wrong and where."""
 
 
 @dataclass(frozen=True)
@@ -81,18 +89,69 @@ class Dataset:
 
 
 def load_dataset(
-    dataset_id: str, *, discount: float = DEFAULT_DISCOUNT, download: bool | None = None
+    dataset_id: str,
+    *,
+    discount: float = DEFAULT_DISCOUNT,
+    download: bool | None = None,
+    validate: bool = True,
 ) -> Dataset:
     """The dataset's transitions, with mc_return = discounted returns-to-go (see returns_to_go).
 
     download: None = try Minari's remote when huggingface_hub is installed, the hub is reachable
     and HF_HUB_OFFLINE is not set; False = never. Raises DatasetNotFoundError (within seconds,
-    offline) naming the id and how to build or download it.
+    offline) naming the id and how to build or download it. Raises InvalidDatasetError for data
+    that cannot be trained on: no episodes, an episode without a step, and, unless validate is
+    False (`data info` shows the problem instead), the problems `dataset_problem` finds.
     """
     episodes, metadata = read_episodes(dataset_id, download=download)
     if not episodes:
-        raise ValueError(f"dataset {dataset_id!r} holds no episodes: rebuild it with more --steps")
-    return _flatten(dataset_id, episodes, metadata, discount)
+        raise InvalidDatasetError(
+            f"dataset {dataset_id!r} holds no episodes: rebuild it with more --steps"
+        )
+    short = [i for i, ep in enumerate(episodes) if len(ep["rewards"]) == 0]
+    if short:
+        raise InvalidDatasetError(
+            f"dataset {dataset_id!r}: {len(short)} episodes hold fewer than two observations "
+            f"(first: episode {short[0]}): rebuild the dataset"
+        )
+    data = _flatten(dataset_id, episodes, metadata, discount)
+    problem = dataset_problem(data) if validate else None
+    if problem is not None:
+        raise InvalidDatasetError(problem)
+    return data
+
+
+def dataset_problem(data: Dataset) -> str | None:
+    """The first reason the data cannot be trained on, as one line, or None: NaN or inf in
+    observations, actions, rewards or next observations, or actions outside the env's bounds
+    by more than ACTION_TOLERANCE (when the env can be made here)."""
+    t, name = data.transitions, repr(data.dataset_id)
+    fields = (
+        ("observations", t.obs), ("actions", t.action), ("rewards", t.reward),
+        ("next observations", t.next_obs),
+    )  # fmt: skip
+    for field_name, values in fields:
+        bad = ~np.isfinite(np.asarray(values).reshape(len(t), -1)).all(axis=1)
+        if bad.any():
+            return (
+                f"dataset {name}: {int(bad.sum())} rows of {field_name} hold NaN or inf (first "
+                f"at row {int(np.argmax(bad))}): rebuild the dataset or drop those episodes"
+            )
+    bounds = _action_bounds(data.env_id)
+    if bounds is None:
+        return None
+    low, high = bounds
+    action = np.asarray(t.action, np.float64)
+    excess = np.maximum(low - action, action - high)  # > 0 outside the box
+    outside = (excess > ACTION_TOLERANCE).any(axis=1)
+    if outside.any():
+        row, col = np.unravel_index(np.argmax(excess), excess.shape)
+        return (
+            f"dataset {name}: {int(outside.sum())} rows of actions lie outside {data.env_id}'s "
+            f"action bounds by more than {ACTION_TOLERANCE} (worst {action[row, col]:.4g} at row "
+            f"{row}, bounds [{low[col]:.4g}, {high[col]:.4g}]): store actions in the env's units"
+        )
+    return None
 
 
 def read_episodes(dataset_id: str, *, download: bool | None = None) -> tuple[list[dict], dict]:
@@ -159,8 +218,9 @@ def list_datasets() -> list[dict]:
 
 
 def dataset_info(dataset_id: str) -> dict:
-    """What a dataset holds: sizes, return statistics, reference scores, env id, how it was built."""
-    data = load_dataset(dataset_id)
+    """What a dataset holds: sizes, return statistics, reference scores, env id, how it was
+    built, and "checks": "ok" or the problem that makes load_dataset refuse it."""
+    data = load_dataset(dataset_id, validate=False)
     returns = data.episode_returns
     info = {
         "id": dataset_id,
@@ -176,6 +236,7 @@ def dataset_info(dataset_id: str) -> dict:
         "ref_min_score": data.ref_min_score,
         "ref_max_score": data.ref_max_score,
         "normalized_return": None,
+        "checks": dataset_problem(data) or "ok",
     }
     try:
         info["normalized_return"] = _stats(data.normalized_score(returns))
@@ -338,6 +399,22 @@ def _flatten(dataset_id: str, episodes: list[dict], metadata: dict, discount: fl
         episode_lengths=lengths,
         metadata=metadata,
     )
+
+
+def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The env's Box action bounds (float64), or None when the env cannot be made here (its
+    package is missing) or its actions are not a bounded Box: training reports those itself."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = gym.make(env_id)
+    except Exception:  # gymnasium raises many types for a missing env or package
+        return None
+    space = env.action_space
+    env.close()
+    if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)):
+        return None
+    return np.asarray(space.low, np.float64).ravel(), np.asarray(space.high, np.float64).ravel()
 
 
 def _episode_arrays(ep) -> dict:

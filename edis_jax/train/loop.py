@@ -2,6 +2,7 @@
 
 The host loop only steps gymnasium, logs and saves; every computation is a jitted, seed-vmapped
 call from train/state.py. A run writes into its directory:
+  .edis-jax-run   the marker that makes it a run directory (--overwrite deletes nothing else)
   config.json     the resolved RunConfig
   metrics.jsonl   one record per log point per seed (no wall-clock values, so a resumed run
                   writes exactly the records an uninterrupted run writes)
@@ -17,7 +18,9 @@ stored ones. Evaluation envs are created afresh per evaluation from the evaluati
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import checkpoint, edis, envs, parallel
+from edis_jax import __version__, checkpoint, edis, envs, parallel
 from edis_jax.config import RunConfig, from_dict, to_dict
 from edis_jax.data import datasets
 from edis_jax.data import scores as reference
@@ -39,6 +42,10 @@ from edis_jax.train.health import generator_health
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+# Written into every run directory, and only by edis-jax: --overwrite deletes no other folder.
+RUN_MARKER = ".edis-jax-run"
 
 
 @dataclass
@@ -61,18 +68,26 @@ class Progress:
 def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: bool = True):
     """Run `cfg` from scratch into cfg.out. Returns the summary dict.
 
+    A refused start changes nothing on disk: the output path, the --init-from source, the
+    dataset, its reference scores and the env are checked first, and the run directory is
+    built in a staging folder beside cfg.out that replaces it (an older run, with --overwrite)
+    only once the new run has its config.json (and, with --init-from, its first checkpoint).
+
     `stop_at_online_step` ends the process-side loop early without a final save, as a kill
     would (used by the resume tests).
     """
-    run_dir = Path(cfg.out)
+    run_dir = _check_out(cfg)
     if cfg.init_from is not None:
         check_offline_source(cfg)
-    _prepare_run_dir(run_dir, cfg.overwrite)
     dataset = _load_dataset(cfg)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    run = _Run(cfg, dataset, run_dir, progress)
-    if cfg.init_from is not None:
-        run.start_from_offline(Path(cfg.init_from))
+    run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
+    with _staged(run_dir) as staging:
+        run.run_dir = staging  # until the swap
+        (staging / RUN_MARKER).write_text(f"edis-jax {__version__}\n")
+        (staging / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        if cfg.init_from is not None:
+            run.start_from_offline(Path(cfg.init_from))
+    run.run_dir = run_dir
     return run.execute(stop_at_online_step)
 
 
@@ -137,23 +152,90 @@ def _read_config(run_dir: Path) -> RunConfig:
             f"{run_dir} is not a run directory (no config.json): give the --out of an earlier "
             "`edis-jax train`"
         )
-    return from_dict(json.loads(config_file.read_text()))
+    try:
+        data = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(
+            f"{config_file} is not valid JSON ({e}): restore it, or start the run again with "
+            "--overwrite"
+        ) from None
+    return from_dict(data)
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is an edis-jax run directory: it holds the marker, or (runs made before
+    the marker) config.json, metrics.jsonl and checkpoints/ together."""
+    legacy = ("config.json", "metrics.jsonl")
+    return (path / RUN_MARKER).is_file() or (
+        all((path / name).is_file() for name in legacy)
+        and (path / checkpoint.CHECKPOINT_DIR).is_dir()
+    )
+
+
+def _check_out(cfg: RunConfig) -> Path:
+    """The absolute --out path, after refusing one that train cannot build a run in or must not
+    replace. Touches nothing."""
+    out, run_dir = cfg.out, Path(os.path.abspath(cfg.out))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--out {out} is a file: give a folder path for --out")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not cfg.overwrite:
             raise RunDirError(
-                f"run directory {run_dir} already exists: pass --overwrite to replace it, "
-                f"`edis-jax resume {run_dir}` to continue it, or choose another --out"
+                f"run directory {out} already exists: pass --overwrite to replace it, "
+                f"`edis-jax resume {out}` to continue it, or choose another --out"
             )
-        if not (run_dir / "config.json").is_file():
+        if not is_run_dir(run_dir):
             raise RunDirError(
-                f"{run_dir} exists and is not an edis-jax run directory: refusing to delete it "
-                "even with --overwrite; choose another --out"
+                f"{out} exists and is not an edis-jax run directory (no {RUN_MARKER}): refusing "
+                "to delete it even with --overwrite; choose another --out"
             )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if Path.cwd() == run_dir or run_dir in Path.cwd().parents:
+        raise RunDirError(
+            f"--out {out} holds the current directory, which a new run would replace: run "
+            "from outside it"
+        )
+    # The staging folder goes beside run_dir: the nearest existing folder above must take it.
+    above = next(p for p in run_dir.parents if p.exists())
+    if not above.is_dir():
+        raise RunDirError(f"--out {out} lies below {above}, a file: choose another --out")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise RunDirError(
+            f"--out {out}: cannot write in {above} (no permission or a read-only disk); "
+            "choose a writable --out"
+        )
+    return run_dir
+
+
+@contextlib.contextmanager
+def _staged(run_dir: Path):
+    """A new folder beside `run_dir` to build a run in. On success it takes run_dir's place
+    (an old run_dir is renamed away, the new one renamed in, the old one deleted); on failure
+    it is deleted, and run_dir and the folders above it are as they were."""
+    created = [p for p in reversed(run_dir.parents) if not p.exists()]  # outermost first
+    # Names with our pid: a leftover of that name is from a killed process, never another run.
+    staging = run_dir.with_name(f"{run_dir.name}.staging-{os.getpid()}")
+    old = run_dir.with_name(f"{run_dir.name}.replaced-{os.getpid()}")
+    moved_away = False
+    try:
+        for folder in created:
+            folder.mkdir()
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        yield staging
+        if run_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            run_dir.rename(old)
+            moved_away = True
+        staging.rename(run_dir)
+    except BaseException:
+        if moved_away and not run_dir.exists():
+            old.rename(run_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------- run
@@ -467,11 +549,10 @@ class _Run:
                 record.update(event=event, retrain=self.progress.retrains)
             record.update({k: _json_float(np.asarray(v)[i]) for k, v in sorted(metrics.items())})
             if scores is not None:
-                record["eval_return"] = self.progress.evals[-1]["returns"][i]
-                record["eval_score"] = float(scores[i])
+                record["eval_return"] = _json_float(self.progress.evals[-1]["returns"][i])
+                record["eval_score"] = _json_float(scores[i])
             if train_return is not None:
-                value = float(train_return[i])
-                record["train_return"] = None if np.isnan(value) else value
+                record["train_return"] = _json_float(train_return[i])
             records.append(record)
         self.progress.records.extend(records)
         with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -615,8 +696,13 @@ def _elapsed(t0: float, ready) -> float:
 
 
 def _stats(values) -> dict:
+    """Mean, std and per-seed values for summary.json; NaN and inf become null (strict JSON)."""
     v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std()), "per_seed": v.tolist()}
+    return {
+        "mean": _json_float(v.mean()),
+        "std": _json_float(v.std()),
+        "per_seed": [_json_float(x) for x in v],
+    }
 
 
 def _asdict(progress: Progress) -> dict:
