@@ -126,3 +126,19 @@ def test_empty_or_zero_width_networks_are_refused(part, widths):
     cls = {"iql": C.IQLConfig, "sac": C.SACConfig, "calql": C.CalQLConfig, "energy": C.EnergyConfig}
     with pytest.raises(C.ConfigError, match=rf"--{part}.hidden-dims must list one or more"):
         cls[part](hidden_dims=widths)
+
+
+def test_retrain_schedule_of_each_loop():
+    from edis_jax.train import state as S
+
+    clean = C.preset("tiny").replace(online_steps=300)  # retrain_every 100
+    calql = clean.replace(
+        algo="calql", online=dataclasses.replace(clean.online, schedule="published")
+    )
+    iql = calql.replace(algo="iql")
+    due = lambda cfg: [t for t in range(1, 300) if S.retrain_due(cfg, t)]  # noqa: E731
+    assert due(clean) == due(iql) == [100, 200]
+    assert due(calql) == [1, 100, 200]  # Cal-QL-EDIS also retrains after its first online step
+    assert S.num_retrains(calql) == 3 and S.num_retrains(clean.replace(edis=False)) == 0
+    # Only IQL-EDIS's published loop keeps synthetic rows out of its per-step updates.
+    assert [S.synthetic_every_update(c) for c in (clean, iql, calql)] == [True, False, True]
