@@ -284,8 +284,13 @@ class _Run:
         self.state = self.state.replace(agent=parallel.shard_seeds(agent))
         self._write_records_file()
         self.save(self._global_step())
+        self.save_offline()
+
+    def save_offline(self) -> None:
+        """Keep the agent at the end of the offline phase (for `--init-from`) in its own folder,
+        which the rolling checkpoints never delete."""
         checkpoint.save(
-            self.run_dir, self._global_step(), self.state.agent, _asdict(p),
+            self.run_dir, self._global_step(), self.state.agent, _asdict(self.progress),
             folder=checkpoint.OFFLINE_DIR,
         )  # fmt: skip
 
@@ -335,10 +340,7 @@ class _Run:
             p.wall["offline"] = time.perf_counter() - t0
             if done:
                 p.phase = "online" if cfg.online_steps > 0 else "done"
-                checkpoint.save(
-                    self.run_dir, self._global_step(), self.state.agent, _asdict(p),
-                    folder=checkpoint.OFFLINE_DIR,
-                )  # fmt: skip
+                self.save_offline()
             if done or self._crossed(before, p.offline_step, cfg.checkpoint_every):
                 self.save(self._global_step())
         bar.close()
