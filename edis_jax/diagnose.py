@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import envs
 from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig, preset
 from edis_jax.data.transition import Transition
+from edis_jax.envs import dynamics_error
 
 # Rows of the table: the guidance each batch is generated with ("none" = plain SynthER).
 GUIDANCE_ROWS: tuple[str, ...] = ("none", "state", "policy", "transition", "all")
@@ -397,17 +397,6 @@ def action_logprob(algo: str, agent, obs: jnp.ndarray, action: jnp.ndarray) -> f
     from edis_jax import agents  # imported here: the agents package is only needed for this
 
     return float(jnp.mean(_jitted_log_prob(agents.get(algo).log_prob)(agent, obs, action)))
-
-
-def dynamics_error(
-    env_id: str, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray
-) -> float | None:
-    """Mean |next_obs - s'_true| (Euclidean, raw units); None where `true_next_obs` is."""
-    true_next = envs.true_next_obs(env_id, obs, action)
-    if true_next is None:
-        return None
-    gap = np.linalg.norm(np.asarray(next_obs, np.float64) - true_next, axis=-1)
-    return float(gap.mean())
 
 
 # ----------------------------------------------------------------------------- helpers

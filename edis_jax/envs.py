@@ -316,3 +316,15 @@ def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarra
     """The next observation `simulate` gives, or None where the state cannot be set."""
     result = simulate(env_id, obs, action)
     return None if result is None else result[0]
+
+
+def dynamics_error(
+    env_id: str, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray
+) -> float | None:
+    """Mean |next_obs - s'_true| (Euclidean, raw units, `action` in env units); None where
+    `true_next_obs` is. NaN for no rows or a diverged (non-finite) row."""
+    true_next = true_next_obs(env_id, obs, action)
+    if true_next is None:
+        return None
+    gap = np.linalg.norm(np.asarray(next_obs, np.float64) - true_next, axis=-1)
+    return float(gap.mean()) if len(gap) else float("nan")

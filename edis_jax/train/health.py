@@ -61,7 +61,8 @@ def generator_health(
             synthetic = jax.tree.map(lambda x, i=i: x[i, :dynamics_rows], samples)
             real_rows = jax.tree.map(lambda x, i=i: x[i], online_rows)
             for name, rows in (("synthetic", synthetic), ("real", real_rows)):
-                error = _dynamics_error(env_id, actions, rows)
+                action = actions.to_env(rows.action)
+                error = envs.dynamics_error(env_id, rows.obs, action, rows.next_obs)
                 out.setdefault(f"{name}_dynamics_error", []).append(error)
     return {name: np.asarray(values, np.float64) for name, values in out.items()}
 
@@ -72,11 +73,3 @@ def _latest_online_rows(online: ReplayBuffer, n: int) -> Transition:
     size = int(np.asarray(jax.device_get(online.size)).min())
     start = max(size - n, 0)
     return jax.device_get(jax.tree.map(lambda x: x[:, start:size], online.data))
-
-
-def _dynamics_error(env_id: str, actions: envs.ActionScale, rows: Transition) -> float:
-    if len(rows.reward) == 0:
-        return float("nan")
-    true_next = envs.true_next_obs(env_id, rows.obs, actions.to_env(rows.action))
-    gap = np.linalg.norm(np.asarray(rows.next_obs, np.float64) - true_next, axis=-1)
-    return float(np.nanmean(gap)) if np.isfinite(gap).any() else float("nan")
