@@ -2,12 +2,23 @@
 
 Orbax writes each step into a temporary folder and renames it only once complete, so a process
 killed during a save leaves the previous checkpoint as the latest usable one; `max_to_keep=2`
-keeps that previous one around while the next is written.
+keeps that previous one around while the next is written. Once orbax is done, every file of the
+step gets its sha256 in the step's `checksums.json`; a restore checks them first, so flipped or
+truncated bytes make it fall back to the checkpoint before, with one line saying so. A step
+without `checksums.json` (written before checksums existed, or killed between orbax's commit
+and the checksums) is restored on orbax's word alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
 import logging
+import shutil
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +28,17 @@ CHECKPOINT_DIR = "checkpoints"
 # The agent at the end of the offline phase, kept for the run's whole life: other runs start
 # their online phase from it (`edis-jax train --init-from`).
 OFFLINE_DIR = "offline_checkpoint"
+CHECKSUMS = "checksums.json"
+# Orbax's name for a step folder being written (renamed to the step number once complete).
+_TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
     """A run directory has no usable checkpoint; the message says what to do."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
 
 
 def _manager(run_dir: Path, folder: str = CHECKPOINT_DIR) -> ocp.CheckpointManager:
@@ -29,20 +47,38 @@ def _manager(run_dir: Path, folder: str = CHECKPOINT_DIR) -> ocp.CheckpointManag
 
 
 def save(run_dir: Path, step: int, state: Any, host: dict, folder: str = CHECKPOINT_DIR) -> None:
-    """Save `state` (a pytree of arrays) and `host` (JSON-serialisable) as checkpoint `step`."""
+    """Save `state` (a pytree of arrays) and `host` (JSON-serialisable) as checkpoint `step`,
+    then its checksums. A failed save removes its partial files and raises CheckpointSaveError
+    with one line; the checkpoints before it are untouched."""
+    ckpt_dir = Path(run_dir).resolve() / folder
     with _quiet_orbax():
+        threads = set(threading.enumerate())
         manager = _manager(run_dir, folder)
-        if step in manager.all_steps():
-            # Left by an earlier attempt that the run fell back from (damaged): replace it.
-            manager.delete(step)
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)
-            ),
-        )
-        manager.wait_until_finished()
-        manager.close()
+        try:
+            if step in manager.all_steps():
+                # Left by an earlier attempt that the run fell back from (damaged): replace it.
+                manager.delete(step)
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)
+                ),
+            )
+            manager.wait_until_finished()
+            manager.close()
+            _write_checksums(ckpt_dir / str(step))
+        except Exception as err:
+            # Let orbax's writer threads end (quietly) before their folder goes.
+            with contextlib.suppress(Exception):
+                manager.close()
+            for thread in set(threading.enumerate()) - threads:
+                thread.join(timeout=60)
+            for partial in ckpt_dir.glob(f"*{_TMP_MARK}*"):
+                shutil.rmtree(partial, ignore_errors=True)
+            step_dir = ckpt_dir / str(step)
+            if step_dir.is_dir() and not (step_dir / CHECKSUMS).is_file():
+                shutil.rmtree(step_dir, ignore_errors=True)
+            raise CheckpointSaveError(_save_failure(err, ckpt_dir, step, run_dir)) from err
 
 
 def latest_step(run_dir: Path) -> int | None:
@@ -56,9 +92,10 @@ def latest_step(run_dir: Path) -> int | None:
 
 
 def restore(run_dir: Path, template: Any, folder: str = CHECKPOINT_DIR) -> tuple[Any, dict, int]:
-    """The latest complete checkpoint as (state shaped like `template`, host dict, step).
+    """The latest intact checkpoint as (state shaped like `template`, host dict, step).
 
-    Falls back to the previous checkpoint if the newest one cannot be read.
+    A newer checkpoint that fails its checksums or cannot be read is skipped, with one line on
+    stderr saying which one and why.
     """
     ckpt_dir = Path(run_dir) / folder
     if not ckpt_dir.is_dir():
@@ -69,34 +106,117 @@ def restore(run_dir: Path, template: Any, folder: str = CHECKPOINT_DIR) -> tuple
     with _quiet_orbax():
         manager = _manager(run_dir, folder)
         steps = sorted(manager.all_steps(), reverse=True)
-        errors = []
+        damaged = []
         for step in steps:
-            try:
-                restored = manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(template), host=ocp.args.JsonRestore()
-                    ),
+            problem = verify(ckpt_dir / str(step))
+            if problem is None:
+                try:
+                    restored = manager.restore(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(template), host=ocp.args.JsonRestore()
+                        ),
+                    )
+                except Exception as err:  # unreadable: try the one before it
+                    problem = f"{type(err).__name__}: {_first_line(err)}"
+            if problem is not None:
+                damaged.append(f"step {step}: {problem}")
+                continue
+            manager.close()
+            if damaged:
+                notice(
+                    f"damaged checkpoint in {ckpt_dir} ({'; '.join(damaged)}): continuing "
+                    f"from the intact step {step} instead"
                 )
-                manager.close()
-                return restored["state"], dict(restored["host"]), step
-            except Exception as err:  # a damaged checkpoint: try the one before it
-                errors.append(f"step {step}: {type(err).__name__}: {str(err).splitlines()[0]}")
+            return restored["state"], dict(restored["host"]), step
         manager.close()
-    detail = "; ".join(errors) if errors else "no complete checkpoint found"
+    detail = "; ".join(damaged) if damaged else "no complete checkpoint found"
     raise CheckpointError(
         f"no usable checkpoint in {ckpt_dir} ({detail}): start the run again with "
         f"`edis-jax train --out {run_dir} --overwrite`"
     )
 
 
+def verify(step_dir: Path) -> str | None:
+    """None if every file of the step matches its checksum (or the step has none); else what
+    is wrong, in a few words."""
+    listing = step_dir / CHECKSUMS
+    if not listing.is_file():
+        return None
+    try:
+        expected = json.loads(listing.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return f"{CHECKSUMS} is unreadable"
+    if not isinstance(expected, dict):
+        return f"{CHECKSUMS} is unreadable"
+    actual = _checksums(step_dir)
+    for name in sorted(set(expected) | set(actual)):
+        if name not in actual:
+            return f"{name} is missing"
+        if expected.get(name) != actual[name]:
+            return f"{name} fails its checksum"
+    return None
+
+
+def _write_checksums(step_dir: Path) -> None:
+    tmp = step_dir / f"{CHECKSUMS}.tmp"
+    tmp.write_text(json.dumps(_checksums(step_dir), indent=1, sort_keys=True))
+    tmp.rename(step_dir / CHECKSUMS)
+
+
+def _checksums(step_dir: Path) -> dict[str, str]:
+    sums = {}
+    for path in sorted(step_dir.rglob("*")):
+        name = path.relative_to(step_dir).as_posix()
+        if path.is_file() and not name.startswith(CHECKSUMS):
+            sums[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return sums
+
+
+def _save_failure(err: BaseException, ckpt_dir: Path, step: int, run_dir: Path) -> str:
+    """One line for a failed save: "no space left on device" however deep orbax wrapped it."""
+    chain, seen = [], err
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    full = any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+        or "RESOURCE_EXHAUSTED" in str(e)
+        or "No space left" in str(e)
+        for e in chain
+    )
+    what = "no space left on device" if full else f"{type(err).__name__}: {_first_line(err)}"
+    return (
+        f"{what} while saving checkpoint {step} in {ckpt_dir}; the partial checkpoint was "
+        f"removed and the earlier ones are intact: free space (or fix the folder), then "
+        f"`edis-jax resume {run_dir}`"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def notice(message: str) -> None:
+    """One warning line on stderr (the progress bars keep stdout)."""
+    print(f"edis-jax: warning: {message}", file=sys.stderr)
+
+
 class _quiet_orbax:
-    """Orbax logs every save at INFO/WARNING level; keep the console for the progress bars."""
+    """Orbax logs every save at INFO/WARNING level, and every failed read with a traceback; keep
+    the console for the progress bars and our own one-line messages (`--verbose` shows them)."""
+
+    verbose = False  # set by the CLI's --verbose
 
     def __enter__(self):
         self._logger = logging.getLogger("absl")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
+        self._level, self._hook = self._logger.level, threading.excepthook
+        if not self.verbose:
+            self._logger.setLevel(logging.CRITICAL)
+            # Orbax's writer threads re-raise what failed them; the caller reports it.
+            threading.excepthook = lambda args: None
 
     def __exit__(self, *exc):
         self._logger.setLevel(self._level)
+        threading.excepthook = self._hook

@@ -11,12 +11,16 @@ with tyro.
     edis-jax report runs/x runs/y
     edis-jax diagnose --dataset ID --target ID --json diag.json
 
-Bad input ends with a one-line `edis-jax: error: ...` and exit status 2, never a traceback.
+Every failure ends with one line, `edis-jax: error: ...` (the problem and the fix), never a
+traceback: exit status 2 for bad input, 1 for the rest (disk full, a diverged run, no usable
+checkpoint, an internal error). `--verbose` anywhere on the line shows library warnings (orbax,
+absl, MuJoCo deprecations) and the traceback of an internal error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,9 @@ Handler = Callable[[list[str]], int]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `edis-jax COMMAND ...`; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args
+    args = [a for a in args if a != "--verbose"]
+    _quiet_libraries(verbose)
     if not args or args[0] in ("-h", "--help"):
         print(_usage(COMMANDS))
         return 0 if args else 2
@@ -41,9 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args[1:])
     except ValueError as e:  # ConfigError, DatasetNotFoundError, ReferenceScoreError, ...
-        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return _fail(_first_line(e))
     except KeyboardInterrupt:
         return _fail("interrupted (nothing half-written was kept)", status=130)
+    except Exception as e:
+        if verbose:
+            raise
+        if type(e).__module__.startswith("edis_jax") or isinstance(e, OSError):
+            # CheckpointError, CheckpointSaveError, DivergedError; a full disk, permissions
+            return _fail(_first_line(e), status=1)
+        return _fail(
+            f"internal error ({type(e).__name__}: {_first_line(e)}); run again with --verbose "
+            "for the traceback and report it",
+            status=1,
+        )
 
 
 # ------------------------------------------------------------------------------------- data
@@ -328,6 +346,32 @@ def _parse(cls, args: list[str], prog: str):
 def _fail(message: str, status: int = 2) -> int:
     print(f"edis-jax: error: {message}", file=sys.stderr)
     return status
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Without --verbose: no orbax / absl log lines and no MuJoCo deprecation notices (HalfCheetah
+    prints one per env made); other MuJoCo warnings (NaN in the physics) still show."""
+    if verbose:
+        from edis_jax import checkpoint
+
+        checkpoint._quiet_orbax.verbose = True
+        return
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def warn(message: str) -> None:
+        if "deprecated" not in message:
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(warn)
 
 
 def _usage(commands: dict[str, Handler], prefix: str = "edis-jax") -> str:

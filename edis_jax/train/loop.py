@@ -6,7 +6,8 @@ call from train/state.py. A run writes into its directory:
   config.json     the resolved RunConfig
   metrics.jsonl   one record per log point per seed (no wall-clock values, so a resumed run
                   writes exactly the records an uninterrupted run writes)
-  checkpoints/    orbax checkpoints of the whole run (train/state.RunState + host record)
+  checkpoints/    orbax checkpoints of the whole run (train/state.RunState + host record),
+                  and config.json: the config they were written with (resume checks it)
   summary.json    the scores and timings (DESIGN.md section 4)
 
 How a resumed run restores its environments: the online buffer holds every action taken, in
@@ -14,11 +15,15 @@ order, per seed (it never wraps). The vector env is reset with the run's seeds a
 actions are replayed through it, which puts every sub-env (physics, time limit, autoreset RNG)
 exactly where the interrupted run left it; the replay checks that the observations match the
 stored ones. Evaluation envs are created afresh per evaluation from the evaluation's index.
+
+One writer per run: `train` and `resume` hold an exclusive flock on the run folder itself (the
+kernel drops it when the process ends, however it ends), and a second one is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -42,6 +47,10 @@ from edis_jax.train.health import generator_health
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+class DivergedError(RuntimeError):
+    """Training produced NaN or inf; the run stopped before checkpointing it."""
 
 
 # Written into every run directory, and only by edis-jax: --overwrite deletes no other folder.
@@ -77,18 +86,30 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
     would (used by the resume tests).
     """
     run_dir = _check_out(cfg)
-    if cfg.init_from is not None:
-        check_offline_source(cfg)
-    dataset = _load_dataset(cfg)
-    run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
-    with _staged(run_dir) as staging:
-        run.run_dir = staging  # until the swap
-        (staging / RUN_MARKER).write_text(f"edis-jax {__version__}\n")
-        (staging / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    with contextlib.ExitStack() as locks:
+        if run_dir.is_dir():  # the run --overwrite replaces: nobody may be working in it
+            locks.enter_context(_locked(run_dir))
         if cfg.init_from is not None:
-            run.start_from_offline(Path(cfg.init_from))
-    run.run_dir = run_dir
-    return run.execute(stop_at_online_step)
+            check_offline_source(cfg)
+        dataset = _load_dataset(cfg)
+        run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
+        with _staged(run_dir) as staging:
+            locks.enter_context(_locked(staging))  # the lock moves with the folder
+            run.run_dir = staging  # until the swap
+            _write_start(staging, cfg)
+            if cfg.init_from is not None:
+                run.start_from_offline(Path(cfg.init_from))
+        run.run_dir = run_dir
+        return run.execute(stop_at_online_step)
+
+
+def _write_start(run_dir: Path, cfg: RunConfig) -> None:
+    """What a run holds before its first checkpoint: enough for `resume` to start it."""
+    config = json.dumps(to_dict(cfg), indent=2)
+    (run_dir / RUN_MARKER).write_text(f"edis-jax {__version__}\n")
+    (run_dir / "config.json").write_text(config)
+    (run_dir / checkpoint.CHECKPOINT_DIR).mkdir(exist_ok=True)
+    (run_dir / checkpoint.CHECKPOINT_DIR / "config.json").write_text(config)
 
 
 # What two runs must share for one to start its online phase from the other's offline phase.
@@ -126,13 +147,79 @@ def check_offline_source(cfg: RunConfig) -> RunConfig:
 
 
 def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progress: bool = True):
-    """Continue the run in `run_dir` from its latest checkpoint. Returns the summary dict."""
+    """Continue the run in `run_dir` from its latest checkpoint (from its start if it was
+    stopped before its first one). Returns the summary dict."""
     run_dir = Path(run_dir)
     cfg = _read_config(run_dir)
-    dataset = _load_dataset(cfg)
-    run = _Run(cfg, dataset, run_dir, progress)
-    run.restore()
-    return run.execute(stop_at_online_step)
+    with _locked(run_dir):
+        _check_checkpoints_match(run_dir, cfg)
+        dataset = _load_dataset(cfg)
+        run = _Run(cfg, dataset, run_dir, progress)
+        if checkpoint.latest_step(run_dir) is not None:
+            run.restore()
+        else:
+            checkpoint.notice(
+                f"{run_dir} was stopped before its first checkpoint: starting it from the "
+                "beginning with its config.json"
+            )
+            run._write_records_file()
+            if cfg.init_from is not None:
+                run.start_from_offline(Path(cfg.init_from))
+        return run.execute(stop_at_online_step)
+
+
+def _check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse a run whose checkpoints are missing or were written under another config."""
+    ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        raise RunDirError(
+            f"{run_dir} has no {checkpoint.CHECKPOINT_DIR}/ folder, so there is nothing to "
+            f"resume from: restore the folder, or start the run again with `edis-jax train "
+            f"--out {run_dir} --overwrite`"
+        )
+    written = ckpt_dir / "config.json"
+    if not written.is_file():  # runs made before the checkpoints kept their config
+        return
+    differ = [
+        f"{name} {theirs!r} -> {mine!r}"
+        for name, theirs, mine in _config_diff(
+            json.loads(written.read_text()), json.loads(json.dumps(to_dict(cfg)))
+        )
+        if name not in ("out", "overwrite")
+    ]
+    if differ:
+        raise RunDirError(
+            f"{run_dir}/config.json no longer matches the config its checkpoints were written "
+            f"with ({', '.join(differ)}): put those values back (they are in "
+            f"{written}), or start a new run with `edis-jax train`"
+        )
+
+
+def _config_diff(old: dict, new: dict, prefix: str = ""):
+    """(dotted name, old value, new value) for every field that differs."""
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            yield from _config_diff(a, b, f"{prefix}{name}.")
+        elif a != b:
+            yield f"{prefix}{name}", a, b
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+    """Hold an exclusive lock on the run folder, or refuse with one line."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"{run_dir} is in use by another `edis-jax train` or `resume`: wait for it to "
+                "end (or stop it) first; one run folder takes one writer"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_run(run_dir: str | Path):
@@ -251,6 +338,16 @@ class _Run:
             action=self.actions.to_unit(np.asarray(dataset.transitions.action))
         )
         self.reward_scale = _reward_scale(cfg, dataset)
+        self.return_shift, self.fail_reward = _return_options(cfg, self.reward_scale, self.ref)
+        if self.return_shift or self.fail_reward is not None:
+            offline = offline.replace(
+                mc_return=datasets.dataset_returns_to_go(
+                    dataset,
+                    cfg.agent.discount,
+                    shift=self.return_shift,
+                    fail_reward=self.fail_reward,
+                )
+            )
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = parallel.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
@@ -329,6 +426,8 @@ class _Run:
             self.state, metrics = S.update_chunk(
                 self.state, keys, algo=cfg.algo, num_updates=n, batch_size=cfg.batch_size
             )
+            metrics = jax.device_get(metrics)
+            self._check_finite("offline", p.offline_step + n, metrics)
             before, p.offline_step = p.offline_step, p.offline_step + n
             done = p.offline_step == cfg.offline_steps
             evaluated = self._crossed(before, p.offline_step, cfg.eval_every) or done
@@ -399,7 +498,11 @@ class _Run:
             bar.update(1)
 
             scores = None
-            if t % cfg.eval_every == 0 or t == cfg.online_steps:
+            evaluating = t % cfg.eval_every == 0 or t == cfg.online_steps
+            if evaluating or t % cfg.log_every == 0 or t % cfg.checkpoint_every == 0:
+                metrics = jax.device_get(metrics)  # fetched here anyway, to log or to save
+                self._check_finite("online", t, metrics)
+            if evaluating:
                 scores = self.evaluate("online", t)
                 bar.set_postfix(score=f"{np.mean(scores):.1f}")
             if t % cfg.log_every == 0 or scores is not None:
@@ -456,6 +559,12 @@ class _Run:
             progress=self.show,
         )
         timings["generate"] = _elapsed(t0, samples)
+        self._check_finite("online", p.online_step, {**metrics, **sample_metrics})
+        finite = jax.device_get(jax.vmap(_all_finite)(samples))  # one flag per seed
+        self._check_finite(
+            "online", p.online_step, {"data": np.where(finite, 0.0, np.nan)},
+            what="the generated (synthetic) data",
+        )  # fmt: skip
         if cfg.online.relabel == "simulator":
             t0 = time.perf_counter()
             samples = self._relabel(samples)
@@ -562,9 +671,38 @@ class _Run:
                 f.write(json.dumps(record) + "\n")
 
     def _write_records_file(self) -> None:
-        with open(self.run_dir / "metrics.jsonl", "w") as f:
-            for record in self.progress.records:
-                f.write(json.dumps(record) + "\n")
+        # Written aside and renamed in: a full disk leaves the old file whole.
+        path = self.run_dir / "metrics.jsonl"
+        tmp = path.with_name(f"{path.name}.tmp")
+        try:
+            with open(tmp, "w") as f:
+                for record in self.progress.records:
+                    f.write(json.dumps(record) + "\n")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _check_finite(self, phase: str, step: int, metrics, what: str = "") -> None:
+        """Stop, before anything is logged or checkpointed, when a training metric (losses,
+        values: host copies of a log point's metrics) or generated data is NaN or inf. Costs
+        nothing extra: only metrics fetched for logging or saving are checked."""
+        bad = sorted(
+            (name, i)
+            for name, value in (metrics or {}).items()
+            if name not in _MAY_BE_NAN
+            for i in np.flatnonzero(~np.isfinite(np.asarray(value, np.float64).reshape(-1)))
+        )
+        if not bad:
+            return
+        names = ", ".join(dict.fromkeys(name for name, _ in bad))
+        seeds = sorted({i for _, i in bad})
+        last = checkpoint.latest_step(self.run_dir)
+        kept = "no checkpoint yet" if last is None else f"the last checkpoint (step {last})"
+        raise DivergedError(
+            f"training diverged: {what or names} became NaN or inf for seed(s) {seeds} at "
+            f"{phase} step {step}; stopped before saving, {kept} is intact: lower the learning "
+            "rates (or check the data and reward scale), then start again with --overwrite"
+        )
 
     def _bar(self, total: int, initial: int, desc: str):
         return tqdm(
@@ -586,7 +724,7 @@ class _Run:
         """Reset the sub-envs with the run's seeds and replay the recorded online actions."""
         cfg, p = self.cfg, self.progress
         obs, _ = vec_env.reset(seed=[_train_seed(cfg, i) for i in range(cfg.seeds)])
-        episodes = _Episodes(cfg.seeds, cfg.agent.discount)
+        episodes = _Episodes(cfg.seeds, cfg.agent.discount, self.return_shift, self.fail_reward)
         if p.online_step == 0:
             return obs, episodes
         stored = jax.device_get(self.state.online.data)
@@ -650,8 +788,8 @@ class _Episodes:
 
     PAD = 1 << 30  # a row index past any buffer's end: write_returns ignores it
 
-    def __init__(self, seeds: int, discount: float):
-        self.discount = discount
+    def __init__(self, seeds: int, discount: float, shift: float = 0.0, fail_reward=None):
+        self.discount, self.shift, self.fail_reward = discount, shift, fail_reward
         self.rewards: list[list[float]] = [[] for _ in range(seeds)]
         self.last_return = np.full(seeds, np.nan)  # of the latest finished episode
 
@@ -675,7 +813,14 @@ class _Episodes:
         for i, start, rewards in done:
             n, no_end = len(rewards), np.zeros(len(rewards), bool)
             steps[i, :n] = start + np.arange(n)
-            returns[i, :n] = datasets.returns_to_go(rewards, no_end, no_end, self.discount)
+            returns[i, :n] = datasets.returns_to_go(
+                rewards,
+                no_end,
+                no_end,
+                self.discount,
+                shift=self.shift,
+                fail_reward=self.fail_reward,
+            )
         return steps, returns
 
 
@@ -684,6 +829,15 @@ class _Episodes:
 
 def scores_of(returns, ref: tuple[float, float]) -> np.ndarray:
     return np.asarray(reference.normalized_score(returns, *ref), np.float64)
+
+
+# Metrics that are NaN by design: no diffusion training chunk ran (a pretrained, warm-started
+# generator with --diffusion.train-steps 0).
+_MAY_BE_NAN = ("diffusion_loss",)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def _json_float(value) -> float | None:
@@ -746,10 +900,21 @@ def _reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:
     return dataset.ref_min_score, dataset.ref_max_score
 
 
+def _return_options(cfg: RunConfig, data_scale: float, ref: tuple[float, float]):
+    """(shift, fail_reward) of mc_return (datasets.returns_to_go): the agent sees reward * S + b
+    and scales mc_return by S, so mc_return sums reward + b / S. Sparse rewards (Cal-QL): an
+    episode ending on the reference minimum's reward failed (the published get_return_to_go)."""
+    agent = cfg.agent
+    shift = agent.reward_bias / (data_scale * agent.reward_scale)
+    fail = ref[0] if getattr(agent, "sparse_reward", False) else None
+    return shift, fail
+
+
 def _reward_scale(cfg: RunConfig, dataset) -> float:
-    """IQL scales rewards by H / (max - min episode return), H the episode length (CORL and the
-    IQL paper use 1000, MuJoCo's H), so that returns span about H whatever the task."""
-    if cfg.algo != "iql" or len(dataset.episode_returns) < 2:
+    """With normalize_reward (IQL's default), rewards are scaled by H / (max - min episode
+    return), H the episode length (CORL and the IQL paper use 1000, MuJoCo's H), so that returns
+    span about H whatever the task. The agent multiplies this by its config's reward_scale."""
+    if not cfg.agent.normalize_reward or len(dataset.episode_returns) < 2:
         return 1.0
     horizon = envs.episode_length(dataset.env_id)
     spread = float(np.max(dataset.episode_returns) - np.min(dataset.episode_returns))
