@@ -114,6 +114,7 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         )
     algo, agent = args.algo, None
     if args.policy is not None:
+        _check_policy_env(args.policy, offline)
         run_cfg, state = _load_run(args.policy)
         algo, agent = run_cfg.algo, jax.tree.map(lambda x: x[0], state.agent)  # seed 0
     config = preset(args.preset)
@@ -170,10 +171,34 @@ def _load_run(run_dir: str):
     return loop.load_run(run_dir)
 
 
+def _check_policy_env(run_dir: str, offline) -> None:
+    """Refuse, before any work, a --policy run trained on another env than --dataset's."""
+    from edis_jax.data.datasets import load_dataset
+    from edis_jax.train import loop
+
+    theirs = load_dataset(loop.read_config(Path(run_dir)).dataset)
+    mine, other = offline.transitions, theirs.transitions
+    if (theirs.env_id, other.obs_dim, other.act_dim) != (
+        offline.env_id,
+        mine.obs_dim,
+        mine.act_dim,
+    ):
+        raise ValueError(
+            f"--policy {run_dir} acts in {theirs.env_id} (observations {other.obs_dim}, actions "
+            f"{other.act_dim}), --dataset is {offline.env_id} data (observations {mine.obs_dim}, "
+            f"actions {mine.act_dim}): give a run of the same env"
+        )
+
+
 def _load_target(target: str) -> tuple[Transition, str]:
     """TARGET is a dataset id, or a run directory whose online buffer (seed 0) is the target."""
     from edis_jax.data.datasets import load_dataset
 
+    if Path(target).is_dir() and not Path(target, "config.json").is_file():
+        raise ValueError(
+            f"--target {target} is a folder but not an edis-jax run (no config.json): give a "
+            "run directory (`edis-jax train --out`) or a dataset id (`edis-jax data list`)"
+        )
     if not Path(target, "config.json").is_file():
         data = load_dataset(target)
         return data.transitions, data.env_id

@@ -100,9 +100,31 @@ def _make(factory, env_id: str):
     try:
         return factory()
     except gym.error.Error as e:
+        package = _package_of(env_id)
+        if package is not None:
+            raise ValueError(
+                f"gymnasium env {env_id!r} comes from the {package} package, which is not "
+                f"installed here: `pip install {package}`"
+            ) from None
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"
         ) from None
+
+
+# Env families that gymnasium itself does not register, by name prefix: the package to install.
+_ENV_PACKAGES = {
+    "gymnasium-robotics": (
+        "Adroit", "AntMaze", "PointMaze", "Fetch", "HandManipulate", "HandReach", "FrankaKitchen",
+    ),
+    "ale-py": ("ALE/",),
+}  # fmt: skip
+
+
+def _package_of(env_id: str) -> str | None:
+    for package, prefixes in _ENV_PACKAGES.items():
+        if env_id.startswith(prefixes):
+            return package
+    return None
 
 
 def _never(obs, action, next_obs):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -81,8 +82,9 @@ def report(run_dirs: list[str], out: str | None = None, baseline: str | None = N
             base_index = resolved.index(Path(baseline).resolve())
         else:
             dirs, base_index = [baseline, *dirs], 0
-    runs = [load_run(d) for d in dirs]
     out_path = Path(out) if out else Path(dirs[0]).resolve().parent / "report.png"
+    _check_writable(out_path)
+    runs = [load_run(d) for d in dirs]
     curves = plot(runs, out_path)
     health = plot_health(runs, out_path.with_name(out_path.stem + "_health.png"))
     parts = [table(runs, base_index)]
@@ -488,6 +490,20 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, before any work, a PNG path that cannot be written."""
+    if path.is_dir():
+        raise ReportError(f"--out {path} is a folder: give a .png file path")
+    above = next(p for p in path.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise ReportError(f"--out {path} lies below {above}, a file: choose another --out")
+    if not os.access(above, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ReportError(
+            f"--out {path}: cannot write there (no permission or a read-only disk); choose a "
+            "writable --out"
+        )
 
 
 def _save(plt, fig, path: str | Path) -> Path:

@@ -123,7 +123,7 @@ def check_offline_source(cfg: RunConfig) -> RunConfig:
     """The --init-from run's config, after checking that its offline phase is this run's: the
     same dataset, algorithm, seeds and offline settings (agent config included)."""
     source_dir = Path(cfg.init_from)
-    source = _read_config(source_dir)
+    source = read_config(source_dir)
     for name in OFFLINE_FIELDS:
         mine, theirs = getattr(cfg, name), getattr(source, name)
         if mine != theirs:
@@ -150,7 +150,7 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
     """Continue the run in `run_dir` from its latest checkpoint (from its start if it was
     stopped before its first one). Returns the summary dict."""
     run_dir = Path(run_dir)
-    cfg = _read_config(run_dir)
+    cfg = read_config(run_dir)
     with _locked(run_dir):
         _check_checkpoints_match(run_dir, cfg)
         dataset = _load_dataset(cfg)
@@ -226,13 +226,14 @@ def load_run(run_dir: str | Path):
     """A run's config and its latest checkpointed RunState (leading seed axis), read-only: for
     diagnostics and notebooks. Nothing in the run directory changes."""
     run_dir = Path(run_dir)
-    cfg = _read_config(run_dir)
+    cfg = read_config(run_dir)
     run = _Run(cfg, _load_dataset(cfg), run_dir, progress=False)
     state, _, _ = checkpoint.restore(run_dir, run.state)
     return cfg, state
 
 
-def _read_config(run_dir: Path) -> RunConfig:
+def read_config(run_dir: Path) -> RunConfig:
+    """The config.json of a run directory, or one line saying why it is not one."""
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise RunDirError(
