@@ -70,10 +70,18 @@ class IQLConfig:
     max_exp_adv: float = 100.0  # exp-advantage clip (IQL paper)
     # Cosine decay of the actor lr over the offline phase (CORL). The driver sets the horizon.
     actor_cosine_decay: bool = True
+    # Observations and rewards as the agent sees them (every agent has these four): obs
+    # standardised by the offline data's mean and std; reward' = reward * H / (max - min
+    # episode return) [normalize_reward] * reward_scale + reward_bias.
+    normalize_obs: bool = True
+    normalize_reward: bool = True  # IQL paper and CORL: returns span about H = episode length
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
 
     def __post_init__(self):
         _layer_widths(self.hidden_dims, "--iql.hidden-dims")
         _positive(self, "actor_lr", "critic_lr", "value_lr", "beta", "max_exp_adv")
+        _positive(self, "reward_scale")
         _unit_interval(self, "discount", "tau", "expectile")
 
 
@@ -95,10 +103,17 @@ class SACConfig:
     backup_entropy: bool = True
     # Steps of uniform random actions before the policy acts, when training from scratch.
     start_steps: int = 5000
+    critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
+    normalize_obs: bool = True  # as IQLConfig's four fields
+    normalize_reward: bool = False
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
 
     def __post_init__(self):
         _layer_widths(self.hidden_dims, "--sac.hidden-dims")
-        _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature")
+        if self.critic_hidden_dims is not None:
+            _layer_widths(self.critic_hidden_dims, "--sac.critic-hidden-dims")
+        _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "reward_scale")
         _unit_interval(self, "discount", "tau")
         _check(self.num_qs >= 2, f"SACConfig.num_qs must be >= 2, got {self.num_qs}")
         _non_negative(self, "start_steps")
@@ -130,10 +145,36 @@ class CalQLConfig:
     calibrate: bool = True  # lower-bound policy Q by the MC return-to-go (the "Cal" in Cal-QL)
     # CORL's fine-tuning turns calibration off online, where the MC return of new data is unknown.
     calibrate_online: bool = False
+    # Options of the published Cal-QL(-EDIS) configs (published_configs.md); the defaults leave
+    # the loss as above. The CQL gap ood - Q(s, a_data) is clipped to [min, max] (None: no clip).
+    cql_clip_diff_min: float | None = None
+    cql_clip_diff_max: float | None = None
+    # Lagrange-tuned alpha (CQL): the penalty is alpha' * cql_alpha * (gap - target_action_gap),
+    # alpha' = exp(log alpha') learned to keep the gap at the target (rises while it is above).
+    cql_lagrange: bool = False
+    cql_target_action_gap: float = 10.0  # published Cal-QL-EDIS default
+    critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims (the critic's depth)
+    # Sparse rewards (published get_return_to_go): an episode whose last reward equals the
+    # reference minimum (AntMaze: the goal never reached) gets mc_return r' / (1 - discount) at
+    # every step, the return of failing forever, instead of its discounted sum.
+    sparse_reward: bool = False
+    normalize_obs: bool = True  # as IQLConfig's four fields
+    normalize_reward: bool = False
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
 
     def __post_init__(self):
         _layer_widths(self.hidden_dims, "--calql.hidden-dims")
+        if self.critic_hidden_dims is not None:
+            _layer_widths(self.critic_hidden_dims, "--calql.critic-hidden-dims")
         _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "cql_temperature")
+        _positive(self, "reward_scale")
+        if self.cql_clip_diff_min is not None and self.cql_clip_diff_max is not None:
+            _check(
+                self.cql_clip_diff_min < self.cql_clip_diff_max,
+                f"--calql.cql-clip-diff-min ({self.cql_clip_diff_min}) must be below "
+                f"--calql.cql-clip-diff-max ({self.cql_clip_diff_max})",
+            )
         _non_negative(self, "cql_alpha", "cql_alpha_online")
         _unit_interval(self, "discount", "tau")
         _check(self.num_qs >= 2, f"CalQLConfig.num_qs must be >= 2, got {self.num_qs}")

@@ -4,7 +4,9 @@ whose policy-action Q-values are lower-bounded by the Monte-Carlo return-to-go.
 Follows CORL's cal_ql.py: the importance-sampled logsumexp over n uniform actions and n policy
 actions at s and at s' (all evaluated at s), the bound applied to both policy-action sets, and
 alpha, the calibration switch and the max backup as leaves with offline and online values.
-The actor, temperature and target updates are SAC's (sac.py).
+Options of the published Cal-QL(-EDIS) configs: the CQL gap clipped to [min, max], and the
+Lagrange-tuned alpha' that holds the gap at a target. The actor, temperature and target updates
+are SAC's (sac.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from edis_jax.agents import common, sac
+from edis_jax.agents.common import Learner
 from edis_jax.config import CalQLConfig
 from edis_jax.data.buffer import Mixture
 from edis_jax.data.normalizer import Normalizer
@@ -32,7 +35,12 @@ class Agent(struct.PyTreeNode):
     calibrate_online: jnp.ndarray
     max_backup: jnp.ndarray  # 1.0 = back up the max over n policy actions at s' (CQL option)
     max_backup_online: jnp.ndarray
+    cql_clip_min: jnp.ndarray  # the CQL gap is clipped to [min, max] (default -inf, inf)
+    cql_clip_max: jnp.ndarray
+    cql_target_gap: jnp.ndarray  # Lagrange: the gap alpha' holds
+    alpha_prime: Learner  # params = log alpha' (Lagrange); unused without it
     cql_n_actions: int = struct.field(pytree_node=False)
+    cql_lagrange: bool = struct.field(pytree_node=False, default=False)
 
 
 def create(
@@ -57,7 +65,13 @@ def create(
         calibrate_online=common.scalar(config.calibrate_online),
         max_backup=common.scalar(config.max_target_backup),
         max_backup_online=common.scalar(config.max_target_backup_online),
+        cql_clip_min=common.scalar(_or(config.cql_clip_diff_min, -math.inf)),
+        cql_clip_max=common.scalar(_or(config.cql_clip_diff_max, math.inf)),
+        cql_target_gap=common.scalar(config.cql_target_action_gap),
+        # log alpha' starts at 1 with the critic's lr (published cal_ql_edis.py).
+        alpha_prime=Learner.create(common.scalar(1.0), config.critic_lr),
         cql_n_actions=config.cql_n_actions,
+        cql_lagrange=config.cql_lagrange,
     )
 
 
@@ -74,6 +88,8 @@ def update(agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jnp.ndarra
     )
     learner = learner.replace(critic=learner.critic.apply_gradients(grads))
     learner, actor_info = sac.update_actor_and_temperature(learner, batch.obs, actor_key)
+    if agent.cql_lagrange:
+        agent = agent.replace(alpha_prime=lagrange_step(agent, info["cql_gap"]))
     return agent.replace(sac=sac.update_target(learner)), {**info, **actor_info}
 
 
@@ -143,9 +159,13 @@ def critic_loss(agent: Agent, critic_params, batch: Transition, key: jax.Array):
     )
     temp = agent.cql_temperature
     ood = jax.nn.logsumexp(weighted / temp, axis=1) * temp
-    cql_gap = (ood - q_data).mean(-1)  # per critic
+    cql_gap = jnp.clip(ood - q_data, agent.cql_clip_min, agent.cql_clip_max).mean(-1)  # per critic
     td_loss = ((q_data - td_target) ** 2).mean(-1).sum()
-    loss = td_loss + agent.cql_alpha * cql_gap.sum()
+    if agent.cql_lagrange:
+        alpha_prime = jax.lax.stop_gradient(lagrange_alpha(agent.alpha_prime.params))
+        loss = td_loss + alpha_prime * agent.cql_alpha * (cql_gap - agent.cql_target_gap).sum()
+    else:
+        loss = td_loss + agent.cql_alpha * cql_gap.sum()
     info = {
         "critic_loss": loss,
         "td_loss": td_loss,
@@ -155,7 +175,27 @@ def critic_loss(agent: Agent, critic_params, batch: Transition, key: jax.Array):
         "calibration_rate": below.mean(),  # CORL's bound rate of the policy actions at s
         "cql_alpha": agent.cql_alpha,
     }
+    if agent.cql_lagrange:
+        info["alpha_prime"] = alpha_prime
     return loss, info
+
+
+def lagrange_alpha(log_alpha_prime: jnp.ndarray) -> jnp.ndarray:
+    """alpha' = exp(log alpha'), clipped to [0, 1e6] as in the published code."""
+    return jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
+
+
+def lagrange_step(agent: Agent, cql_gap: jnp.ndarray) -> Learner:
+    """One Adam step on -alpha' * cql_alpha * (gap - target), the gap (mean over the critics)
+    held fixed: alpha' rises while the gap is above its target and falls below it (CQL's dual
+    step; the published code averages the two critics' terms the same way)."""
+    gap = jax.lax.stop_gradient(cql_gap)
+
+    def loss_fn(log_alpha_prime):
+        alpha_prime = lagrange_alpha(log_alpha_prime)
+        return -alpha_prime * agent.cql_alpha * (gap - agent.cql_target_gap)
+
+    return agent.alpha_prime.apply_gradients(jax.grad(loss_fn)(agent.alpha_prime.params))
 
 
 def calibration_bound(q: jnp.ndarray, mc_return: jnp.ndarray, enabled: jnp.ndarray):
@@ -185,6 +225,10 @@ def _td_target(agent: Agent, batch: Transition, next_actions, next_logp, key) ->
         q = q - learner.alpha * jnp.where(use_max, pick(next_logp), next_logp[0])
     target = batch.reward + learner.discount * (1.0 - batch.terminal) * q
     return jax.lax.stop_gradient(target)
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _policy_samples(learner: sac.Agent, obs: jnp.ndarray, n: int, key: jax.Array):

@@ -35,7 +35,8 @@ class Agent(struct.PyTreeNode):
     expectile: jnp.ndarray
     beta: jnp.ndarray
     max_exp_adv: jnp.ndarray
-    reward_scale: jnp.ndarray
+    reward_scale: jnp.ndarray  # reward' = reward * reward_scale + reward_bias
+    reward_bias: jnp.ndarray
     actor_decay_steps: jnp.ndarray  # 0 = constant actor lr
     step: jnp.ndarray  # updates done (drives the actor lr schedule)
     actor_net: GaussianActor = struct.field(pytree_node=False)
@@ -79,7 +80,8 @@ def create(
         expectile=common.scalar(config.expectile),
         beta=common.scalar(config.beta),
         max_exp_adv=common.scalar(config.max_exp_adv),
-        reward_scale=common.scalar(reward_scale),
+        reward_scale=common.scalar(reward_scale * config.reward_scale),
+        reward_bias=common.scalar(config.reward_bias),
         actor_decay_steps=common.scalar(decay_steps if config.actor_cosine_decay else 0),
         step=common.scalar(0),
         actor_net=actor_net,
@@ -93,7 +95,7 @@ def update(agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jnp.ndarra
     with V(s') and the advantages taken from the value net before its step."""
     norm = agent.obs_norm.normalize
     obs, next_obs = norm(batch.obs), norm(batch.next_obs)
-    reward = batch.reward * agent.reward_scale
+    reward = batch.reward * agent.reward_scale + agent.reward_bias
     target_q = agent.critic_net.apply(agent.target_critic, obs, batch.action).min(0)
     next_v = agent.value_net.apply(agent.value.params, next_obs)
 

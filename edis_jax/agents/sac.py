@@ -37,7 +37,8 @@ class Agent(struct.PyTreeNode):
     discount: jnp.ndarray
     tau: jnp.ndarray
     target_entropy: jnp.ndarray
-    reward_scale: jnp.ndarray
+    reward_scale: jnp.ndarray  # reward' = reward * reward_scale + reward_bias
+    reward_bias: jnp.ndarray
     actor_net: TanhGaussianActor = struct.field(pytree_node=False)
     critic_net: CriticEnsemble = struct.field(pytree_node=False)
     backup_entropy: bool = struct.field(pytree_node=False)
@@ -64,11 +65,13 @@ def create(
 
 
 def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_scale) -> Agent:
-    """create() without argument checks; any config with SAC's fields (Cal-QL's too)."""
+    """create() without argument checks; any config with SAC's fields (Cal-QL's too).
+    reward_scale (from the data) multiplies the config's reward_scale."""
     actor_key, critic_key, rng = jax.random.split(key, 3)
     actor_net = TanhGaussianActor(tuple(config.hidden_dims), act_dim)
+    critic_dims = config.critic_hidden_dims or config.hidden_dims
     critic_net = CriticEnsemble(
-        tuple(config.hidden_dims), num=config.num_qs, layer_norm=config.critic_layer_norm
+        tuple(critic_dims), num=config.num_qs, layer_norm=config.critic_layer_norm
     )
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
     critic_params = critic_net.init(critic_key, obs, action)
@@ -82,7 +85,8 @@ def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_
         discount=common.scalar(config.discount),
         tau=common.scalar(config.tau),
         target_entropy=common.scalar(-act_dim),  # SAC's heuristic: -dim(A)
-        reward_scale=common.scalar(reward_scale),
+        reward_scale=common.scalar(reward_scale * config.reward_scale),
+        reward_bias=common.scalar(config.reward_bias),
         actor_net=actor_net,
         critic_net=critic_net,
         backup_entropy=config.backup_entropy,
@@ -132,12 +136,14 @@ def set_online(agent: Agent) -> Agent:
 
 
 def prepare_batch(agent: Agent, batch: Transition) -> Transition:
-    """Normalise observations and scale rewards (and the MC return, which is a sum of them)."""
+    """Normalise observations; rewards become reward * scale + bias. The MC return is only
+    scaled: the run computes it from reward + bias / scale (and applies the sparse-reward rule),
+    so that scaled it is the discounted return of the transformed rewards."""
     norm = agent.obs_norm.normalize
     return batch.replace(
         obs=norm(batch.obs),
         next_obs=norm(batch.next_obs),
-        reward=batch.reward * agent.reward_scale,
+        reward=batch.reward * agent.reward_scale + agent.reward_bias,
         mc_return=batch.mc_return * agent.reward_scale,
     )
 

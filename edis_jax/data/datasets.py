@@ -173,8 +173,20 @@ def read_episodes(dataset_id: str, *, download: bool | None = None) -> tuple[lis
     return episodes, _raw_metadata(dataset_id)
 
 
-def returns_to_go(rewards, terminations, truncations, discount: float) -> np.ndarray:
+def returns_to_go(
+    rewards,
+    terminations,
+    truncations,
+    discount: float,
+    *,
+    shift: float = 0.0,
+    fail_reward: float | None = None,
+) -> np.ndarray:
     """G_t = r_t + discount G_{t+1} within each episode, for flat arrays of consecutive steps.
+
+    shift is added to every reward first (an agent's reward bias over its scale). fail_reward
+    (Cal-QL's sparse-reward rule, the published get_return_to_go): an episode whose last reward
+    equals it gets (r_last + shift) / (1 - discount) at every step, the value of failing forever.
 
     An episode ends at a termination, a truncation, or the end of the arrays. After a
     termination the future is zero, so G is exact. After a truncation (time limit, or a dataset
@@ -189,14 +201,31 @@ def returns_to_go(rewards, terminations, truncations, discount: float) -> np.nda
         raise ValueError(
             f"rewards {rewards.shape}, terminations and truncations must be equal 1-d shapes"
         )
+    raw = rewards
+    if shift:
+        rewards = rewards + shift
     out = np.empty_like(rewards)
-    future = 0.0
+    future, fail_value = 0.0, None
     for t in range(len(rewards) - 1, -1, -1):
-        if ends[t]:
+        if ends[t] or t == len(rewards) - 1:  # the last step of an episode
             future = 0.0
+            failed = fail_reward is not None and raw[t] == fail_reward
+            fail_value = rewards[t] / (1.0 - discount) if failed else None
         future = rewards[t] + discount * future
-        out[t] = future
+        out[t] = future if fail_value is None else fail_value
     return out.astype(np.float32)
+
+
+def dataset_returns_to_go(
+    data: Dataset, discount: float, *, shift: float = 0.0, fail_reward: float | None = None
+) -> np.ndarray:
+    """returns_to_go over a loaded dataset's episodes (the mc_return load_dataset computes, with
+    a shift and the sparse-reward rule)."""
+    t = data.transitions
+    ends = np.zeros(len(t.reward), bool)
+    ends[np.cumsum(data.episode_lengths) - 1] = True
+    terminal = np.asarray(t.terminal) > 0
+    return returns_to_go(t.reward, terminal, ends, discount, shift=shift, fail_reward=fail_reward)
 
 
 def list_datasets() -> list[dict]:

@@ -95,7 +95,8 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
     """The state at step 0 for every seed: fresh agents and generators, filled buffers."""
     obs_dim, act_dim = offline.obs_dim, offline.act_dim
     module = agents.get(cfg.algo)
-    obs_norm = Normalizer.fit(offline.obs) if len(offline) > 1 else Normalizer.identity(obs_dim)
+    fit = cfg.agent.normalize_obs and len(offline) > 1
+    obs_norm = Normalizer.fit(offline.obs) if fit else Normalizer.identity(obs_dim)
     offline = jax.tree.map(jnp.asarray, offline)
     use_edis = cfg.edis and cfg.online_steps > 0
 
