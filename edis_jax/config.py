@@ -94,13 +94,14 @@ class SACConfig:
     # CleanRL's sac_continuous_action q_lr. Hopper-v5 from scratch, 2 seeds: 3e-4 reached a best
     # evaluation of 990 / 578 in 100k steps, 1e-3 reached 1000 by 50k / 70k steps.
     critic_lr: float = 1e-3
-    temp_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    num_qs: int = 2
-    critic_layer_norm: bool = False
-    init_temperature: float = 1.0
-    backup_entropy: bool = True
+    # (Each field below has its own comment: tyro gives an uncommented field the comment above.)
+    temp_lr: float = 3e-4  # lr of the learned temperature
+    discount: float = 0.99  # discount factor
+    tau: float = 0.005  # Polyak rate of the target Qs
+    num_qs: int = 2  # critics in the ensemble (the target takes the min over them)
+    critic_layer_norm: bool = False  # LayerNorm in the critics (RLPD)
+    init_temperature: float = 1.0  # initial entropy temperature
+    backup_entropy: bool = True  # back up the entropy term in the target (SAC)
     # Steps of uniform random actions before the policy acts, when training from scratch.
     start_steps: int = 5000
     critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
@@ -262,11 +263,13 @@ class EnergyConfig:
     steps: int = 20  # CEP steps per energy per retrain (published code)
     batch_size: int = 256  # online positives per step
     num_negatives: int = 10  # K negatives per positive for E_a and E_t
-    level_stride: int = 16  # noise levels: every 16th step of the 128-step schedule (8 levels)
-    # Guidance scales w_s, w_a, w_t (IQL-EDIS defaults, EDIS paper appendix).
-    scale_state: float = 2.0
-    scale_policy: float = 0.1
-    scale_transition: float = 0.1
+    # CEP noise levels: every level_stride-th step of the sampler's schedule (the paper's 128
+    # steps with 16: 8 levels); at most --diffusion.num-steps.
+    level_stride: int = 16
+    # Guidance scales (IQL-EDIS defaults, EDIS paper appendix).
+    scale_state: float = 2.0  # w_s, the state energy's guidance scale
+    scale_policy: float = 0.1  # w_a, the policy energy's guidance scale
+    scale_transition: float = 0.1  # w_t, the transition energy's guidance scale
     clip_factor: float = 10.0  # rows of g with norm above sqrt(D) * clip_factor are rescaled
     sigma_scaled: bool = False  # multiply g by sigma (exact score of q*exp(-E)); off by default
     # Negatives are drawn once per retrain into a bank of this many rows per conditioned energy,
