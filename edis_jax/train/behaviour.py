@@ -80,7 +80,16 @@ def train_sac_online(
     key, act_key = jax.random.split(key)
     action = _first_action(agent, act_key, _f32(obs), random=random_steps > 0)
     episode_return = 0.0
-    bar = tqdm(total=steps, desc=f"SAC {env_id}", disable=not progress, mininterval=1.0)
+    # With a stop_return, `steps` is a budget that training usually stops well short of: no
+    # remaining-time estimate from it (it promised 1-2 h for 5-12 min builds).
+    budget = "{desc}: {n_fmt} of at most {total_fmt} steps [{elapsed}, {rate_fmt}{postfix}]"
+    bar = tqdm(
+        total=steps,
+        desc=f"SAC {env_id}",
+        disable=not progress,
+        mininterval=1.0,
+        bar_format=budget if stop_return is not None else None,
+    )
     try:
         for t in range(steps):
             action_np = np.asarray(action)
