@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edis_jax.tasks import TASKS
+
 Algo = Literal["iql", "calql", "sac"]
 Guide = Literal["state", "policy", "transition"]
 GUIDES: tuple[str, ...] = ("state", "policy", "transition")
@@ -379,6 +381,8 @@ class RunConfig:
     # Start the online phase from this run's offline phase (its agent at the last offline
     # step): arms that share it differ only in their online settings.
     init_from: str | None = None
+    # The published per-task config applied on top of the preset (tasks.py; `edis-jax tasks`).
+    task: str | None = None
     batch_size: int = 256  # agent batch
     eval_every: int = 5000  # in steps of the current phase
     eval_episodes: int = 1  # full episodes per seed per evaluation
@@ -402,6 +406,7 @@ class RunConfig:
             self.preset in PRESET_NAMES,
             f"unknown preset {self.preset!r}: choose one of {', '.join(PRESET_NAMES)}",
         )
+        _check(self.task is None or self.task in TASKS, _unknown_task(self.task))
         _positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
         _positive(self, "checkpoint_every")
         _non_negative(self, "offline_steps", "online_steps")
@@ -464,11 +469,33 @@ class RunConfig:
 PRESET_NAMES = ("tiny", "cpu", "paper")
 
 
-def preset(name: str) -> RunConfig:
-    """The named preset: `tiny` (tests, seconds), `cpu` (2 cores, minutes), `paper` (a GPU)."""
+def preset(name: str, task: str | None = None) -> RunConfig:
+    """The named preset: `tiny` (tests, seconds), `cpu` (2 cores, minutes), `paper` (a GPU);
+    with a task, that published per-task config's values on top (tasks.py)."""
     if name not in PRESET_NAMES:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESET_NAMES)}")
-    return _PRESETS[name]()
+    cfg = _PRESETS[name]()
+    if task is None:
+        return cfg
+    _check(task in TASKS, _unknown_task(task))
+    return with_values(cfg, {**TASKS[task]["values"], "task": task})
+
+
+def with_values(cfg: RunConfig, values: dict) -> RunConfig:
+    """cfg with fields replaced: {"seeds": 3, "calql.cql_alpha": 1.0, ...} (dotted: nested)."""
+    top = {k: v for k, v in values.items() if "." not in k}
+    nested: dict[str, dict] = {}
+    for key, value in values.items():
+        if "." in key:
+            part, name = key.split(".", 1)
+            nested.setdefault(part, {})[name] = value
+    for part, changes in nested.items():
+        top[part] = dataclasses.replace(getattr(cfg, part), **changes)
+    return dataclasses.replace(cfg, **top)
+
+
+def _unknown_task(task) -> str:
+    return f"unknown task {task!r}: `edis-jax tasks` lists them (e.g. iql_edis/hopper-medium)"
 
 
 def _tiny() -> RunConfig:
