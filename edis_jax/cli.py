@@ -7,6 +7,8 @@ with tyro.
     edis-jax data scores ID --ref-min-score A --ref-max-score B
     edis-jax data export ID FILE.npz
     edis-jax train --algo iql --dataset local/hopper/medium-v0 --preset cpu --seeds 2 --out runs/x
+    edis-jax train --task iql_edis/hopper-medium --seeds 5 --out runs/paper
+    edis-jax tasks
     edis-jax resume runs/x
     edis-jax report runs/x runs/y
     edis-jax diagnose --dataset ID --target ID --json diag.json
@@ -222,14 +224,17 @@ def train_command(args: list[str]) -> int:
     from edis_jax import config
     from edis_jax.train import loop
 
-    name = _preset_name(args)
+    task = _flag_value(args, "--task")
+    name = _flag_value(args, "--preset") or ("paper" if task else "cpu")
     cfg = tyro.cli(
         config.RunConfig,
         args=_split_guide(args),
-        default=config.preset(name),
+        default=config.preset(name, task),
         prog="edis-jax train",
         description="Offline then online training of N seeds in one compiled program. "
         "--preset picks the defaults (tiny, cpu, paper) that the other flags override; "
+        "--task applies a published per-task config on top (preset paper unless given; "
+        "`edis-jax tasks` lists them); "
         "--guide takes a comma list of state,policy,transition (or none).",
     )
     summary = loop.train(cfg)
@@ -287,13 +292,72 @@ def diagnose_command(args: list[str]) -> int:
     return 0
 
 
-def _preset_name(args: list[str]) -> str:
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value of `flag VALUE` or `flag=VALUE` in args (the last one), or None."""
+    value = None
     for i, arg in enumerate(args):
-        if arg == "--preset" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--preset="):
-            return arg.split("=", 1)[1]
-    return "cpu"
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+@dataclass(frozen=True)
+class TasksArgs:
+    """List the published per-task configs (`train --task NAME`), or show one task's values."""
+
+    name: tyro.conf.Positional[str | None] = None  # a task: print every value it sets
+    json: bool = False
+
+
+def tasks_command(args: list[str]) -> int:
+    """List the paper's tasks (published per-task configs) that `train --task` applies."""
+    from edis_jax import config
+    from edis_jax.tasks import TASKS
+
+    a = _parse(TasksArgs, args, "edis-jax tasks")
+    if a.name is not None:
+        if a.name not in TASKS:
+            return _fail(config.unknown_task(a.name))
+        task = TASKS[a.name]
+        if a.json:
+            print(json.dumps(task, indent=2))
+            return 0
+        print(f"{a.name}: {task['dataset']} ({task['env']}), from {task['source']}")
+        print("\n".join(f"  {k} = {v}" for k, v in task["values"].items()))
+        return 0
+    if a.json:
+        print(json.dumps(TASKS, indent=2))
+        return 0
+    header = ("task", "dataset", "env", "key values (on top of --preset paper)")
+    rows = [(n, t["dataset"], t["env"], _key_values(t["values"])) for n, t in TASKS.items()]
+    print(_format_table([header, *rows]))
+    print("\nrun one with `edis-jax train --task NAME`; `edis-jax tasks NAME` shows its values")
+    return 0
+
+
+# Short labels of the values that differ most between tasks, in the order shown.
+_KEY_VALUES = (
+    ("online.utd", "utd"), ("online.utd_retrain", "utd"), ("online.synthetic_ratio", "rho"),
+    ("diffusion.train_steps", "diffusion"), ("iql.expectile", "expectile"), ("iql.beta", "beta"),
+    ("energy.scale_state", "w_s"), ("energy.scale_policy", "w_a"),
+    ("energy.scale_transition", "w_t"), ("calql.cql_alpha", "alpha"),
+    ("calql.cql_alpha_online", "alpha_online"), ("calql.critic_hidden_dims", "critic"),
+    ("calql.cql_lagrange", "lagrange"), ("calql.cql_target_action_gap", "gap"),
+    ("calql.reward_scale", "r_scale"), ("calql.reward_bias", "r_bias"),
+    ("online.baseline_online_ratio", "online_ratio"),
+)  # fmt: skip
+
+
+def _key_values(values: dict) -> str:
+    def fmt(v) -> str:
+        if isinstance(v, tuple):
+            return f"{len(v)}x{v[0]}"
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    shown = [f"{label} {fmt(values[k])}" for k, label in _KEY_VALUES if k in values]
+    return ", ".join(shown) or "(the preset's)"
 
 
 def _split_guide(args: list[str]) -> list[str]:
@@ -333,6 +397,7 @@ COMMANDS: dict[str, Handler] = {
     "resume": resume_command,
     "report": report_command,
     "diagnose": diagnose_command,
+    "tasks": tasks_command,
 }
 
 

@@ -406,7 +406,7 @@ class RunConfig:
             self.preset in PRESET_NAMES,
             f"unknown preset {self.preset!r}: choose one of {', '.join(PRESET_NAMES)}",
         )
-        _check(self.task is None or self.task in TASKS, _unknown_task(self.task))
+        _check(self.task is None or self.task in TASKS, unknown_task(self.task))
         _positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
         _positive(self, "checkpoint_every")
         _non_negative(self, "offline_steps", "online_steps")
@@ -477,7 +477,7 @@ def preset(name: str, task: str | None = None) -> RunConfig:
     cfg = _PRESETS[name]()
     if task is None:
         return cfg
-    _check(task in TASKS, _unknown_task(task))
+    _check(task in TASKS, unknown_task(task))
     return with_values(cfg, {**TASKS[task]["values"], "task": task})
 
 
@@ -494,7 +494,7 @@ def with_values(cfg: RunConfig, values: dict) -> RunConfig:
     return dataclasses.replace(cfg, **top)
 
 
-def _unknown_task(task) -> str:
+def unknown_task(task) -> str:
     return f"unknown task {task!r}: `edis-jax tasks` lists them (e.g. iql_edis/hopper-medium)"
 
 
