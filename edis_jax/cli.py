@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import tyro
+from tqdm.auto import tqdm
 
 from edis_jax.data.builder import DEFAULTS as BUILD
 
@@ -409,6 +410,9 @@ def _parse(cls, args: list[str], prog: str):
 
 
 def _fail(message: str, status: int = 2) -> int:
+    # A progress bar left open by the failure would share the line: close it first.
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
     print(f"edis-jax: error: {message}", file=sys.stderr)
     return status
 

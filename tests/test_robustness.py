@@ -1,0 +1,397 @@
+"""Nothing lost, nothing silent (issue 11): every failure ends in one line with the right exit
+status and leaves what was on disk byte-identical; checkpoints are verified; a run killed at
+any point resumes to the metrics of a run never stopped."""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+from edis_jax import checkpoint, cli, config, envs
+from edis_jax.data import builder
+from edis_jax.train import loop
+
+DATASET = "test/hopper/random-v0"
+OTHER_ENV = "test/pendulum/random-v0"
+# A run small enough to finish in seconds: checkpoints at global steps 40 (offline end), 60, 80.
+FLAGS = dict(
+    offline_steps=40, online_steps=40, log_every=20, eval_every=20, checkpoint_every=20, edis=False
+)
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(path))
+        builder.make_dataset("Hopper-v5", "random", 1500, DATASET, seed=0)
+        builder.make_dataset("Pendulum-v1", "random", 400, OTHER_ENV, seed=0)
+    return path
+
+
+@pytest.fixture
+def datasets_env(dataset_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(dataset_path))
+
+
+def tiny(out: Path, **changes) -> config.RunConfig:
+    base = config.preset("tiny").replace(dataset=DATASET, out=str(out), **FLAGS)
+    return base.replace(**changes)
+
+
+def cli_flags(out: Path) -> list[str]:
+    flags = ["--preset", "tiny", "--dataset", DATASET, "--out", str(out), "--no-edis"]
+    for name, value in FLAGS.items():
+        if name != "edis":
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset_path, tmp_path_factory):
+    """One uninterrupted run, shared (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(dataset_path))
+        loop.train(tiny(out), progress=False)
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, datasets_env, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    return copy
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_error_line(capsys) -> str:
+    """The one `edis-jax: error:` line on stderr (progress bars aside), and no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("edis-jax")]
+    assert len(lines) == 1 and lines[0].startswith("edis-jax: error: "), lines
+    return lines[0]
+
+
+def steps_of(run_dir: Path) -> list[int]:
+    ckpt = run_dir / checkpoint.CHECKPOINT_DIR
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_a_flipped_byte_in_any_file_falls_back_with_one_line(tmp_path, capsys):
+    state = {"a": jnp.arange(6.0), "b": {"c": jnp.ones((3, 4))}}
+    checkpoint.save(tmp_path, 1, state, {"x": 1})
+    checkpoint.save(tmp_path, 2, jax_tree_plus(state, 1.0), {"x": 2})
+    newest = tmp_path / checkpoint.CHECKPOINT_DIR / "2"
+    files = sorted(p for p in newest.rglob("*") if p.is_file())
+    assert len(files) > 10 and any(p.name == checkpoint.CHECKSUMS for p in files)
+    for path in files:
+        original = path.read_bytes()
+        flipped = bytearray(original)
+        flipped[len(flipped) // 2] ^= 0x01
+        path.write_bytes(bytes(flipped))
+        restored, host, step = checkpoint.restore(tmp_path, state)
+        assert (step, host) == (1, {"x": 1}), path
+        np.testing.assert_array_equal(restored["a"], state["a"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "damaged checkpoint" in err[0] and "step 1" in err[0], err
+        path.write_bytes(original)
+    assert checkpoint.restore(tmp_path, state)[2] == 2  # all restored: the newest again
+
+    for step in ("1", "2"):  # both damaged: one line that says what to do
+        data = next((tmp_path / checkpoint.CHECKPOINT_DIR / step / "state").rglob("d/*"))
+        data.write_bytes(data.read_bytes()[:-1])
+    with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint.*--overwrite"):
+        checkpoint.restore(tmp_path, state)
+
+
+def jax_tree_plus(tree, value):
+    return {"a": tree["a"] + value, "b": {"c": tree["b"]["c"] + value}}
+
+
+def test_disk_full_during_a_save_leaves_earlier_checkpoints_and_no_partial_one(
+    tmp_path, monkeypatch
+):
+    state = {"a": jnp.arange(6.0)}
+    checkpoint.save(tmp_path, 1, state, {"x": 1})
+    before = tree_hashes(tmp_path)
+
+    async def full(self, item, directory):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full)
+    with pytest.raises(checkpoint.CheckpointSaveError, match="^no space left on device") as err:
+        checkpoint.save(tmp_path, 2, state, {"x": 2})
+    assert len(str(err.value).splitlines()) == 1 and "edis-jax resume" in str(err.value)
+    assert tree_hashes(tmp_path) == before  # no temporary folder, step 1 untouched
+
+
+def test_disk_full_in_a_run_is_one_line_and_resume_continues_once_freed(run_copy, capsys):
+    shutil.rmtree(run_copy / checkpoint.CHECKPOINT_DIR / "80")  # as if stopped before it
+    kept = {k: v for k, v in tree_hashes(run_copy).items() if k.startswith("checkpoints/")}
+
+    async def full(self, item, directory):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full)
+        assert cli.main(["resume", str(run_copy)]) == 1
+    line = one_error_line(capsys)
+    assert "no space left on device while saving checkpoint 80" in line
+    after = {k: v for k, v in tree_hashes(run_copy).items() if k.startswith("checkpoints/")}
+    assert after == kept
+    assert loop.resume(run_copy, progress=False) is not None  # the disk freed: it finishes
+    assert steps_of(run_copy) == [60, 80]
+
+
+# ---------------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize(
+    "edits, named",
+    [
+        ({"algo": "calql"}, "algo 'iql' -> 'calql'"),
+        ({"seeds": 3, "online_steps": 80}, "online_steps 40 -> 80, seeds 2 -> 3"),
+        ({"online": {"utd": 2}}, "online.utd 1 -> 2"),
+    ],
+)
+def test_resume_refuses_an_edited_config_naming_the_fields(run_copy, capsys, edits, named):
+    path = run_copy / "config.json"
+    data = json.loads(path.read_text())
+    for key, value in edits.items():
+        if isinstance(value, dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data, indent=2))
+    before = tree_hashes(run_copy)
+    assert cli.main(["resume", str(run_copy)]) == 2
+    line = one_error_line(capsys)
+    assert "no longer matches the config its checkpoints were written with" in line
+    assert named in line
+    assert tree_hashes(run_copy) == before
+
+
+def test_resume_without_checkpoints_folder_is_one_line(run_copy, capsys):
+    shutil.rmtree(run_copy / checkpoint.CHECKPOINT_DIR)
+    before = tree_hashes(run_copy)
+    assert cli.main(["resume", str(run_copy)]) == 2
+    assert "has no checkpoints/ folder" in one_error_line(capsys)
+    assert tree_hashes(run_copy) == before
+
+
+def test_all_checkpoints_damaged_is_one_line(run_copy, capsys):
+    for step in steps_of(run_copy):
+        data = next((run_copy / checkpoint.CHECKPOINT_DIR / str(step) / "state").rglob("d/*"))
+        data.write_bytes(data.read_bytes()[:-1])
+    before = tree_hashes(run_copy)
+    assert cli.main(["resume", str(run_copy)]) == 1
+    assert "no usable checkpoint" in one_error_line(capsys)
+    assert tree_hashes(run_copy) == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_start(
+    run_copy, finished_run, capsys
+):
+    # What a kill during start-up or during the first save leaves.
+    for step in steps_of(run_copy):
+        shutil.rmtree(run_copy / checkpoint.CHECKPOINT_DIR / str(step))
+    shutil.rmtree(run_copy / checkpoint.OFFLINE_DIR)
+    (run_copy / "summary.json").unlink()
+    lines = (run_copy / "metrics.jsonl").read_text().splitlines()
+    (run_copy / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    summary = loop.resume(run_copy, progress=False)
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    for name in ("metrics.jsonl", "summary.json"):
+        if name == "summary.json":
+            mine, theirs = (json.loads((d / name).read_text()) for d in (run_copy, finished_run))
+            mine.pop("wall_time_s"), theirs.pop("wall_time_s")
+            for key in ("env_steps_per_s", "updates_per_s"):
+                mine.pop(key), theirs.pop(key)
+            assert mine == theirs
+        else:
+            assert (run_copy / name).read_text() == (finished_run / name).read_text()
+    assert summary is not None
+
+
+# ------------------------------------------------------------------------------ one writer
+
+
+def test_a_second_writer_is_refused(run_copy, capsys):
+    before = tree_hashes(run_copy)
+    with loop._locked(run_copy):
+        assert cli.main(["resume", str(run_copy)]) == 2
+        assert "is in use by another" in one_error_line(capsys)
+        assert cli.main(["train", *cli_flags(run_copy), "--overwrite"]) == 2
+        assert "is in use by another" in one_error_line(capsys)
+    assert tree_hashes(run_copy) == before
+
+
+# ------------------------------------------------------------------------------ divergence
+
+
+def test_nan_in_training_stops_before_saving_it(datasets_env, tmp_path, monkeypatch):
+    real_chunk, calls = loop.S.update_chunk, []
+
+    def diverging(*args, **kwargs):
+        state, metrics = real_chunk(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # the second chunk (offline steps 20 to 40) blows up
+            metrics = {k: v * jnp.nan for k, v in metrics.items()}
+        return state, metrics
+
+    monkeypatch.setattr(loop.S, "update_chunk", diverging)
+    cfg = tiny(tmp_path / "nan")
+    with pytest.raises(loop.DivergedError, match="offline step 40") as err:
+        loop.train(cfg, progress=False)
+    message = str(err.value)
+    assert "NaN or inf" in message and "last checkpoint (step 20) is intact" in message
+    run_dir = Path(cfg.out)
+    assert steps_of(run_dir) == [20]
+    assert checkpoint.verify(run_dir / checkpoint.CHECKPOINT_DIR / "20") is None
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 20  # nothing of the diverged chunk was logged
+
+
+# ------------------------------------------------------------------- paths and other envs
+
+
+def test_unwritable_out_paths_are_one_line_within_seconds(datasets_env, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    cases = [(tmp_path / "a_file" / "run", "a file")]
+    if os.geteuid() != 0:  # root writes into read-only folders
+        (tmp_path / "locked").mkdir(mode=0o500)
+        cases.append((tmp_path / "locked" / "run", "cannot write in"))
+    before = tree_hashes(tmp_path)
+    for out, match in cases:
+        t0 = time.perf_counter()
+        assert cli.main(["train", *cli_flags(out)]) == 2
+        assert match in one_error_line(capsys)
+        assert time.perf_counter() - t0 < 5
+    assert tree_hashes(tmp_path) == before
+
+
+def test_report_out_that_cannot_be_written_is_one_line(run_copy, capsys):
+    (run_copy.parent / "a_file").write_text("x")
+    before = tree_hashes(run_copy.parent)
+    assert cli.main(["report", str(run_copy), "--out", str(run_copy.parent / "a_file/r.png")]) == 2
+    assert "a file" in one_error_line(capsys)
+    assert tree_hashes(run_copy.parent) == before
+
+
+def test_diagnose_refuses_another_envs_policy_and_a_folder_that_is_not_a_run(
+    datasets_env, tmp_path, capsys
+):
+    other = tmp_path / "pendulum_run"
+    other.mkdir()
+    cfg = tiny(other, dataset=OTHER_ENV)
+    (other / "config.json").write_text(json.dumps(config.to_dict(cfg)))
+    base = ["diagnose", "--dataset", DATASET, "--target", DATASET, "--preset", "tiny"]
+    assert cli.main([*base, "--policy", str(other)]) == 2
+    line = one_error_line(capsys)
+    assert "acts in Pendulum-v1 (observations 3, actions 1)" in line
+    assert "Hopper-v5 data (observations 11, actions 3)" in line
+
+    folder = tmp_path / "not_a_run"
+    folder.mkdir()
+    args = ["diagnose", "--dataset", DATASET, "--target", str(folder), "--preset", "tiny"]
+    assert cli.main(args) == 2
+    assert "is a folder but not an edis-jax run" in one_error_line(capsys)
+
+
+def test_an_env_from_a_missing_package_names_the_package(minari_path, capsys):
+    with pytest.raises(ValueError, match="gymnasium-robotics package.*pip install"):
+        envs.make_env("AdroitHandDoor-v1")
+    args = ["data", "make", "--env", "AdroitHandDoor-v1", "--kind", "random", "--steps", "10"]
+    assert cli.main([*args, "--id", "t/door/random-v0"]) == 2
+    assert "pip install gymnasium-robotics" in one_error_line(capsys)
+    assert list(minari_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------- help and warnings
+
+
+def test_every_train_flag_has_its_own_help(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--preset", "tiny", "--help"])
+    helps: dict[str, str] = {}
+    flag = None
+    for line in capsys.readouterr().out.splitlines():
+        text = line.strip("│ ").strip()
+        if text.startswith("--"):
+            flag = text.split()[0]
+            helps[flag] = ""
+        elif flag is not None and text and not text.startswith(("╭", "╰", "─")):
+            helps[flag] += " " + text
+    texts = {}
+    for flag, text in helps.items():
+        text = text.split("(default:")[0].strip()
+        if text:
+            texts.setdefault(text, []).append(flag)
+    # The three published Cal-QL option pairs share one explanation by design.
+    shared = {t: f for t, f in texts.items() if len(f) > 1 and not f[0].startswith("--calql.")}
+    assert shared == {}
+    assert "every level_stride-th step" in " ".join(texts)
+
+
+def test_mujoco_deprecation_notices_are_quiet(capfd):
+    cli._quiet_libraries(verbose=False)
+    envs.make_env("HalfCheetah-v5").close()
+    assert "deprecated" not in capfd.readouterr().err
+
+
+# -------------------------------------------------------------------------- kill anywhere
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_then_resume_equals_a_straight_run(
+    finished_run, dataset_path, tmp_path
+):
+    """A real `edis-jax train` process killed with SIGKILL after its first checkpoint, then its
+    `resume` killed during a later save; a last `resume` finishes it."""
+    out = tmp_path / "killed"
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(dataset_path), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "edis_jax.cli"]
+
+    def run_until(args, ready) -> None:
+        proc = subprocess.Popen([*command, *args], env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while not ready() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    ckpt = out / checkpoint.CHECKPOINT_DIR
+    run_until(["train", *cli_flags(out)], lambda: (ckpt / "40" / checkpoint.CHECKSUMS).exists())
+    run_until(["resume", str(out)], lambda: any(ckpt.glob("*orbax-checkpoint-tmp*")))
+    assert subprocess.run([*command, "resume", str(out)], env=env).returncode == 0
+    assert (out / "metrics.jsonl").read_text() == (finished_run / "metrics.jsonl").read_text()
+    mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, finished_run))
+    for key in ("wall_time_s", "env_steps_per_s", "updates_per_s"):
+        mine.pop(key), theirs.pop(key)
+    assert mine == theirs
