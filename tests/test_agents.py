@@ -343,3 +343,121 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
     assert more.steps == 100 and len(more.evals) == 1
     assert jax.tree.leaves(run.agent)[0] is not None  # the caller's agent is still usable
     sac.act(run.agent, jax.random.PRNGKey(0), jnp.zeros(3), True)
+
+
+# ------------------------------------------------ Cal-QL options of the published task configs
+
+
+def _calql_loss(agent, batch):
+    prepared = sac.prepare_batch(agent.sac, batch)
+    return calql.critic_loss(agent, agent.sac.critic.params, prepared, jax.random.PRNGKey(3))
+
+
+def test_calql_clip_diff_bounds_the_cql_gap_of_every_row():
+    agent = make_agent("calql", jax.random.PRNGKey(7), tiny_config("calql"))
+    batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=16)
+    loss = jax.jit(_calql_loss)
+    plain, info = loss(agent, batch)
+    assert abs(float(info["cql_gap"])) < 50.0  # a small untrained critic: gaps well inside +-50
+    same, _ = loss(agent.replace(cql_clip_min=common.scalar(-1e3)), batch)
+    assert float(same) == float(plain)  # a bound no row reaches changes nothing
+    alpha = float(agent.cql_alpha)
+    for bound in ("cql_clip_min", "cql_clip_max"):
+        c = 100.0 if bound == "cql_clip_min" else -100.0  # every row's gap is raised/lowered to c
+        clipped, info_c = loss(agent.replace(**{bound: common.scalar(c)}), batch)
+        assert float(info_c["cql_gap"]) == pytest.approx(c)
+        # By hand: TD loss plus alpha * (c per critic, two critics).
+        assert float(clipped) == pytest.approx(float(info_c["td_loss"]) + alpha * 2 * c, rel=1e-6)
+    config = CalQLConfig(cql_clip_diff_min=-200.0)
+    created = calql.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config)
+    assert float(created.cql_clip_min) == -200.0 and float(created.cql_clip_max) == np.inf
+
+
+def test_calql_lagrange_alpha_rises_above_the_target_gap_and_falls_below():
+    config = tiny_config("calql", cql_lagrange=True, cql_target_action_gap=0.0)
+    agent = make_agent("calql", jax.random.PRNGKey(7), config)
+    assert agent.cql_lagrange and float(agent.alpha_prime.params) == 1.0  # log alpha' = 1
+    step = jax.jit(calql.lagrange_step)
+    up = step(agent, common.scalar(1.0))  # gap 1 above the target 0
+    down = step(agent, common.scalar(-1.0))
+    assert float(up.params) > 1.0 > float(down.params)
+    # Through update: a target far below / above any gap moves alpha' the same ways.
+    batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=16)
+    update = jax.jit(calql.update)
+    low = agent.replace(cql_target_gap=common.scalar(-1e3))
+    after, info = update(low, batch)
+    assert float(after.alpha_prime.params) > 1.0
+    assert (
+        float(update(agent.replace(cql_target_gap=common.scalar(1e3)), batch)[0].alpha_prime.params)
+        < 1.0
+    )  # noqa: E501
+    # The critic's penalty is alpha' * cql_alpha * (gap - target), per critic, alpha' = e.
+    assert float(info["alpha_prime"]) == pytest.approx(np.e, rel=1e-6)
+    loss, linfo = jax.jit(_calql_loss)(low, batch)
+    penalty = np.e * float(agent.cql_alpha) * 2 * (float(linfo["cql_gap"]) + 1e3)
+    assert float(loss) == pytest.approx(float(linfo["td_loss"]) + penalty, rel=1e-5)
+    # Without Lagrange, alpha' is never stepped.
+    plain = make_agent("calql", jax.random.PRNGKey(7), tiny_config("calql"))
+    assert float(update(plain, batch)[0].alpha_prime.params) == 1.0
+
+
+def test_calql_max_target_backup_takes_the_max_over_the_sampled_actions():
+    agent = make_agent("calql", jax.random.PRNGKey(7), tiny_config("calql"))
+    batch = sac.prepare_batch(
+        agent.sac, probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=16)
+    )
+    next_actions, next_logp = calql._policy_samples(
+        agent.sac, batch.next_obs, 4, jax.random.PRNGKey(1)
+    )
+    obs = jnp.broadcast_to(batch.next_obs, (4, 16, OBS_DIM))
+    q = agent.sac.critic_net.apply(agent.sac.target_critic, obs, next_actions).min(0)  # (4, 16)
+    key = jax.random.PRNGKey(2)
+    best = calql._td_target(
+        agent.replace(max_backup=common.scalar(1.0)), batch, next_actions, next_logp, key
+    )  # noqa: E501
+    first = calql._td_target(agent, batch, next_actions, next_logp, key)
+    gamma = float(agent.sac.discount)
+    np.testing.assert_allclose(best, batch.reward + gamma * q.max(0), rtol=1e-6)
+    np.testing.assert_allclose(first, batch.reward + gamma * q[0], rtol=1e-6)
+    assert np.all(np.asarray(q.max(0)) >= np.asarray(q[0])) and not np.allclose(best, first)
+
+
+def test_calql_critic_depth_sets_the_critic_only():
+    def dense_layers(params):
+        return len(
+            {jax.tree_util.keystr(p[:-1]) for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+        )  # noqa: E501
+
+    plain = make_agent("calql", jax.random.PRNGKey(0), tiny_config("calql"))
+    deep = make_agent(
+        "calql", jax.random.PRNGKey(0), tiny_config("calql", critic_hidden_dims=(32,) * 5)
+    )  # noqa: E501
+    assert dense_layers(deep.sac.critic.params) == dense_layers(plain.sac.critic.params) + 3
+    assert dense_layers(deep.sac.actor.params) == dense_layers(plain.sac.actor.params)
+
+
+def test_reward_scale_and_bias_and_the_sparse_mc_return():
+    from edis_jax.config import RunConfig
+    from edis_jax.data.datasets import returns_to_go
+    from edis_jax.train import loop
+
+    config = tiny_config("calql", reward_scale=2.0, reward_bias=-1.0)
+    agent = calql.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config, reward_scale=3.0)
+    batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=8)
+    prepared = sac.prepare_batch(agent.sac, batch)
+    np.testing.assert_allclose(prepared.reward, batch.reward * 6.0 - 1.0, rtol=1e-6)
+    np.testing.assert_allclose(prepared.mc_return, batch.mc_return * 6.0, rtol=1e-6)
+    # The run's mc_return sums reward + bias / scale, so that scaled it is the return of the
+    # transformed rewards; the sparse rule reads the reference minimum (AntMaze: 0).
+    cfg = RunConfig(
+        algo="calql", calql=config.__class__(reward_scale=2.0, reward_bias=-1.0, sparse_reward=True)
+    )  # noqa: E501
+    shift, fail = loop._return_options(cfg, 3.0, (0.0, 1.0))
+    assert shift == pytest.approx(-1.0 / 6.0) and fail == 0.0
+    # Two AntMaze-like episodes: the goal never reached, and reached at the end.
+    rewards, ends = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0, 0, 1, 0, 0, 1]
+    g = returns_to_go(rewards, ends, np.zeros(6), 0.99, shift=-1.0, fail_reward=0.0)
+    np.testing.assert_allclose(g[:3], [-100.0] * 3, rtol=1e-6)  # (0 - 1) / (1 - 0.99)
+    np.testing.assert_allclose(g[3:], [-1.0 - 0.99, -1.0, 0.0], rtol=1e-6)
+    plain = returns_to_go(rewards, ends, np.zeros(6), 0.99)
+    np.testing.assert_allclose(plain, [0, 0, 0, 0.99**2, 0.99, 1.0], rtol=1e-6)
