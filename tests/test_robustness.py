@@ -366,12 +366,11 @@ def test_mujoco_deprecation_notices_are_quiet(capfd):
 # -------------------------------------------------------------------------- kill anywhere
 
 
-@pytest.mark.slow
 def test_kill_9_at_several_points_then_resume_equals_a_straight_run(
     finished_run, dataset_path, tmp_path
 ):
     """A real `edis-jax train` process killed with SIGKILL after its first checkpoint, then its
-    `resume` killed during a later save; a last `resume` finishes it."""
+    `resume` killed during a later save; a last `resume` finishes it (about 40 s)."""
     out = tmp_path / "killed"
     env = {**os.environ, "MINARI_DATASETS_PATH": str(dataset_path), "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, "-m", "edis_jax.cli"]
@@ -385,10 +384,13 @@ def test_kill_9_at_several_points_then_resume_equals_a_straight_run(
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        assert proc.returncode == -signal.SIGKILL  # killed, not finished
 
     ckpt = out / checkpoint.CHECKPOINT_DIR
     run_until(["train", *cli_flags(out)], lambda: (ckpt / "40" / checkpoint.CHECKSUMS).exists())
-    run_until(["resume", str(out)], lambda: any(ckpt.glob("*orbax-checkpoint-tmp*")))
+    # During the save of a later checkpoint (or, if that is missed, right after it).
+    later = (ckpt / "60" / checkpoint.CHECKSUMS).exists
+    run_until(["resume", str(out)], lambda: any(ckpt.glob("*orbax-checkpoint-tmp*")) or later())
     assert subprocess.run([*command, "resume", str(out)], env=env).returncode == 0
     assert (out / "metrics.jsonl").read_text() == (finished_run / "metrics.jsonl").read_text()
     mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, finished_run))
