@@ -193,13 +193,14 @@ def _check_policy_env(run_dir: str, offline) -> None:
 def _load_target(target: str) -> tuple[Transition, str]:
     """TARGET is a dataset id, or a run directory whose online buffer (seed 0) is the target."""
     from edis_jax.data.datasets import load_dataset
+    from edis_jax.train import loop
 
-    if Path(target).is_dir() and not Path(target, "config.json").is_file():
+    if Path(target).is_dir() and not loop.is_run_dir(Path(target)):
         raise ValueError(
-            f"--target {target} is a folder but not an edis-jax run (no config.json): give a "
-            "run directory (`edis-jax train --out`) or a dataset id (`edis-jax data list`)"
+            f"--target {target} is a folder but not an edis-jax run (no {loop.RUN_MARKER}): "
+            "give a run directory (`edis-jax train --out`) or a dataset id (`edis-jax data list`)"
         )
-    if not Path(target, "config.json").is_file():
+    if not Path(target).is_dir():
         data = load_dataset(target)
         return data.transitions, data.env_id
     cfg, state = _load_run(target)
