@@ -1,0 +1,200 @@
+"""`python -m benchmarks.bitwise_check [--check | --write]`: do restructurings change results?
+
+Runs a fixed configuration and hashes what it writes: small versions of the `make run` arms
+(edis_jax/main_job.py: IQL owns the offline phase and continues online as the baseline; IQL-EDIS
+and IQL-SynthER start online from its offline phase with --init-from), the IQL-EDIS arm killed
+mid-run and resumed, and the dataset builder's behaviour SAC (a medium-replay `data make` and
+a continued agent). Hashes: metrics.jsonl, summary.json without its wall-clock values, every
+leaf of the online buffer (observations and actions taken), and the built dataset.
+
+`--write` stores the hashes in benchmarks/results/bitwise_reference.json; `--check` (the
+default) recomputes them and exits 1 on any difference, naming what differs. The runs go to a
+temporary folder (or --root). Run it with the same XLA flags and device as the reference: the
+reference records them. A few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from edis_jax import config
+from edis_jax.train import loop
+
+REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
+DATASET = "local/hopper/medium-v0"  # shipped with the package, as in `make run`
+KILL_AT = 150  # online step the killed arm stops at: after the checkpoint and retrain at 100
+# summary.json values that are wall-clock times or rates derived from them.
+WALL_KEYS = ("wall_time_s", "env_steps_per_s", "updates_per_s")
+
+
+def arm_configs(root: Path) -> dict[str, config.RunConfig]:
+    """The `make run` arms (cpu preset: warm-started delta generator, banks, sigma-scaled
+    guidance) at a few hundred steps and tiny generator sizes."""
+    cpu = config.preset("cpu")
+    diffusion = dataclasses.replace(
+        cpu.diffusion, width=32, depth=2, dim_t=16, batch_size=32, train_steps=60,
+        train_chunk=30, num_steps=8, sample_batch=256, initial_steps=60,
+    )  # fmt: skip
+    energy = dataclasses.replace(
+        cpu.energy, hidden_dims=(32, 32), steps=4, batch_size=16, num_negatives=4,
+        level_stride=4, negative_bank=64, bank_refreshes=2,
+    )  # fmt: skip
+    online = dataclasses.replace(cpu.online, retrain_every=100, num_samples=512)
+    base = cpu.replace(
+        algo="iql", dataset=DATASET, seeds=2, offline_steps=300, online_steps=300,
+        eval_every=100, eval_episodes=2, log_every=50, checkpoint_every=100,
+        diffusion=diffusion, energy=energy, online=online, overwrite=True,
+    )  # fmt: skip
+    iql = base.replace(edis=False, out=str(root / "iql"))
+    shared = {"init_from": iql.out}
+    return {
+        "iql": iql,
+        "iql_edis": base.replace(edis=True, out=str(root / "iql_edis"), **shared),
+        "iql_synther": base.replace(edis=True, guide=(), out=str(root / "iql_synther"), **shared),
+    }
+
+
+def run_all(root: Path, log=print) -> dict[str, dict[str, str]]:
+    """Run everything under `root`; return {run name: {what: sha256}}."""
+    arms = arm_configs(root)
+    hashes = {}
+    for name, cfg in arms.items():
+        log(f"- {name}")
+        loop.train(cfg, progress=False)
+        hashes[name] = run_hashes(Path(cfg.out))
+    log(f"- iql_edis killed at online step {KILL_AT} and resumed")
+    killed = arms["iql_edis"].replace(out=str(root / "iql_edis_resumed"))
+    if loop.train(killed, stop_at_online_step=KILL_AT, progress=False) is not None:
+        raise RuntimeError(f"the killed run finished instead of stopping at step {KILL_AT}")
+    loop.resume(killed.out, progress=False)
+    hashes["iql_edis_resumed"] = run_hashes(Path(killed.out))
+    log("- behaviour SAC (data make medium-replay, and a continued agent)")
+    hashes["behaviour_sac"] = behaviour_hashes(root / "minari")
+    return hashes
+
+
+def run_hashes(run_dir: Path) -> dict[str, str]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in WALL_KEYS:
+        summary.pop(key)
+    _, state = loop.load_run(run_dir)
+    return {
+        "metrics.jsonl": _sha((run_dir / "metrics.jsonl").read_bytes()),
+        "summary.json": _sha(json.dumps(summary, sort_keys=True).encode()),
+        "online_buffer": _tree_sha(state.online),
+    }
+
+
+def behaviour_hashes(minari_path: Path) -> dict[str, str]:
+    """`data make` of a medium-replay dataset (recorded SAC training episodes) with a small
+    SAC, and the same SAC continued from its agent (as the expert build does)."""
+    from edis_jax.data import builder, datasets
+    from edis_jax.train.behaviour import train_sac_online
+
+    sac = config.SACConfig(hidden_dims=(64, 64), start_steps=100)
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(minari_path)
+    try:
+        info = builder.make_dataset(
+            "Hopper-v5", "medium-replay", 400, "check/hopper/medium-replay-v0", seed=3,
+            max_train_steps=400, eval_every=200, eval_episodes=10, sac_config=sac,
+            progress=False,
+        )  # fmt: skip
+        data = datasets.load_dataset("check/hopper/medium-replay-v0")
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+    first = train_sac_online(
+        "Hopper-v5", 300, seed=5, config=sac, batch_size=64, eval_every=150, eval_episodes=2,
+        progress=False,
+    )  # fmt: skip
+    more = train_sac_online(
+        "Hopper-v5", 200, seed=6, agent=first.agent, batch_size=64, eval_every=100,
+        eval_episodes=2, record_episodes=True, progress=False,
+    )  # fmt: skip
+    runs = {
+        "evals": [first.evals, more.evals],
+        "train_returns": [first.train_returns, more.train_returns],
+        "build": {k: v for k, v in info.items() if k not in ("path", "timings")},
+    }
+    return {
+        "dataset": _tree_sha(data.transitions),
+        "runs": _sha(json.dumps(runs, sort_keys=True, default=str).encode()),
+        "agents": _tree_sha((first.agent, more.agent)),
+        "episodes": _tree_sha(more.episodes),
+    }
+
+
+def environment() -> dict[str, str]:
+    """What the hashes depend on besides the code."""
+    return {
+        "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "platform": jax.devices()[0].platform,
+        "machine": platform.machine(),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="compare with the reference (default)")
+    mode.add_argument("--write", action="store_true", help="store the reference")
+    parser.add_argument("--root", type=Path, help="folder for the runs (default: a temporary one)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bitwise-") as tmp:
+        root = args.root or Path(tmp)
+        hashes = run_all(root)
+    if args.write:
+        record = {"environment": environment(), "hashes": hashes}
+        REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+        REFERENCE.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {REFERENCE}")
+        return 0
+    reference = json.loads(REFERENCE.read_text())
+    if reference["environment"] != environment():
+        print(f"note: reference made under {reference['environment']}, now {environment()}")
+    differ = [
+        f"{run}/{what}"
+        for run in sorted(set(reference["hashes"]) | set(hashes))
+        for what in sorted(set(reference["hashes"].get(run, {})) | set(hashes.get(run, {})))
+        if reference["hashes"].get(run, {}).get(what) != hashes.get(run, {}).get(what)
+    ]
+    if hashes["iql_edis_resumed"] != hashes["iql_edis"]:
+        differ.append("iql_edis_resumed against iql_edis (resume is not 'never stopped')")
+    if differ:
+        print("DIFFERENT from the reference: " + ", ".join(differ))
+        return 1
+    print(f"bitwise identical to {REFERENCE.name}: {sum(len(h) for h in hashes.values())} hashes")
+    return 0
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tree_sha(tree) -> str:
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
+        leaf = np.asarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
