@@ -9,7 +9,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 # Minari datasets built by this project live here unless the user says otherwise.
 export MINARI_DATASETS_PATH ?= $(CURDIR)/datasets
 
-.PHONY: run test test-all lint format bench clean
+.PHONY: run test test-all lint format bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run
+
+# The GPU run in one command (benchmarks/gpu.py): installs the CUDA build of jax (the cuda
+# extra), then runs every part within 8 minutes. Flags go in BENCH_GPU_ARGS, e.g.
+# `make bench-gpu BENCH_GPU_ARGS="--budget-s 600"`.
+BENCH_GPU_ARGS ?=
+bench-gpu: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[cuda]"
+	$(BIN)/python -m benchmarks.gpu $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache

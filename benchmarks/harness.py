@@ -113,7 +113,7 @@ def write_results(
     out_dir: Path,
     stem: str,
     device: str,
-    peak_gflops: float,
+    peak_gflops: float | None,
     rows: list[Row],
     extra: dict[str, Any],
 ) -> tuple[Path, Path, str]:
@@ -134,11 +134,11 @@ def write_results(
     return json_path, md_path, markdown
 
 
-def markdown_report(device: str, peak_gflops: float, rows: list[Row], extra: dict) -> str:
+def markdown_report(device: str, peak_gflops: float | None, rows: list[Row], extra: dict) -> str:
     lines = [
         f"## Benchmarks on {device}",
         "",
-        f"Peak float32 matmul (JAX, best of 5): {peak_gflops:.1f} GFLOP/s. Speedup = PyTorch "
+        f"Peak float32 matmul (JAX, best of 5): {_fmt(peak_gflops, ' GFLOP/s')}. Speedup = PyTorch "
         "ms / JAX ms; GFLOP/s counts matmul FLOPs analytically (benchmarks/flops.py).",
         "",
         f"JAX {extra.get('jax_version')}; PyTorch {extra.get('torch_version')} eager on "
@@ -161,11 +161,11 @@ def markdown_report(device: str, peak_gflops: float, rows: list[Row], extra: dic
         lines.append("| " + " | ".join(cells) + " |")
     for title, key in (("Multi-seed scaling", "scaling"), ("Memory", "memory")):
         if extra.get(key):
-            lines += ["", f"### {title}", "", *_dict_table(extra[key])]
+            lines += ["", f"### {title}", "", *dict_table(extra[key])]
     return "\n".join(lines) + "\n"
 
 
-def _dict_table(items: list[dict] | dict) -> list[str]:
+def dict_table(items: list[dict] | dict) -> list[str]:
     if isinstance(items, dict):
         items = [items]
     keys = list(dict.fromkeys(k for item in items for k in item))  # union, in order

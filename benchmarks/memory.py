@@ -4,6 +4,7 @@ process so that the peak RSS is the generator's alone (not the benchmark run's).
 `python -m benchmarks.memory [--quick]` prints one JSON line. The sampler and the diffusion
 training are lax.scans whose carries do not grow with the number of steps, so they run here with
 few steps (2 sampler steps, 10 training steps): the memory is that of the full-length runs.
+`run_state` measures a whole multi-seed run state the same way (benchmarks/gpu.py calls it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 from edis_jax import edis
 from edis_jax.agents import policy as agent_policy
@@ -59,6 +61,60 @@ def measure(quick: bool = False, preset_name: str = "paper") -> dict:
     if stats and "peak_bytes_in_use" in stats:
         out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
     return out
+
+
+def run_state(preset_name: str = "paper", seeds: int = 32, offline_rows: int = 1_000_000) -> dict:
+    """Device memory of a `seeds`-seed IQL-EDIS run state of `preset_name` (Hopper shapes: the
+    real buffer holds `offline_rows` offline rows, D4RL hopper-medium's 1M at paper size, plus
+    the preset's online steps, per seed) through what a run does to it: one agent update
+    chunk, one generator retrain and one generation of a sample batch per seed. The retrain and
+    the sampler run shortened (10 training steps, 2 CEP steps, 16 sampler steps with CEP levels
+    every 2nd step: the paper's 8 levels), since their scans' carries do not grow with the
+    number of steps. Call it in a fresh process: the device peak is the process's peak.
+    `state_mb` counts the state's arrays exactly; `device_peak_mb` is the allocator's
+    peak_bytes_in_use, "not available" where the device does not report it (CPU)."""
+    from benchmarks.jax_side import random_transitions
+    from edis_jax.config import with_values
+    from edis_jax.train import state as S
+
+    cfg = with_values(preset(preset_name), {
+        "seeds": seeds, "diffusion.train_steps": 10, "diffusion.train_chunk": 10,
+        "diffusion.num_steps": 16, "energy.level_stride": 2, "energy.steps": 2,
+        "energy.bank_refreshes": 1,
+    })  # fmt: skip
+    offline = random_transitions(jax.random.key(0), offline_rows, OBS_DIM, ACT_DIM)
+    state = S.init_state(cfg, offline, 1.0)
+    # Online rows for CEP's positives: the online buffer at its full capacity, 10% filled.
+    online = random_transitions(
+        jax.random.key(1), max(cfg.online_steps // 10, 1000), OBS_DIM, ACT_DIM
+    )
+    online = buffer.from_transitions(online, max(cfg.online_steps, len(online)))
+    state = state.replace(
+        online=jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), online)
+    )
+    state_mb = {
+        part: sum(x.nbytes for x in jax.tree.leaves(getattr(state, part))) / 2**20
+        for part in ("agent", "generator", "real", "online", "synthetic")
+    }
+    keys = S.seed_keys(cfg)
+    state, _ = S.update_chunk(state, keys, algo=cfg.algo, num_updates=10, batch_size=cfg.batch_size)
+    policy = S.policy_for_generator(cfg.algo, state.agent)
+    gen, _ = edis.retrain_with_progress(
+        state.generator, state.real, state.online, policy, keys, progress=False
+    )
+    samples, _ = edis.generate_with_progress(gen, keys, cfg.diffusion.sample_batch, progress=False)
+    jax.block_until_ready(samples)
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {
+        "what": f"{seeds}-seed {preset_name}-size IQL-EDIS run state ({offline_rows} offline + "
+        f"{cfg.online_steps} online rows per seed, {cfg.diffusion.width}x{cfg.diffusion.depth} "
+        f"denoiser): update chunk + retrain + generate {cfg.diffusion.sample_batch} rows per seed",
+        "state_mb": sum(state_mb.values()),
+        **{f"{part}_mb": mb for part, mb in state_mb.items()},
+        "device_peak_mb": "not available" if peak is None else peak / 2**20,
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def _rss_mb() -> float:

@@ -103,12 +103,12 @@ def run(
 ) -> tuple[dict, str]:
     """Measure everything in `sizes`, write the JSON and markdown files; return (record, md)."""
     start = time.perf_counter()
-    ref = _torch_reference(torch, log)
+    ref = load_reference(torch, log)
     device = harness.device_name()
     on_gpu = jax.devices()[0].platform == "gpu"
     peak = harness.peak_matmul_gflops(sizes.peak_n * (2 if on_gpu else 1))
     log(f"{harness.device_description()}: peak float32 matmul {peak:.1f} GFLOP/s")
-    suite = _Suite(sizes, ref, peak, only, log)
+    suite = Suite(sizes, ref, peak, only, log)
     rows = suite.rows()
     extra = {
         "threads": harness.cpu_threads(),
@@ -127,9 +127,13 @@ def run(
     return {**extra, "json_path": str(json_path), "md_path": str(md_path), "rows": rows}, markdown
 
 
-class _Suite:
-    def __init__(self, sizes: Sizes, ref, peak: float, only: str, log):
+class Suite:
+    """The rows and the seed scaling of `sizes`; `on_row(row)`, if given, receives each row as
+    soon as it is measured (benchmarks/gpu.py saves them as they come, to keep them on a kill)."""
+
+    def __init__(self, sizes: Sizes, ref, peak: float, only: str, log, on_row=None):
         self.s, self.ref, self.peak, self.only, self.log = sizes, ref, peak, only, log
+        self.on_row = on_row
 
     def rows(self) -> list[Row]:
         s, out = self.s, []
@@ -203,7 +207,8 @@ class _Suite:
         `vs_sequential` = N t_1 / t_N (1.0: vmapping N seeds is exactly as fast as running them
         one after the other; N: they cost no more than one seed)."""
         s = self.s
-        seeds = s.scaling_seeds + ((32,) if jax.devices()[0].platform != "cpu" else ())
+        on_gpu = jax.devices()[0].platform != "cpu"
+        seeds = s.scaling_seeds + ((32,) if on_gpu and 32 not in s.scaling_seeds else ())
         iql = preset(s.agent_preset).iql
         gen_cfg = preset(s.scaling_preset)
         dcfg, ecfg = gen_cfg.diffusion, gen_cfg.energy
@@ -266,12 +271,15 @@ class _Suite:
             except Exception as error:
                 notes.append(f"ref failed: {error!r}"[:300])
                 self.log(f"    ref FAILED: {traceback.format_exc()}")
-        return Row.make(
+        row = Row.make(
             name, jax_ms, ref_ms, flops=flops, peak_gflops=self.peak, note="; ".join(notes) or None
         )
+        if self.on_row is not None:
+            self.on_row(row)
+        return row
 
 
-def _torch_reference(enabled: bool, log):
+def load_reference(enabled: bool, log):
     """The torch_reference module, set up with XLA's thread count; None without torch."""
     if not enabled:
         return None

@@ -177,3 +177,39 @@ def test_torch_networks_have_the_jax_sizes(name):
         (iql.actor, jax_iql.actor.params),
     ):
         assert torch_count(torch_net) == count(jax_params)
+
+
+@pytest.mark.slow
+def test_gpu_run_at_tiny_size_writes_every_part(tmp_path):
+    """`python -m benchmarks.gpu --size tiny`: the GPU run's code on this CPU, every part run
+    within the budget (minutes here, mostly compiling), one JSON and one markdown file."""
+    from benchmarks import gpu
+
+    record, markdown = gpu.run("tiny", 600.0, tmp_path, torch=False, log=lambda _: None)
+    data = json.loads(next(tmp_path.glob("gpu_*-tiny.json")).read_text())
+    assert [(p["part"], p["status"]) for p in data["parts"]] == [(p, "ran") for p in gpu.PARTS]
+    assert data["device_kind"] == jax.devices()[0].device_kind and data["size"] == "tiny"
+    assert len(data["rows"]) == 4 + 1 + 2 + 3 + 1 and all(r["jax_ms"] > 0 for r in data["rows"])
+    assert {(s["unit"], s["seeds"]) for s in data["scaling"]} == {
+        (unit, n) for unit in ("updates/s", "samples/s") for n in (1, 8, 32)
+    }
+    memory = data["memory"]
+    assert memory["state_mb"] > 0 and memory["what"].startswith("32-seed tiny-size")
+    assert memory["device_peak_mb"] == "not available"  # CPU
+    smoke = data["smoke"]
+    assert smoke["retrains"] == 1 and smoke["metrics_records"] > 0 and smoke["checkpoints"] > 0
+    assert "| smoke |" in markdown and "### Smoke run" in markdown
+
+
+def test_gpu_run_skips_the_parts_its_budget_cannot_fit(tmp_path):
+    """With a budget only the device probe fits, every part is skipped with its line and the
+    files still name the device and list every part."""
+    from benchmarks import gpu
+
+    budget = gpu.ESTIMATES_S["tiny"]["probe"] + 1.0
+    record, markdown = gpu.run("tiny", budget, tmp_path, torch=False, log=lambda _: None)
+    data = json.loads(next(tmp_path.glob("gpu_*-tiny.json")).read_text())
+    assert [p["part"] for p in data["parts"]] == list(gpu.PARTS)
+    assert all(p["status"].startswith("skipped: ") for p in data["parts"]), data["parts"]
+    assert data["rows"] == [] and data["smoke"] is None and data["memory"] is None
+    assert data["wall_s"] <= budget and "skipped" in markdown
