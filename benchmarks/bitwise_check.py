@@ -2,10 +2,11 @@
 
 Runs a fixed configuration and hashes what it writes: small versions of the `make run` arms
 (edis_jax/main_job.py: IQL owns the offline phase and continues online as the baseline; IQL-EDIS
-and IQL-SynthER start online from its offline phase with --init-from), the IQL-EDIS arm killed
-mid-run and resumed, and the dataset builder's behaviour SAC (a medium-replay `data make` and
-a continued agent). Hashes: metrics.jsonl, summary.json without its wall-clock values, every
-leaf of the online buffer (observations and actions taken), and the built dataset.
+and IQL-SynthER start online from its offline phase with --init-from), IQL-EDIS under the
+published schedule, the IQL-EDIS arm killed mid-run and resumed, and the dataset builder's
+behaviour SAC (a medium-replay `data make` and a continued agent). Hashes: metrics.jsonl,
+summary.json without its wall-clock values, every leaf of the online buffer (observations and
+actions taken), and the built dataset.
 
 `--write` stores the hashes in benchmarks/results/bitwise_reference.json; `--check` (the
 default) recomputes them and exits 1 on any difference, naming what differs. The runs go to a
@@ -62,6 +63,14 @@ def arm_configs(root: Path) -> dict[str, config.RunConfig]:
         "iql": iql,
         "iql_edis": base.replace(edis=True, out=str(root / "iql_edis"), **shared),
         "iql_synther": base.replace(edis=True, guide=(), out=str(root / "iql_synther"), **shared),
+        # Not a `make run` arm: the published IQL-EDIS schedule (extra synthetic-mix updates on
+        # retrain steps, so the agent changes between two env steps).
+        "iql_edis_published": base.replace(
+            edis=True,
+            out=str(root / "iql_edis_published"),
+            **shared,
+            online=dataclasses.replace(online, schedule="published", utd_retrain=3),
+        ),  # fmt: skip
     }
 
 
