@@ -188,14 +188,16 @@ def sampler_seeds_timing(
 def online_step_timing(
     env_id: str, algo: str, utd: int, steps: int, *, config=None, batch_size: int = 256
 ) -> Timing:
-    """One online step of the run driver for 1 seed (train/state.py): choose_action, the
-    vector env step, the Transition, and online_step (store + `utd` updates). Mean over
-    `steps` steps after 3 warm-up steps; compile time is that of the warm-up.
+    """One online step of the run driver for 1 seed, as train/loop.py makes it: the action back
+    to the host, the vector env step, and one `online_step` call (store + `utd` updates + the
+    next action). Mean over `steps` steps after 3 warm-up steps; compile time is that of the
+    warm-up.
 
-    The note splits the step: env (vec_env.step), update (the compiled programs called again
-    on device-resident inputs, `steps` times, each waited for) and transfer (the rest: host <->
-    device copies, dispatch, host-side key and Transition building)."""
+    The note splits the step: env (vec_env.step), update (the compiled program called again on
+    device-resident inputs, `steps` times, each waited for) and transfer (the rest: host <->
+    device copies, dispatch, packing the env's answer)."""
     from edis_jax import envs
+    from edis_jax.train import env_step
     from edis_jax.train import state as run_state
 
     vec_env = envs.make_vector_env(env_id, 1)
@@ -216,33 +218,27 @@ def online_step_timing(
     )
     state = run_state.init_state(cfg, offline, 1.0)
     keys = run_state.seed_keys(cfg)
-    obs = vec_env.reset(seed=0)[0]
-    random_action = jnp.asarray(False)
+    obs = jnp.asarray(vec_env.reset(seed=0)[0], jnp.float32)
+    action = run_state.choose_action(state.agent, obs, keys, np.int32(0), False, algo=algo)
     env_s = 0.0
 
     def step(t):
-        nonlocal state, obs, env_s
-        action = np.asarray(run_state.choose_action(
-            state.agent, jnp.asarray(obs, jnp.float32), run_state.step_key(keys, run_state.ACT_STREAM, t),
-            random_action, algo=algo,
-        ))  # fmt: skip
+        nonlocal state, obs, action, env_s
         start = time.perf_counter()
-        next_obs, reward, terminated, truncated, _ = vec_env.step(action)
+        next_obs, reward, terminated, truncated, _ = vec_env.step(np.asarray(action))
         env_s += time.perf_counter() - start
-        transition = Transition.from_arrays(obs, action, reward, next_obs, terminated)
-        state, metrics = run_state.online_step(
-            state, transition, run_state.step_key(keys, run_state.ONLINE_STREAM, t),
+        row = env_step.env_row(next_obs, next_obs, reward, terminated)
+        state, obs, action, metrics = run_state.online_step(
+            state, obs, action, row, keys, np.int32(t), False,
             algo=algo, utd=utd, batch_size=batch_size,
         )  # fmt: skip
-        obs = next_obs
         return metrics
 
     def device_only(inputs):
-        nonlocal state
-        obs_d, act_key, online_key, transition = inputs
-        action = run_state.choose_action(state.agent, obs_d, act_key, random_action, algo=algo)
-        state, metrics = run_state.online_step(
-            state, transition, online_key, algo=algo, utd=utd, batch_size=batch_size
+        nonlocal state, obs, action
+        row, t = inputs
+        state, obs, action, metrics = run_state.online_step(
+            state, obs, action, row, keys, t, False, algo=algo, utd=utd, batch_size=batch_size
         )
         return action, metrics
 
@@ -258,15 +254,10 @@ def online_step_timing(
             / steps
         )
         env_ms = env_s * 1e3 / steps
-        # The same programs on inputs already on the device (uploaded before the clock starts).
-        action = np.zeros((1, act_dim), np.float32)
+        # The same program on inputs already on the device (uploaded before the clock starts).
+        zeros = np.zeros((1, obs_dim), np.float32)
         inputs = [
-            (
-                jnp.asarray(obs, jnp.float32),
-                run_state.step_key(keys, run_state.ACT_STREAM, t),
-                run_state.step_key(keys, run_state.ONLINE_STREAM, t),
-                Transition.from_arrays(obs, action, np.zeros(1), obs, np.zeros(1)),
-            )
+            (jnp.asarray(env_step.env_row(zeros, zeros, np.zeros(1), np.zeros(1))), jnp.int32(t))
             for t in range(steps + 3, 2 * steps + 3)
         ]
         jax.block_until_ready(inputs)

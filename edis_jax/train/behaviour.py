@@ -1,10 +1,11 @@
 """Online SAC from scratch on one gymnasium env: the dataset builder's behaviour learner, and the
 check that SAC learns.
 
-The host loop only steps the env; each env step is one jitted call that stores the transition
-in the device buffer, runs `utd` SAC updates (one lax.scan) and picks the next action. Actions
-are in [-1, 1]^act_dim, the agents' space; envs with other bounds are rescaled to it, so the
-recorded episodes hold the actions the agent took.
+The host loop only steps the env; each env step is one jitted call of the run driver's step
+body (train/env_step.py) that stores the transition in the device buffer, runs `utd` SAC
+updates (one lax.scan) and picks the next action. Actions are in [-1, 1]^act_dim, the agents'
+space; envs with other bounds are rescaled to it, so the recorded episodes hold the actions the
+agent took.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edis_jax.config import SACConfig
 from edis_jax.data import buffer as replay
 from edis_jax.data.transition import Transition
 from edis_jax.envs import evaluate, make_env
+from edis_jax.train import env_step
 
 MAX_CAPACITY = 1_000_000
 
@@ -78,7 +80,9 @@ def train_sac_online(
 
     obs, _ = env.reset(seed=seed)
     key, act_key = jax.random.split(key)
-    action = _first_action(agent, act_key, _f32(obs), random=random_steps > 0)
+    # The observation acted on and its action live on the device; one call per env step.
+    obs_acted = _f32(obs)
+    action = _first_action(agent, act_key, obs_acted, random_steps > 0)
     episode_return = 0.0
     # With a stop_return, `steps` is a budget that training usually stops well short of: no
     # remaining-time estimate from it (it promised 1-2 h for 5-12 min builds).
@@ -97,7 +101,6 @@ def train_sac_online(
             episode_return += float(reward)
             if recorder is not None:
                 recorder.step(obs, action_np, reward, terminated, truncated)
-            transition = Transition.from_arrays(obs, action_np, reward, next_obs, terminated)
             if terminated or truncated:
                 run.train_returns.append((t + 1, episode_return))
                 if recorder is not None:
@@ -107,16 +110,16 @@ def train_sac_online(
                 obs, _ = env.reset()
             else:
                 obs = next_obs
-            key, step_key = jax.random.split(key)
-            agent, buffer, action = _train_step(
+            agent, buffer, obs_acted, action, key = _train_step(
                 agent,
                 buffer,
-                transition,
-                _f32(obs),
-                step_key,
+                obs_acted,
+                action,
+                env_step.env_row(obs, next_obs, reward, terminated),
+                key,
+                t + 1 < random_steps,
                 num_updates=utd if t + 1 >= update_after else 0,
                 batch_size=batch_size,
-                random=t + 1 < random_steps,
             )
             run.steps = t + 1
             bar.update(1)
@@ -136,28 +139,22 @@ def train_sac_online(
 # ---------------------------------------------------------------------------------- helpers
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_updates", "batch_size", "random"), donate_argnums=(0, 1)
-)
-def _train_step(agent, buffer, transition, obs, key, *, num_updates, batch_size, random):
-    """Store one transition, run num_updates SAC updates, choose the action for `obs`."""
-    buffer = replay.add(buffer, transition)
-    update_key, act_key = jax.random.split(key)
-    if num_updates:
-        mixture = replay.Mixture.of(buffer)
-        agent, _ = sac.update_chunk(agent, mixture, update_key, num_updates, batch_size)
-    return agent, buffer, _choose_action(agent, act_key, obs, random)
+@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"), donate_argnums=(0, 1))
+def _train_step(agent, buffer, obs, action, row, key, random, *, num_updates, batch_size):
+    """One env step (env_step.learn_and_act): store the transition, run num_updates SAC updates,
+    draw the next action. Returns (agent, buffer, next obs, next action, next key)."""
+    key, step_key = jax.random.split(key)
+    update_key, act_key = jax.random.split(step_key)
+    agent, mixture, obs, action, _ = env_step.learn_and_act(
+        sac, agent, replay.Mixture.of(buffer), (0,), obs, action, row, update_key,
+        (act_key, act_key), random, num_updates=num_updates, batch_size=batch_size,
+    )  # fmt: skip
+    return agent, mixture.buffers[0], obs, action, key
 
 
-@functools.partial(jax.jit, static_argnames=("random",))
-def _first_action(agent, key, obs, *, random):
-    return _choose_action(agent, key, obs, random)
-
-
-def _choose_action(agent, key, obs, random: bool):
-    if random:
-        return jax.random.uniform(key, (agent.actor_net.act_dim,), minval=-1.0, maxval=1.0)
-    return sac.sample_action(agent, key, obs)
+@jax.jit
+def _first_action(agent, key, obs, random):
+    return env_step.explore(sac, agent, obs, key, key, random)
 
 
 @jax.jit

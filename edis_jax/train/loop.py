@@ -41,8 +41,10 @@ from edis_jax.config import RunConfig, from_dict, to_dict
 from edis_jax.data import datasets
 from edis_jax.data import scores as reference
 from edis_jax.data.transition import Transition
+from edis_jax.train import env_step
 from edis_jax.train import state as S
 from edis_jax.train.health import generator_health
+from edis_jax.train.loggers import Loggers
 
 
 class RunDirError(ValueError):
@@ -352,6 +354,7 @@ class _Run:
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = parallel.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
+        self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
         self.terminal_fn = envs.termination_fn(dataset.env_id)
         if cfg.online.relabel == "simulator" and not envs.can_simulate(dataset.env_id):
@@ -461,30 +464,31 @@ class _Run:
         random_steps = cfg.sac.start_steps if (algo == "sac" and cfg.offline_steps == 0) else 0
         bar = self._bar(cfg.online_steps, p.online_step, "online steps")
         t0 = time.perf_counter() - p.wall["online"]
+        # The observation acted on and its action live on the device; one call per env step.
+        obs = jnp.asarray(obs, jnp.float32)
+        action = None  # drawn by S.choose_action at the start and after an agent change
         while p.online_step < cfg.online_steps:
             if stop_at is not None and p.online_step >= stop_at:
                 vec_env.close()
                 return False
             t = p.online_step
-            action = np.asarray(
-                S.choose_action(
-                    self.state.agent,
-                    jnp.asarray(obs, jnp.float32),
-                    S.step_key(self.keys, S.ACT_STREAM, t),
-                    jnp.asarray(t < random_steps),
-                    algo=algo,
+            if action is None:
+                action = S.choose_action(
+                    self.state.agent, obs, self.keys, np.int32(t), t < random_steps, algo=algo
                 )
-            )
             next_obs, reward, terminated, truncated, info = vec_env.step(
-                self.actions.to_env(action)
+                self.actions.to_env(np.asarray(action))
             )
             ended = terminated | truncated
             final_obs = _final_observations(next_obs, ended, info)
-            transition = Transition.from_arrays(obs, action, reward, final_obs, terminated)
-            self.state, metrics = S.online_step(
+            self.state, obs, action, metrics = S.online_step(
                 self.state,
-                transition,
-                S.step_key(self.keys, S.ONLINE_STREAM, t),
+                obs,
+                action,
+                env_step.env_row(next_obs, final_obs, reward, terminated),
+                self.keys,
+                np.int32(t),
+                t + 1 < random_steps,
                 algo=algo,
                 utd=o.utd,
                 batch_size=cfg.batch_size,
@@ -494,7 +498,6 @@ class _Run:
             finished = episodes.step(t, reward, ended)
             if finished is not None:
                 self.state = S.write_returns(self.state, *finished)
-            obs = next_obs
             p.online_step = t = t + 1
             bar.update(1)
 
@@ -512,6 +515,7 @@ class _Run:
                 self.retrain()
                 if not S.synthetic_every_update(cfg):
                     self.retrain_step_updates()
+                    action = None  # the agent changed after online_step drew it
             p.wall["online"] = time.perf_counter() - t0
             if t % cfg.checkpoint_every == 0 or t == cfg.online_steps:
                 if t == cfg.online_steps:
@@ -670,6 +674,7 @@ class _Run:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             for record in records:
                 f.write(json.dumps(record) + "\n")
+        self.loggers.write(self.run_dir, records)
 
     def _write_records_file(self) -> None:
         # Written aside and renamed in: a full disk leaves the old file whole.

@@ -1,8 +1,8 @@
 """The device state of a run and the jitted, seed-vmapped functions that advance it.
 
 Every leaf of `RunState` carries a leading seed axis. The host loop (train/loop.py) calls the
-functions here once per chunk (offline) or once per environment step (online); everything inside
-them is one compiled program for all seeds.
+functions here once per chunk (offline) or once per environment step (online: `online_step`
+alone); everything inside them is one compiled program for all seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from edis_jax.config import RunConfig
 from edis_jax.data import buffer as rb
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
+from edis_jax.train import env_step
 
 # Key streams: every random draw is fold_in(seed_key, stream + step), so any step's key is known
 # without carrying a key through the run, and a resumed run draws exactly the same numbers.
@@ -157,23 +158,39 @@ def update_chunk(state: RunState, keys, *, algo: str, num_updates: int, batch_si
 )
 def online_step(
     state: RunState,
-    transition: Transition,
+    obs: jax.Array,
+    action: jax.Array,
+    row: jax.Array,
     keys: jax.Array,
+    t,
+    random_next,
     *,
     algo: str,
     utd: int,
     batch_size: int,
 ):
-    """Store one transition per seed and run `utd` agent updates on the current mixture."""
+    """Online step t of every seed in one device call (train/env_step.py): store the transition
+    (obs, action, the env's answer `row` from env_step.env_row), run `utd` agent updates on the
+    current mixture, and draw the actions of step t + 1 (uniform while `random_next`).
+
+    Returns (state, next obs, next action, metrics); the next obs and action stay on the device
+    for the next call.
+    """
     module = agents.get(algo)
 
-    def one_seed(s: RunState, tr, key):
-        s = s.replace(online=rb.add(s.online, tr), real=rb.add(s.real, tr))
+    def one_seed(s: RunState, o, a, r, key):
         mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
-        agent, metrics = module.update_chunk(s.agent, mixture, key, utd, batch_size)
-        return s.replace(agent=agent), metrics
+        update_key = jax.random.fold_in(key, ONLINE_STREAM + t)
+        act_keys = jax.random.split(jax.random.fold_in(key, ACT_STREAM + t + 1))
+        agent, mixture, next_obs, next_action, metrics = env_step.learn_and_act(
+            module, s.agent, mixture, (ONLINE, REAL), o, a, r, update_key, act_keys,
+            random_next, num_updates=utd, batch_size=batch_size,
+        )  # fmt: skip
+        synthetic, online, real = mixture.buffers
+        s = s.replace(agent=agent, synthetic=synthetic, online=online, real=real)
+        return s, next_obs, next_action, metrics
 
-    return jax.vmap(one_seed)(state, transition, keys)
+    return jax.vmap(one_seed)(state, obs, action, row, keys)
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
@@ -195,16 +212,14 @@ def write_returns(state: RunState, steps: jax.Array, returns: jax.Array) -> RunS
 
 
 @functools.partial(jax.jit, static_argnames=("algo",))
-def choose_action(agent, obs, keys, random_action, *, algo: str):
-    """The exploration action per seed; uniform in [-1, 1] while `random_action` (a bool leaf,
-    SAC's start steps). Always this one function, so a resumed run picks bitwise the same."""
+def choose_action(agent, obs, keys, t, random, *, algo: str):
+    """The exploration actions of online step t, for an online phase's first step (or after
+    the agent changed outside `online_step`): the draw `online_step` makes for its next step."""
     module = agents.get(algo)
 
     def one_seed(a, o, key):
-        k_act, k_random = jax.random.split(key)
-        action = module.sample_action(a, k_act, o)
-        uniform = jax.random.uniform(k_random, action.shape, minval=-1.0, maxval=1.0)
-        return jnp.where(random_action, uniform, action)
+        sample_key, uniform_key = jax.random.split(jax.random.fold_in(key, ACT_STREAM + t))
+        return env_step.explore(module, a, o, sample_key, uniform_key, random)
 
     return jax.vmap(one_seed)(agent, obs, keys)
 

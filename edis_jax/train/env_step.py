@@ -1,0 +1,61 @@
+"""One online env step on the device, the body both online loops compile: the run driver's
+(train/state.online_step, every seed in one call) and the dataset builder's behaviour SAC
+(train/behaviour.py, one env).
+
+Per env step the host makes one device call. The observation acted on and the action taken
+are still on the device from the previous call; the env's answer crosses once, packed into
+one float32 row (`env_row`); the call stores the transition, runs the updates and returns the
+next action, which crosses back once to step the env.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from edis_jax.data import buffer as rb
+from edis_jax.data.transition import Transition
+
+
+def env_row(next_obs, final_obs, reward, terminated) -> np.ndarray:
+    """The env's answer to one step as one float32 array (..., 2 ds + 2): the observation to act
+    on next, the transition's next observation (they differ where an episode ended and the
+    env reset), the reward and the termination flag."""
+    return np.concatenate(
+        [next_obs, final_obs, np.asarray(reward)[..., None], np.asarray(terminated)[..., None]],
+        axis=-1,
+        dtype=np.float32,
+    )
+
+
+def learn_and_act(
+    module, agent, mixture: rb.Mixture, into: tuple[int, ...], obs, action, row, update_key,
+    act_keys, random, *, num_updates: int, batch_size: int,
+):  # fmt: skip
+    """One env step of one seed: add the transition (obs, action, then `row`'s reward, next
+    observation and termination) to the mixture's buffers `into`, run `num_updates` updates of
+    `module`'s agent on the mixture, and draw the action for `row`'s next observation.
+
+    Returns (agent, mixture, next observation, next action, metrics ({} without updates)).
+    """
+    obs_dim = obs.shape[-1]
+    next_obs, final_obs = row[:obs_dim], row[obs_dim : 2 * obs_dim]
+    reward, terminal = row[2 * obs_dim], row[2 * obs_dim + 1]
+    transition = Transition(obs, action, reward, final_obs, terminal, jnp.zeros_like(reward))
+    buffers = tuple(
+        rb.add(b, transition) if i in into else b for i, b in enumerate(mixture.buffers)
+    )
+    mixture = mixture.replace(buffers=buffers)
+    metrics = {}
+    if num_updates:
+        agent, metrics = module.update_chunk(agent, mixture, update_key, num_updates, batch_size)
+    return agent, mixture, next_obs, explore(module, agent, next_obs, *act_keys, random), metrics
+
+
+def explore(module, agent, obs, sample_key, uniform_key, random) -> jnp.ndarray:
+    """The exploration action for obs: a policy sample, or uniform in [-1, 1] while `random`
+    (a bool leaf: SAC's start steps, in the same compiled program)."""
+    action = module.sample_action(agent, sample_key, obs)
+    uniform = jax.random.uniform(uniform_key, action.shape, minval=-1.0, maxval=1.0)
+    return jnp.where(random, uniform, action)
