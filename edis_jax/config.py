@@ -387,6 +387,9 @@ class RunConfig:
     eval_every: int = 5000  # in steps of the current phase
     eval_episodes: int = 1  # full episodes per seed per evaluation
     log_every: int = 1000
+    # Loggers beside metrics.jsonl, which stays the source of truth (optional extras;
+    # train/loggers.py): `--log tensorboard wandb`.
+    log: tuple[Literal["tensorboard", "wandb"], ...] = ()
     checkpoint_every: int = 5000  # online env steps between checkpoints
     ref_min_score: float | None = None  # override the dataset's reference scores
     ref_max_score: float | None = None
@@ -409,6 +412,10 @@ class RunConfig:
         _check(self.task is None or self.task in TASKS, unknown_task(self.task))
         _positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
         _positive(self, "checkpoint_every")
+        _check(
+            all(name in ("tensorboard", "wandb") for name in self.log),
+            f"--log takes tensorboard and/or wandb, got {self.log}",
+        )
         _non_negative(self, "offline_steps", "online_steps")
         _check(
             self.seed >= 0,

@@ -1,0 +1,130 @@
+"""`--log tensorboard` and `--log wandb`: a tiny run's records read back from each logger equal
+metrics.jsonl's; a logger whose package is missing is one line and no failure. Each logger's
+test is skipped when its optional extra is not installed."""
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from edis_jax import config
+from edis_jax.train import loggers, loop
+
+
+def tiny_run(tmp_path: Path, log: tuple[str, ...]) -> tuple[Path, list[dict]]:
+    cfg = config.preset("tiny").replace(
+        out=str(tmp_path / "run"), edis=False, offline_steps=40, online_steps=20,
+        log_every=20, eval_every=40, checkpoint_every=20, log=log,
+    )  # fmt: skip
+    loop.train(cfg, progress=False)
+    lines = (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()
+    return Path(cfg.out), [json.loads(line) for line in lines]
+
+
+def expected(records: list[dict], seed: int) -> dict[tuple[str, int], float]:
+    """(tag, step) -> value of every numeric metric of one seed's records."""
+    return {
+        (tag, r["step"]): value
+        for r in records
+        if r["seed"] == seed
+        for tag, value in loggers._scalars(r)
+    }
+
+
+def test_missing_package_is_one_line_and_skipped(monkeypatch, tmp_path):
+    monkeypatch.setitem(loggers.PACKAGES, "wandb", "no_such_package_edis")
+    lines = []
+    out = loggers.Loggers(("wandb",), {}, say=lines.append)
+    assert lines == [
+        '--log wandb: no_such_package_edis is not installed (pip install -e ".[wandb]"); skipped'
+    ]
+    out.write(tmp_path, [{"phase": "offline", "step": 1, "seed": 0, "loss": 1.0}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_refuses_unknown_loggers():
+    with pytest.raises(config.ConfigError, match="--log takes tensorboard and/or wandb"):
+        config.RunConfig(log=("mlflow",))
+
+
+def test_tensorboard_holds_the_records_of_metrics_jsonl(tmp_path):
+    pytest.importorskip("tensorboardX", reason="tensorboardX not installed (the tensorboard extra)")
+    run_dir, records = tiny_run(tmp_path, ("tensorboard",))
+    for seed in (0, 1):
+        scalars = read_scalars(run_dir / "tensorboard" / f"seed_{seed}")
+        want = expected(records, seed)
+        assert set(scalars) == set(want) and len(want) > 10
+        for key, value in want.items():
+            assert scalars[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+
+
+def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb not installed (the wandb extra)")
+    from wandb.proto import wandb_internal_pb2
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir, records = tiny_run(tmp_path, ("wandb",))
+    wandb.finish()
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    logged, config = {}, {}
+    for data in read_wandb_records(path.read_bytes()):
+        record = wandb_internal_pb2.Record.FromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
+            logged.update(
+                {(k, row["global_step"]): v for k, v in row.items() if k.startswith("seed_")}
+            )
+        elif kind == "run":  # the config is attached to the run record
+            config.update({u.key: json.loads(u.value_json) for u in record.run.config.update})
+    offline_steps = 40
+    want = {
+        (f"seed_{r['seed']}/{tag}", r["step"] + (offline_steps if r["phase"] == "online" else 0)): v
+        for r in records
+        for tag, v in loggers._scalars(r)
+    }
+    assert set(logged) == set(want) and len(want) > 20
+    for key, value in want.items():
+        assert logged[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+    assert config["preset"] == "tiny" and config["log"] == ["wandb"]
+
+
+def read_wandb_records(data: bytes):
+    """The records of a .wandb file: a 7-byte header, then LevelDB's log format (32 KiB blocks
+    of records with a 7-byte header: CRC, length, type; a record may be split over blocks)."""
+    block, i, parts = 32768, 7, []
+    while i + 7 <= len(data):
+        if block - i % block < 7:  # the block's tail is padding
+            i += block - i % block
+            continue
+        size, kind = struct.unpack("<HB", data[i + 4 : i + 7])
+        parts.append(data[i + 7 : i + 7 + size])
+        i += 7 + size
+        if kind in (1, 4):  # a full record, or the last part of one
+            yield b"".join(parts)
+            parts = []
+        elif kind == 0:
+            return
+
+
+def read_scalars(folder: Path) -> dict[tuple[str, int], float]:
+    """(tag, step) -> value of the scalars in a folder's event files (TFRecord framing: length,
+    its CRC, the Event proto, its CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (size,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + size])
+            i += 12 + size + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    out[(value.tag, event.step)] = value.simple_value
+    return out
