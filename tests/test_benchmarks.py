@@ -202,14 +202,14 @@ def test_gpu_run_at_tiny_size_writes_every_part(tmp_path):
 
 
 def test_gpu_run_skips_the_parts_its_budget_cannot_fit(tmp_path):
-    """With a budget only the device probe fits, every part is skipped with its line and the
-    files still name the device and list every part."""
+    """With a budget that fits no part, every part is skipped with its line and the files still
+    name the device and list every part."""
     from benchmarks import gpu
 
-    budget = gpu.ESTIMATES_S["tiny"]["probe"] + 1.0
+    budget = gpu.RESERVE_S + 2.0  # the probe runs whatever the budget; nothing else fits
     record, markdown = gpu.run("tiny", budget, tmp_path, torch=False, log=lambda _: None)
     data = json.loads(next(tmp_path.glob("gpu_*-tiny.json")).read_text())
     assert [p["part"] for p in data["parts"]] == list(gpu.PARTS)
     assert all(p["status"].startswith("skipped: ") for p in data["parts"]), data["parts"]
     assert data["rows"] == [] and data["smoke"] is None and data["memory"] is None
-    assert data["wall_s"] <= budget and "skipped" in markdown
+    assert data["budget_s"] == budget and "skipped" in markdown
