@@ -39,10 +39,11 @@ PARTS = ("smoke", "memory", "scaling", "rows")
 SIZES = ("paper", "tiny")
 
 # Seconds each part is expected to take, compile included. Paper size: guesses for one
-# H100-class GPU (never measured yet); tiny: measured on 2 loaded CPU cores, with margin.
+# H100-class GPU (never measured yet); tiny: 2 CPU cores at load 4-5 took 26 / 22 / 53 / 48 s
+# with a warm compilation cache (3-7 times that cold), plus margin.
 ESTIMATES_S = {
     "paper": {"probe": 30, "smoke": 90, "memory": 60, "scaling": 90, "rows": 180},
-    "tiny": {"probe": 15, "smoke": 60, "memory": 20, "scaling": 30, "rows": 60},
+    "tiny": {"probe": 15, "smoke": 60, "memory": 40, "scaling": 80, "rows": 80},
 }
 
 # The smoke run: the named preset with these values (config.with_values). Paper: paper-size
