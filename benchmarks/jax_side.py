@@ -224,8 +224,9 @@ def online_step_timing(
 
     def step(t):
         nonlocal state, obs, action, env_s
+        action_host = np.asarray(action)  # waits for the previous call: not env time
         start = time.perf_counter()
-        next_obs, reward, terminated, truncated, _ = vec_env.step(np.asarray(action))
+        next_obs, reward, terminated, truncated, _ = vec_env.step(action_host)
         env_s += time.perf_counter() - start
         row = env_step.env_row(next_obs, next_obs, reward, terminated)
         state, obs, action, metrics = run_state.online_step(
