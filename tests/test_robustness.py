@@ -19,30 +19,14 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from edis_jax import checkpoint, cli, config, envs
-from edis_jax.data import builder
 from edis_jax.train import loop
 
-DATASET = "test/hopper/random-v0"
-OTHER_ENV = "test/pendulum/random-v0"
+DATASET = "test/hopper/random-v0"  # conftest.HOPPER
+OTHER_ENV = "test/pendulum/random-v0"  # conftest.PENDULUM
 # A run small enough to finish in seconds: checkpoints at global steps 40 (offline end), 60, 80.
 FLAGS = dict(
     offline_steps=40, online_steps=40, log_every=20, eval_every=20, checkpoint_every=20, edis=False
 )
-
-
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(path))
-        builder.make_dataset("Hopper-v5", "random", 1500, DATASET, seed=0)
-        builder.make_dataset("Pendulum-v1", "random", 400, OTHER_ENV, seed=0)
-    return path
-
-
-@pytest.fixture
-def datasets_env(dataset_path, monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(dataset_path))
 
 
 def tiny(out: Path, **changes) -> config.RunConfig:
@@ -372,7 +356,14 @@ def test_kill_9_at_several_points_then_resume_equals_a_straight_run(
     """A real `edis-jax train` process killed with SIGKILL after its first checkpoint, then its
     `resume` killed during a later save; a last `resume` finishes it (about 40 s)."""
     out = tmp_path / "killed"
-    env = {**os.environ, "MINARI_DATASETS_PATH": str(dataset_path), "JAX_PLATFORMS": "cpu"}
+    # A compilation cache of their own: JAX writes cache entries in place, so a process killed
+    # mid-write could leave a damaged entry in the suite's shared cache.
+    env = {
+        **os.environ,
+        "MINARI_DATASETS_PATH": str(dataset_path),
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+    }
     command = [sys.executable, "-m", "edis_jax.cli"]
 
     def run_until(args, ready) -> None:

@@ -12,25 +12,10 @@ import numpy as np
 import pytest
 
 from edis_jax import checkpoint, config
-from edis_jax.data import builder, datasets
+from edis_jax.data import datasets
 from edis_jax.train import loop
 
-DATASET = "test/hopper/random-v0"
-
-
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory):
-    """A small Hopper random dataset, built once for the module."""
-    path = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(path))
-        builder.make_dataset("Hopper-v5", "random", 1500, DATASET, seed=0)
-    return path
-
-
-@pytest.fixture
-def datasets_env(dataset_path, monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(dataset_path))
+DATASET = "test/hopper/random-v0"  # conftest.HOPPER: built once per session
 
 
 def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
@@ -47,15 +32,34 @@ def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
     return base.replace(**changes)
 
 
+@pytest.fixture(scope="module")
+def shared_run(dataset_path, tmp_path_factory):
+    """`shared_run(algo, edis)`: the tiny run of that algorithm, trained once per module.
+
+    Tests only read these runs. Sharing them, and giving every other run the same shapes, keeps
+    the suite's XLA compiles (most of a tiny run's time) to one per program."""
+    root = tmp_path_factory.mktemp("shared")
+    runs: dict[tuple[str, bool], tuple[config.RunConfig, dict]] = {}
+
+    def run(algo: str, edis: bool) -> tuple[config.RunConfig, dict]:
+        if (algo, edis) not in runs:
+            cfg = tiny(root, f"{algo}_{edis}", algo=algo, edis=edis)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("MINARI_DATASETS_PATH", str(dataset_path))
+                runs[algo, edis] = cfg, loop.train(cfg, progress=False)
+        return runs[algo, edis]
+
+    return run
+
+
 def read_records(run_dir) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("algo", ["iql", "calql", "sac"])
 @pytest.mark.parametrize("edis", [False, True])
-def test_end_to_end_tiny_run(datasets_env, tmp_path, algo, edis):
-    cfg = tiny(tmp_path, f"{algo}_{edis}", algo=algo, edis=edis)
-    summary = loop.train(cfg, progress=False)
+def test_end_to_end_tiny_run(datasets_env, shared_run, algo, edis):
+    cfg, summary = shared_run(algo, edis)
     run_dir = Path(cfg.out)
 
     assert summary["algo"] == algo and summary["edis"] is edis and summary["seeds"] == 2
@@ -142,14 +146,18 @@ def check_online_returns_to_go(cfg: config.RunConfig) -> None:
 
 
 @pytest.mark.parametrize("warm", [False, True])
-def test_resume_after_kill_equals_straight_run(datasets_env, tmp_path, warm):
-    straight = tiny(tmp_path, "straight", algo="iql", edis=True)
-    if warm:  # a warm-started generator, pretrained before the online phase
+def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, tmp_path, warm):
+    straight, _ = shared_run("iql", True)
+    if warm:  # a warm-started generator, pretrained before the online phase, retrained at 40
+        # and 80: the retrain at 80 comes after the resume from the checkpoint at 60.
         diffusion = config.dataclasses.replace(
-            straight.diffusion, warm_start=True, initial_steps=60, train_steps=40
+            straight.diffusion, warm_start=True, initial_steps=100, train_steps=50
         )
-        straight = straight.replace(diffusion=diffusion, online_steps=180)
-    loop.train(straight, progress=False)
+        online = config.dataclasses.replace(straight.online, retrain_every=40)
+        straight = straight.replace(
+            out=str(tmp_path / "straight"), diffusion=diffusion, online=online
+        )
+        loop.train(straight, progress=False)
 
     killed = straight.replace(out=str(tmp_path / "killed"))
     # Stop at online step 90: after the checkpoint and retrain at 60, records at 90 written.
@@ -216,15 +224,16 @@ def test_cli_train_then_report(datasets_env, tmp_path, capsys):
     from edis_jax import cli
 
     out = tmp_path / "cli_run"
+    # The sizes of tiny(): only the guided-subset generator is compiled anew.
     status = cli.main(
         ["train", "--preset", "tiny", "--dataset", DATASET, "--algo", "iql", "--seeds", "2",
-         "--offline-steps", "60", "--online-steps", "60", "--guide", "state,policy",
-         "--online.retrain-every", "30", "--online.num-samples", "128", "--eval-every", "30",
-         "--log-every", "30", "--checkpoint-every", "30", "--out", str(out)]
+         "--offline-steps", "100", "--online-steps", "120", "--guide", "state,policy",
+         "--online.retrain-every", "60", "--online.num-samples", "256", "--eval-every", "60",
+         "--log-every", "30", "--checkpoint-every", "60", "--out", str(out)]
     )  # fmt: skip
     assert status == 0
     saved = config.from_dict(json.loads((out / "config.json").read_text()))
-    assert saved.guide == ("state", "policy") and saved.online.retrain_every == 30
+    assert saved.guide == ("state", "policy") and saved.online.retrain_every == 60
     assert json.loads((out / "summary.json").read_text())["guide"] == ["state", "policy"]
     assert cli.main(["report", str(out), "--out", str(tmp_path / "r.png")]) == 0
     text = capsys.readouterr().out
@@ -244,11 +253,10 @@ def test_cli_rejects_invalid_values(datasets_env, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, tmp_path):
+def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, shared_run, tmp_path):
     from edis_jax import diagnose
 
-    cfg = tiny(tmp_path, "diag_run", algo="iql", edis=False)
-    loop.train(cfg, progress=False)
+    cfg, _ = shared_run("iql", False)
     args = diagnose.DiagnoseArgs(
         dataset=DATASET, target=cfg.out, policy=cfg.out, preset="tiny", n=64, mmd_rows=32,
         guidance=("none", "all"), json=str(tmp_path / "diag.json"), progress=False,
@@ -265,27 +273,27 @@ def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, tmp_path):
 # ------------------------------------------------------------- comparisons and their controls
 
 
-def test_online_flags_leave_the_offline_phase_alone(datasets_env, tmp_path):
-    base = tiny(tmp_path, "base", algo="iql", edis=False, online_steps=30, eval_every=30)
+def test_online_flags_leave_the_offline_phase_alone(datasets_env, shared_run, tmp_path):
+    base, _ = shared_run("iql", False)
     other = base.replace(
         out=str(tmp_path / "ratio"),
         online=config.dataclasses.replace(base.online, baseline_online_ratio=0.5),
     )
-    for cfg in (base, other):
-        loop.train(cfg, progress=False)
+    loop.train(other, progress=False)
     offline = [[r for r in read_records(c.out) if r["phase"] == "offline"] for c in (base, other)]
     assert offline[0] == offline[1] and len(offline[0]) > 0  # bitwise the same offline phase
     online = [[r for r in read_records(c.out) if r["phase"] == "online"] for c in (base, other)]
     assert online[0] != online[1]  # while the online batches differ
 
 
-def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(datasets_env, tmp_path):
+def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(
+    datasets_env, shared_run, tmp_path
+):
     online = config.OnlineConfig(
         utd=1, retrain_every=60, num_samples=256, schedule="published", utd_retrain=7
     )
     published = tiny(tmp_path, "published", algo="iql", edis=True, online=online)
-    clean = tiny(tmp_path, "clean", algo="iql", edis=True)
-    summaries = [loop.train(c, progress=False) for c in (published, clean)]
+    summaries = [loop.train(published, progress=False), shared_run("iql", True)[1]]
     # One retrain (at step 60 of 120): 7 synthetic-mix updates, against one per step after it.
     assert summaries[0]["retrains"] == 1 and summaries[0]["synthetic_updates"] == 7
     assert summaries[1]["synthetic_updates"] == 120 - 60
@@ -327,9 +335,8 @@ def test_mixture_and_schedule_flags_are_validated():
     assert not envs.can_simulate("MountainCarContinuous-v0")
 
 
-def test_init_from_shares_the_offline_phase_exactly(datasets_env, tmp_path):
-    source = tiny(tmp_path, "source", algo="iql", edis=False)
-    loop.train(source, progress=False)
+def test_init_from_shares_the_offline_phase_exactly(datasets_env, shared_run, tmp_path):
+    source, _ = shared_run("iql", False)
     # The same settings started from the source's offline phase: bitwise the straight run.
     arm = source.replace(out=str(tmp_path / "arm"), init_from=source.out)
     summary = loop.train(arm, progress=False)
