@@ -22,13 +22,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/python -m edis_jax.main_job
 
-# `make test` skips the two @slow smoke tests (the full benchmark harness at tiny sizes and the
-# diagnose command on Pendulum) to stay well inside CI's time; `make test-all` runs everything.
+# `make test` skips the @slow smoke tests (the full benchmark harness at tiny sizes, the diagnose
+# command on Pendulum, the GPU run at tiny size) to stay well inside CI's time; `make test-all`
+# runs everything. The suite is mostly XLA compiling, one core per process: TEST_WORKERS pytest
+# processes (pytest-xdist) take one test file each at a time.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" --durations=15 tests
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
