@@ -1,8 +1,17 @@
 """Gymnasium environments: creation, vector envs (one sub-env per seed), evaluation, and the
-known termination rules in jnp (to label synthetic transitions)."""
+known termination rules in jnp (to label synthetic transitions).
+
+Observation layout: agents see flat vectors. Envs with Dict observations (gymnasium-robotics'
+AntMaze: observation, achieved_goal, desired_goal) are flattened by `flatten_observations`,
+the one function both the dataset loader (Minari stores the dict) and the env wrapper use: the
+Dict's keys in sorted order, each value flattened, concatenated. That is gymnasium's own Dict
+order (`spaces.Dict` sorts its keys) and so `gymnasium.spaces.flatten`'s; for AntMaze it gives
+[achieved_goal (x, y), desired_goal (goal x, y), observation (27)], 31 values.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -12,9 +21,12 @@ import numpy as np
 TerminationFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
-    """A gymnasium env with its default time limit; `seed` seeds its reset and action space."""
-    env = _make(lambda: gym.make(env_id), env_id)
+def make_env(env_id: str, seed: int | None = None, *, flat_observations: bool = True) -> gym.Env:
+    """A gymnasium env with its default time limit; `seed` seeds its reset and action space.
+    Dict observations are flattened (`flatten_observations`) unless flat_observations is False
+    (the env's own spaces, as a dataset stores them)."""
+    wrap = _flat_observation_env if flat_observations else (lambda env: env)
+    env = _make(lambda: wrap(gym.make(env_id)), env_id)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -26,7 +38,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
 
     Autoreset is SAME_STEP: the step that ends an episode returns the first observation of the
     next one, with the true final observation in `info["final_obs"]`, and `terminated` and
-    `truncated` stay distinct.
+    `truncated` stay distinct. Dict observations are flattened (`flatten_observations`).
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -36,6 +48,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
             num_envs=num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            wrappers=[_flat_observation_env],
         ),
         env_id,
     )
@@ -48,7 +61,22 @@ def evaluate(
     episodes: int,
     seed: int,
 ) -> np.ndarray:
-    """Returns (num_envs, episodes): every sub-env runs `episodes` full episodes.
+    """Returns (num_envs, episodes): every sub-env runs `episodes` full episodes (the returns
+    of `episode_outcomes`)."""
+    return episode_outcomes(policy_fn, env_id, num_envs, episodes, seed)[0]
+
+
+def episode_outcomes(
+    policy_fn: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    num_envs: int,
+    episodes: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(returns, successes), each (num_envs, episodes): every sub-env runs `episodes` full
+    episodes. An episode succeeds when the env's `info["success"]` is true at any of its steps
+    (gymnasium-robotics' AntMaze sets it at every step: the ant within 0.45 of the goal); for
+    envs that never report it, every success is False.
 
     policy_fn maps an observation batch (num_envs, obs_dim) to actions (num_envs, act_dim); with
     several seeds, row i of the batch belongs to seed i. Sub-env i is seeded with seed + i.
@@ -61,20 +89,44 @@ def evaluate(
     try:
         obs, _ = env.reset(seed=seed)
         returns = np.zeros((num_envs, episodes))
+        successes = np.zeros((num_envs, episodes), bool)
         running = np.zeros(num_envs)
+        succeeded = np.zeros(num_envs, bool)
         done = np.zeros(num_envs, dtype=int)
         while (done < episodes).any():
             action = np.asarray(policy_fn(obs), dtype=env.action_space.dtype)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ended = terminated | truncated
             running += reward
-            for i in np.flatnonzero(terminated | truncated):
+            succeeded |= step_successes(info, ended)
+            for i in np.flatnonzero(ended):
                 if done[i] < episodes:
                     returns[i, done[i]] = running[i]
+                    successes[i, done[i]] = succeeded[i]
                     done[i] += 1
-                running[i] = 0.0
-        return returns
+                running[i], succeeded[i] = 0.0, False
+        return returns, successes
     finally:
         env.close()
+
+
+def step_successes(info: dict, ended: np.ndarray) -> np.ndarray:
+    """Per sub-env, whether this vector step reported `info["success"]` true. With SAME_STEP
+    autoreset the step that ends an episode reports its info in `info["final_info"]` (the
+    top-level info is then the next episode's reset info)."""
+    ended = np.asarray(ended, bool)
+    success = _reported_success(info, len(ended)) & ~ended
+    final_info = info.get("final_info")
+    if final_info is not None and ended.any():
+        success |= _reported_success(final_info, len(ended)) & ended
+    return success
+
+
+def _reported_success(info: dict, n: int) -> np.ndarray:
+    if "success" not in info:
+        return np.zeros(n, bool)
+    reported = np.asarray(info.get("_success", np.ones(n, bool)), bool)
+    return np.asarray(info["success"], bool) & reported
 
 
 def termination_fn(env_id: str) -> TerminationFn | None:
@@ -93,19 +145,67 @@ def termination_fn(env_id: str) -> TerminationFn | None:
     return None
 
 
+# ------------------------------------------------------------------------ observations
+
+
+def flatten_observations(values) -> np.ndarray:
+    """(N, dim) from N observations: an array with a leading axis N (any trailing shape), or a
+    dict of them (gymnasium Dict observations, nested dicts too): the keys in sorted order, each
+    value flattened, concatenated. Sorted is gymnasium's Dict order, so a row equals
+    `gymnasium.spaces.flatten(space, observation)`. Keeps the values' (common) dtype."""
+    if isinstance(values, dict):
+        return np.concatenate([flatten_observations(values[k]) for k in sorted(values)], axis=-1)
+    values = np.asarray(values)
+    if values.dtype == object:
+        raise ValueError("only Box and Dict-of-Box observation spaces are supported")
+    return values.reshape(len(values), -1)
+
+
+def unflatten_observations(space: gym.Space, flat: np.ndarray):
+    """The inverse of `flatten_observations` for observations of `space`: (N, dim) -> an array
+    (N, *shape) in the space's dtype, or for a Dict space a dict of them."""
+    flat = np.asarray(flat)
+    if isinstance(space, gym.spaces.Dict):
+        out, start = {}, 0
+        for key in sorted(space.spaces):
+            size = gym.spaces.flatdim(space.spaces[key])
+            out[key] = unflatten_observations(space.spaces[key], flat[:, start : start + size])
+            start += size
+        return out
+    return flat.reshape(len(flat), *space.shape).astype(space.dtype)
+
+
+class FlatObservation(gym.ObservationWrapper):
+    """An env whose Dict observations come out as `flatten_observations` rows."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        # gymnasium's flat Box of the Dict: its bounds in the same (sorted) key order.
+        self.observation_space = gym.spaces.flatten_space(env.observation_space)
+
+    def observation(self, observation):
+        return flatten_observations(_as_batch(observation))[0]
+
+
+def _flat_observation_env(env: gym.Env) -> gym.Env:
+    return FlatObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
+
+
+def _as_batch(tree):
+    """A leading axis of 1 on every array of a (nested) dict."""
+    if isinstance(tree, dict):
+        return {k: _as_batch(v) for k, v in tree.items()}
+    return np.asarray(tree)[None]
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 
 def _make(factory, env_id: str):
+    register_env_package(env_id)  # a missing package fails here, with its name
     try:
         return factory()
     except gym.error.Error as e:
-        package = _package_of(env_id)
-        if package is not None:
-            raise ValueError(
-                f"gymnasium env {env_id!r} comes from the {package} package, which is not "
-                f"installed here: `pip install {package}`"
-            ) from None
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"
         ) from None
@@ -120,7 +220,33 @@ _ENV_PACKAGES = {
 }  # fmt: skip
 
 
-def _package_of(env_id: str) -> str | None:
+# The module that registers each package's envs with gymnasium when imported.
+_PACKAGE_MODULES = {"gymnasium-robotics": "gymnasium_robotics", "ale-py": "ale_py"}
+
+
+def register_env_package(env_id: str) -> None:
+    """Import the package that registers `env_id` (gymnasium-robotics for AntMaze and Adroit:
+    gymnasium does not load it by itself); a one-line error naming the package to install when
+    it is missing. Ids of other envs pass through."""
+    package = env_package(env_id)
+    if package is None:
+        return
+    try:
+        importlib.import_module(_PACKAGE_MODULES[package])
+    except ImportError:
+        raise _missing_package(env_id, package) from None
+
+
+def _missing_package(env_id: str, package: str) -> ValueError:
+    extra = ' (or `pip install -e ".[robotics]"`)' if package == "gymnasium-robotics" else ""
+    return ValueError(
+        f"gymnasium env {env_id!r} comes from the {package} package, which is not "
+        f"installed here: `pip install {package}`{extra}"
+    )
+
+
+def env_package(env_id: str) -> str | None:
+    """The package (pip name) that provides `env_id` when gymnasium does not, else None."""
     for package, prefixes in _ENV_PACKAGES.items():
         if env_id.startswith(prefixes):
             return package
@@ -214,8 +340,9 @@ class ActionScale:
 def episode_length(env_id: str, default: int = 1000) -> int:
     """The env's time limit (max_episode_steps), or `default` (MuJoCo's 1000) when unset."""
     try:
+        register_env_package(env_id)
         steps = gym.spec(env_id).max_episode_steps
-    except gym.error.Error:
+    except (gym.error.Error, ValueError):
         return default
     return int(steps) if steps else default
 
@@ -314,7 +441,11 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
       `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
       the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
       so setting them to 0 recovers the full state (`mujoco_step`).
-    - Any other env: None.
+    - Any other env: None, so the dynamics error is null in the generator's health and in
+      diagnose, and `--online.relabel simulator` is refused. That includes gymnasium-robotics'
+      Adroit (its observation is not the simulator state) and AntMaze (not wired up: its
+      achieved_goal and observation do give qpos and qvel, but the goal and the continuing-task
+      goal resets live outside them).
     """
     obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
     if env_id.startswith("Pendulum-"):
