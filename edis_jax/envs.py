@@ -33,8 +33,11 @@ def make_env(env_id: str, seed: int | None = None, *, flat_observations: bool = 
     return env
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    """`num_envs` copies of the env stepped together (one per seed of a run).
+def make_vector_env(
+    env_id: str, num_envs: int, env_kwargs: dict | None = None
+) -> gym.vector.SyncVectorEnv:
+    """`num_envs` copies of the env stepped together (one per seed of a run); `env_kwargs`
+    (a dataset's env spec, datasets.env_kwargs) go to the env's constructor.
 
     Autoreset is SAME_STEP: the step that ends an episode returns the first observation of the
     next one, with the true final observation in `info["final_obs"]`, and `terminated` and
@@ -49,6 +52,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
             wrappers=[_flat_observation_env],
+            **(env_kwargs or {}),
         ),
         env_id,
     )
@@ -72,6 +76,7 @@ def episode_outcomes(
     num_envs: int,
     episodes: int,
     seed: int,
+    env_kwargs: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(returns, successes), each (num_envs, episodes): every sub-env runs `episodes` full
     episodes. An episode succeeds when the env's `info["success"]` is true at any of its steps
@@ -81,11 +86,11 @@ def episode_outcomes(
     policy_fn maps an observation batch (num_envs, obs_dim) to actions (num_envs, act_dim); with
     several seeds, row i of the batch belongs to seed i. Sub-env i is seeded with seed + i.
     A sub-env that has finished its episodes keeps stepping (the batch shape stays fixed) but its
-    further returns are ignored.
+    further returns are ignored. `env_kwargs`: as for make_vector_env.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = make_vector_env(env_id, num_envs)
+    env = make_vector_env(env_id, num_envs, env_kwargs)
     try:
         obs, _ = env.reset(seed=seed)
         returns = np.zeros((num_envs, episodes))

@@ -3,6 +3,7 @@ Minari dataset of each (AntMaze's Dict observations stored as dicts, as Minari's
 store them), loading flattens them in the order the online env wrapper uses, and a tiny run
 trains and evaluates on each (AntMaze scored by success rate, Adroit by reference returns)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -99,6 +100,27 @@ def test_adroit_tiny_run_scores_reference_returns(robotics_env, tmp_path):
     for r in records:
         assert "eval_success_rate" not in r
         assert r["eval_score"] == pytest.approx(100.0 * (r["eval_return"] - lo) / (hi - lo))
+
+
+def test_a_datasets_eval_env_spec_makes_the_online_and_evaluation_env():
+    # As in Minari's D4RL/antmaze metadata: the eval env is the registered id with D4RL's maze
+    # (fixed start "r" and goal "g"), a continuing task; the registered one draws both at random.
+    maze = [[1, 1, 1, 1, 1], [1, "g", 0, 0, 1], [1, 1, 1, 0, 1], [1, "r", 0, 0, 1], [1, 1, 1, 1, 1]]
+    kwargs = {**gym.spec(ANTMAZE).kwargs, "maze_map": maze, "continuing_task": True}
+    eval_spec = dataclasses.replace(gym.spec(ANTMAZE), kwargs=kwargs, max_episode_steps=50)
+    metadata = {"env_spec": gym.spec(ANTMAZE).to_json(), "eval_env_spec": eval_spec.to_json()}
+    env_kwargs = datasets.env_kwargs(metadata)
+    assert env_kwargs == {"maze_map": maze, "continuing_task": True, "max_episode_steps": 50}
+    assert datasets.env_kwargs({"env_spec": gym.spec(ANTMAZE).to_json()}) == {}
+    env = envs.make_vector_env(ANTMAZE, 3, env_kwargs)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    # desired_goal in the flat layout: the "g" cell's centre (-4, 4) (4 m cells, 5 x 5 map) up
+    # to gymnasium-robotics' goal noise of a quarter cell.
+    assert np.all(np.abs(obs[:, 2:4] - [-4.0, 4.0]) <= 1.0)
+    policy = lambda obs: np.zeros((len(obs), 8))  # noqa: E731
+    returns, _ = envs.episode_outcomes(policy, ANTMAZE, 1, 1, seed=0, env_kwargs=env_kwargs)
+    assert returns.shape == (1, 1)  # 50-step episodes: max_episode_steps came through
 
 
 @pytest.mark.parametrize("env_id", [ANTMAZE, ADROIT])

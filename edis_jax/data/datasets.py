@@ -74,6 +74,9 @@ class Dataset:
     dataset_id: str
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     metadata: dict = field(default_factory=dict)  # the dataset's raw Minari metadata
+    # Keyword arguments of the dataset's (evaluation) env spec beyond env_id's registered ones
+    # (`env_kwargs`); {} for data built here. Online steps and evaluations make the env with them.
+    env_kwargs: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.transitions)
@@ -268,6 +271,8 @@ def dataset_info(dataset_id: str) -> dict:
         "normalized_return": None,
         "checks": dataset_problem(data) or "ok",
     }
+    if data.env_kwargs:
+        info["env_kwargs"] = data.env_kwargs
     try:
         info["normalized_return"] = _stats(data.normalized_score(returns))
     except ReferenceScoreError as e:
@@ -429,6 +434,7 @@ def _flatten(dataset_id: str, episodes: list[dict], metadata: dict, discount: fl
         dataset_id=dataset_id,
         episode_lengths=lengths,
         metadata=metadata,
+        env_kwargs=env_kwargs(metadata),
     )
 
 
@@ -602,6 +608,33 @@ def _env_id(metadata: dict) -> str:
         if spec:
             return json.loads(spec)["id"]
     return ""
+
+
+def env_kwargs(metadata: dict) -> dict:
+    """The keyword arguments (max_episode_steps included) of the env spec `_env_id` reads
+    (eval_env_spec, else env_spec) that differ from its id's registered spec. Minari's
+    D4RL/antmaze datasets need them: their eval env is AntMaze_*-v4 with the D4RL evaluation
+    maze (a fixed start "r" and goal "g" cell), continuing_task=True and reset_target=False
+    (Farama's minari-dataset-generation-scripts, scripts/D4RL/antmaze/create_antmaze_dataset.py),
+    where the registered id draws start and goal at random. {} when the id cannot be made here
+    (making the env reports that) or the metadata names the env by id only."""
+    if metadata.get("env_id"):
+        return {}
+    spec = next((metadata[k] for k in ("eval_env_spec", "env_spec") if metadata.get(k)), None)
+    if spec is None:
+        return {}
+    spec = json.loads(spec)
+    try:
+        envs.register_env_package(spec["id"])
+        registered = gym.spec(spec["id"])
+    except (ValueError, gym.error.Error):
+        return {}
+    registered_kwargs = json.loads(json.dumps(registered.kwargs))  # JSON's lists, as stored
+    kwargs = {k: v for k, v in (spec.get("kwargs") or {}).items() if registered_kwargs.get(k) != v}
+    steps = spec.get("max_episode_steps")
+    if steps and steps != registered.max_episode_steps:
+        kwargs["max_episode_steps"] = steps
+    return kwargs
 
 
 def _optional_float(value) -> float | None:

@@ -453,7 +453,7 @@ class _Run:
     def online_phase(self, stop_at: int | None) -> bool:
         cfg, p = self.cfg, self.progress
         algo, o = cfg.algo, cfg.online
-        vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds)
+        vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds, self.dataset.env_kwargs)
         obs, episodes = self._restore_envs(vec_env)
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, S.real_weights(cfg), algo=algo)
@@ -640,8 +640,9 @@ class _Run:
             return self.actions.to_env(np.asarray(action))
 
         returns, successes = envs.episode_outcomes(
-            policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes, seed=_eval_seed(cfg, index)
-        )
+            policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes,
+            seed=_eval_seed(cfg, index), env_kwargs=self.dataset.env_kwargs,
+        )  # fmt: skip
         mean_returns = np.asarray(returns, np.float64).mean(axis=1)
         entry = {"phase": phase, "step": step, "returns": mean_returns.tolist()}
         if reference.scored_by_success(self.dataset.env_id):
@@ -929,6 +930,6 @@ def _reward_scale(cfg: RunConfig, dataset) -> float:
     span about H whatever the task. The agent multiplies this by its config's reward_scale."""
     if not cfg.agent.normalize_reward or len(dataset.episode_returns) < 2:
         return 1.0
-    horizon = envs.episode_length(dataset.env_id)
+    horizon = dataset.env_kwargs.get("max_episode_steps") or envs.episode_length(dataset.env_id)
     spread = float(np.max(dataset.episode_returns) - np.min(dataset.episode_returns))
     return horizon / spread if spread > 0 else 1.0
