@@ -424,6 +424,42 @@ def mujoco_step(env_id: str, obs: np.ndarray, action: np.ndarray):
     return out, reward, terminated
 
 
+def antmaze_step(env_id: str, obs: np.ndarray, action: np.ndarray):
+    """gymnasium-robotics' AntMaze set to each row's state and stepped with that row's action:
+    (next_obs, reward, terminated), next_obs in the flat layout (`flatten_observations`).
+
+    The flat observation [achieved_goal (x, y), desired_goal, observation] holds the whole
+    state: the ant's qpos = [x, y, observation[:13]], its qvel = observation[13:] (the layout
+    Farama's D4RL/antmaze generation script stores as qpos/qvel), and the goal. The env's own
+    `step` then moves the ant, pays the sparse reward and decides termination (continuing task:
+    never). next_obs carries the goal of the row: a continuing task with reset_target would draw
+    a new one at random after reaching it, which no simulator can reproduce.
+    """
+    env = make_env(env_id, flat_observations=False)
+    maze = env.unwrapped
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    if obs.shape[-1] != gym.spaces.flatdim(env.observation_space):
+        env.close()
+        raise ValueError(
+            f"{env_id}: observations have {obs.shape[-1]} dims, the env has "
+            f"{gym.spaces.flatdim(env.observation_space)}"
+        )
+    env.reset(seed=0)
+    ant = maze.ant_env
+    out = np.full_like(obs, np.nan)
+    reward = np.full(obs.shape[:-1], np.nan)
+    terminated = np.zeros(obs.shape[:-1], bool)
+    for i in np.flatnonzero(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1)):
+        xy, goal, rest = obs[i, :2], obs[i, 2:4], obs[i, 4:]
+        ant.set_state(np.concatenate([xy, rest[: ant.model.nq - 2]]), rest[ant.model.nq - 2 :])
+        ant.data.qacc_warmstart[:] = 0.0
+        maze.goal = goal.copy()
+        next_obs, reward[i], terminated[i], _, _ = maze.step(action[i])
+        out[i] = flatten_observations(_as_batch({**next_obs, "desired_goal": goal}))[0]
+    env.close()
+    return out, reward, terminated
+
+
 def _qpos_qvel_layout(env) -> tuple[int, int, int] | None:
     """(skipped qpos entries, nq, nv) if the observation is exactly [qpos[k:], qvel], else None."""
     structure = getattr(env, "observation_structure", None)
@@ -446,11 +482,12 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
       `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
       the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
       so setting them to 0 recovers the full state (`mujoco_step`).
+    - gymnasium-robotics' AntMaze: the flat observation holds qpos, qvel and the goal
+      (`antmaze_step`).
     - Any other env: None, so the dynamics error is null in the generator's health and in
       diagnose, and `--online.relabel simulator` is refused. That includes gymnasium-robotics'
-      Adroit (its observation is not the simulator state) and AntMaze (not wired up: its
-      achieved_goal and observation do give qpos and qvel, but the goal and the continuing-task
-      goal resets live outside them).
+      Adroit, whose observation is not the simulator state (hand joints without the object's
+      full pose and velocities).
     """
     obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
     if env_id.startswith("Pendulum-"):
@@ -460,6 +497,8 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
             np.asarray(reward, np.float64),
             np.zeros(obs.shape[:-1], bool),
         )
+    if _is_antmaze(env_id):
+        return antmaze_step(env_id, obs, action)
     if mujoco_supported(env_id):
         return mujoco_step(env_id, obs, action)
     return None
@@ -467,7 +506,19 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
 
 def can_simulate(env_id: str) -> bool:
     """Whether `simulate` can set this env's state from an observation."""
-    return env_id.startswith("Pendulum-") or mujoco_supported(env_id)
+    return env_id.startswith("Pendulum-") or _is_antmaze(env_id) or mujoco_supported(env_id)
+
+
+def _is_antmaze(env_id: str) -> bool:
+    """A gymnasium-robotics AntMaze id that can be made here (the package is installed)."""
+    if not env_id.startswith("AntMaze_"):
+        return False
+    try:
+        register_env_package(env_id)
+        gym.spec(env_id)
+    except (ValueError, gym.error.Error):
+        return False
+    return True
 
 
 def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray | None:

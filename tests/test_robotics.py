@@ -123,21 +123,24 @@ def test_a_datasets_eval_env_spec_makes_the_online_and_evaluation_env():
     assert returns.shape == (1, 1)  # 50-step episodes: max_episode_steps came through
 
 
-@pytest.mark.parametrize("env_id", [ANTMAZE, ADROIT])
-def test_robotics_simulators_are_a_documented_skip(env_id):
-    # Their state cannot be set from an observation here: generator health and diagnose record
-    # no dynamics error, and the simulator relabelling arm is refused (envs.simulate).
-    env = envs.make_env(env_id)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    env.close()
-    assert not envs.can_simulate(env_id)
-    assert envs.simulate(env_id, np.zeros((1, obs_dim)), np.zeros((1, act_dim))) is None
-    assert (
-        envs.dynamics_error(
-            env_id, np.zeros((1, obs_dim)), np.zeros((1, act_dim)), np.zeros((1, obs_dim))
-        )
-        is None
-    )
+def test_antmaze_simulator_reproduces_the_datasets_transitions(robotics_env):
+    t = datasets.load_dataset(ANTMAZE_DATA).transitions
+    next_obs, reward, terminated = envs.simulate(ANTMAZE, t.obs[:50], t.action[:50])
+    # float32 storage of positions up to ~10 m: agreement to ~1e-6.
+    np.testing.assert_allclose(next_obs, t.next_obs[:50], atol=1e-5)
+    np.testing.assert_array_equal(reward, t.reward[:50])
+    assert envs.can_simulate(ANTMAZE) and not terminated.any()  # a continuing task
+    error = envs.dynamics_error(ANTMAZE, t.obs[:50], t.action[:50], t.next_obs[:50])
+    assert error < 1e-5
+
+
+def test_adroit_simulator_is_a_documented_skip():
+    # Its observation is not the simulator state: generator health and diagnose record no
+    # dynamics error, and the simulator relabelling arm is refused (envs.simulate).
+    obs, action = np.zeros((1, 45)), np.zeros((1, 24))
+    assert not envs.can_simulate(ADROIT)
+    assert envs.simulate(ADROIT, obs, action) is None
+    assert envs.dynamics_error(ADROIT, obs, action, obs) is None
 
 
 def tiny_run(tmp_path: Path, dataset: str, **changes) -> config.RunConfig:

@@ -360,7 +360,7 @@ class _Run:
         if cfg.online.relabel == "simulator" and not envs.can_simulate(dataset.env_id):
             raise RunDirError(
                 f"--online.relabel simulator needs an env whose simulator can be set to an "
-                f"observation (MuJoCo locomotion, Pendulum); {dataset.env_id} is not one: "
+                f"observation (MuJoCo locomotion, Pendulum, AntMaze); {dataset.env_id} is not one: "
                 "use --online.relabel none"
             )
 
