@@ -92,6 +92,15 @@ def test_antmaze_tiny_run_scores_the_success_rate(robotics_env, tmp_path):
     assert summary["env_id"] == ANTMAZE
 
 
+def test_adroit_dataset_loads_flat_with_its_given_reference_scores(robotics_env):
+    data = datasets.load_dataset(ADROIT_DATA)
+    assert data.transitions.obs.shape == (300, 45) and data.env_id == ADROIT
+    assert (data.ref_min_score, data.ref_max_score) == ADROIT_REFS and data.env_kwargs == {}
+
+
+# Slow (`make test-all`): its compiles (another observation size) double the file's time, and
+# the return-normalised score it checks is the MuJoCo tasks' path.
+@pytest.mark.slow
 def test_adroit_tiny_run_scores_reference_returns(robotics_env, tmp_path):
     loop.train(tiny_run(tmp_path, ADROIT_DATA, algo="iql"), progress=False)
     lo, hi = ADROIT_REFS
