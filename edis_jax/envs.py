@@ -1,8 +1,17 @@
 """Gymnasium environments: creation, vector envs (one sub-env per seed), evaluation, and the
-known termination rules in jnp (to label synthetic transitions)."""
+known termination rules in jnp (to label synthetic transitions).
+
+Observation layout: agents see flat vectors. Envs with Dict observations (gymnasium-robotics'
+AntMaze: observation, achieved_goal, desired_goal) are flattened by `flatten_observations`,
+the one function both the dataset loader (Minari stores the dict) and the env wrapper use: the
+Dict's keys in sorted order, each value flattened, concatenated. That is gymnasium's own Dict
+order (`spaces.Dict` sorts its keys) and so `gymnasium.spaces.flatten`'s; for AntMaze it gives
+[achieved_goal (x, y), desired_goal (goal x, y), observation (27)], 31 values.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -12,21 +21,27 @@ import numpy as np
 TerminationFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
-    """A gymnasium env with its default time limit; `seed` seeds its reset and action space."""
-    env = _make(lambda: gym.make(env_id), env_id)
+def make_env(env_id: str, seed: int | None = None, *, flat_observations: bool = True) -> gym.Env:
+    """A gymnasium env with its default time limit; `seed` seeds its reset and action space.
+    Dict observations are flattened (`flatten_observations`) unless flat_observations is False
+    (the env's own spaces, as a dataset stores them)."""
+    wrap = _flat_observation_env if flat_observations else (lambda env: env)
+    env = _make(lambda: wrap(gym.make(env_id)), env_id)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    """`num_envs` copies of the env stepped together (one per seed of a run).
+def make_vector_env(
+    env_id: str, num_envs: int, env_kwargs: dict | None = None
+) -> gym.vector.SyncVectorEnv:
+    """`num_envs` copies of the env stepped together (one per seed of a run); `env_kwargs`
+    (a dataset's env spec, datasets.env_kwargs) go to the env's constructor.
 
     Autoreset is SAME_STEP: the step that ends an episode returns the first observation of the
     next one, with the true final observation in `info["final_obs"]`, and `terminated` and
-    `truncated` stay distinct.
+    `truncated` stay distinct. Dict observations are flattened (`flatten_observations`).
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -36,6 +51,8 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
             num_envs=num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            wrappers=[_flat_observation_env],
+            **(env_kwargs or {}),
         ),
         env_id,
     )
@@ -48,33 +65,73 @@ def evaluate(
     episodes: int,
     seed: int,
 ) -> np.ndarray:
-    """Returns (num_envs, episodes): every sub-env runs `episodes` full episodes.
+    """Returns (num_envs, episodes): every sub-env runs `episodes` full episodes (the returns
+    of `episode_outcomes`)."""
+    return episode_outcomes(policy_fn, env_id, num_envs, episodes, seed)[0]
+
+
+def episode_outcomes(
+    policy_fn: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    num_envs: int,
+    episodes: int,
+    seed: int,
+    env_kwargs: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(returns, successes), each (num_envs, episodes): every sub-env runs `episodes` full
+    episodes. An episode succeeds when the env's `info["success"]` is true at any of its steps
+    (gymnasium-robotics' AntMaze sets it at every step: the ant within 0.45 of the goal); for
+    envs that never report it, every success is False.
 
     policy_fn maps an observation batch (num_envs, obs_dim) to actions (num_envs, act_dim); with
     several seeds, row i of the batch belongs to seed i. Sub-env i is seeded with seed + i.
     A sub-env that has finished its episodes keeps stepping (the batch shape stays fixed) but its
-    further returns are ignored.
+    further returns are ignored. `env_kwargs`: as for make_vector_env.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = make_vector_env(env_id, num_envs)
+    env = make_vector_env(env_id, num_envs, env_kwargs)
     try:
         obs, _ = env.reset(seed=seed)
         returns = np.zeros((num_envs, episodes))
+        successes = np.zeros((num_envs, episodes), bool)
         running = np.zeros(num_envs)
+        succeeded = np.zeros(num_envs, bool)
         done = np.zeros(num_envs, dtype=int)
         while (done < episodes).any():
             action = np.asarray(policy_fn(obs), dtype=env.action_space.dtype)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ended = terminated | truncated
             running += reward
-            for i in np.flatnonzero(terminated | truncated):
+            succeeded |= step_successes(info, ended)
+            for i in np.flatnonzero(ended):
                 if done[i] < episodes:
                     returns[i, done[i]] = running[i]
+                    successes[i, done[i]] = succeeded[i]
                     done[i] += 1
-                running[i] = 0.0
-        return returns
+                running[i], succeeded[i] = 0.0, False
+        return returns, successes
     finally:
         env.close()
+
+
+def step_successes(info: dict, ended: np.ndarray) -> np.ndarray:
+    """Per sub-env, whether this vector step reported `info["success"]` true. With SAME_STEP
+    autoreset the step that ends an episode reports its info in `info["final_info"]` (the
+    top-level info is then the next episode's reset info)."""
+    ended = np.asarray(ended, bool)
+    success = _reported_success(info, len(ended)) & ~ended
+    final_info = info.get("final_info")
+    if final_info is not None and ended.any():
+        success |= _reported_success(final_info, len(ended)) & ended
+    return success
+
+
+def _reported_success(info: dict, n: int) -> np.ndarray:
+    if "success" not in info:
+        return np.zeros(n, bool)
+    reported = np.asarray(info.get("_success", np.ones(n, bool)), bool)
+    return np.asarray(info["success"], bool) & reported
 
 
 def termination_fn(env_id: str) -> TerminationFn | None:
@@ -93,19 +150,67 @@ def termination_fn(env_id: str) -> TerminationFn | None:
     return None
 
 
+# ------------------------------------------------------------------------ observations
+
+
+def flatten_observations(values) -> np.ndarray:
+    """(N, dim) from N observations: an array with a leading axis N (any trailing shape), or a
+    dict of them (gymnasium Dict observations, nested dicts too): the keys in sorted order, each
+    value flattened, concatenated. Sorted is gymnasium's Dict order, so a row equals
+    `gymnasium.spaces.flatten(space, observation)`. Keeps the values' (common) dtype."""
+    if isinstance(values, dict):
+        return np.concatenate([flatten_observations(values[k]) for k in sorted(values)], axis=-1)
+    values = np.asarray(values)
+    if values.dtype == object:
+        raise ValueError("only Box and Dict-of-Box observation spaces are supported")
+    return values.reshape(len(values), -1)
+
+
+def unflatten_observations(space: gym.Space, flat: np.ndarray):
+    """The inverse of `flatten_observations` for observations of `space`: (N, dim) -> an array
+    (N, *shape) in the space's dtype, or for a Dict space a dict of them."""
+    flat = np.asarray(flat)
+    if isinstance(space, gym.spaces.Dict):
+        out, start = {}, 0
+        for key in sorted(space.spaces):
+            size = gym.spaces.flatdim(space.spaces[key])
+            out[key] = unflatten_observations(space.spaces[key], flat[:, start : start + size])
+            start += size
+        return out
+    return flat.reshape(len(flat), *space.shape).astype(space.dtype)
+
+
+class FlatObservation(gym.ObservationWrapper):
+    """An env whose Dict observations come out as `flatten_observations` rows."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        # gymnasium's flat Box of the Dict: its bounds in the same (sorted) key order.
+        self.observation_space = gym.spaces.flatten_space(env.observation_space)
+
+    def observation(self, observation):
+        return flatten_observations(_as_batch(observation))[0]
+
+
+def _flat_observation_env(env: gym.Env) -> gym.Env:
+    return FlatObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
+
+
+def _as_batch(tree):
+    """A leading axis of 1 on every array of a (nested) dict."""
+    if isinstance(tree, dict):
+        return {k: _as_batch(v) for k, v in tree.items()}
+    return np.asarray(tree)[None]
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 
 def _make(factory, env_id: str):
+    register_env_package(env_id)  # a missing package fails here, with its name
     try:
         return factory()
     except gym.error.Error as e:
-        package = _package_of(env_id)
-        if package is not None:
-            raise ValueError(
-                f"gymnasium env {env_id!r} comes from the {package} package, which is not "
-                f"installed here: `pip install {package}`"
-            ) from None
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"
         ) from None
@@ -120,7 +225,33 @@ _ENV_PACKAGES = {
 }  # fmt: skip
 
 
-def _package_of(env_id: str) -> str | None:
+# The module that registers each package's envs with gymnasium when imported.
+_PACKAGE_MODULES = {"gymnasium-robotics": "gymnasium_robotics", "ale-py": "ale_py"}
+
+
+def register_env_package(env_id: str) -> None:
+    """Import the package that registers `env_id` (gymnasium-robotics for AntMaze and Adroit:
+    gymnasium does not load it by itself); a one-line error naming the package to install when
+    it is missing. Ids of other envs pass through."""
+    package = env_package(env_id)
+    if package is None:
+        return
+    try:
+        importlib.import_module(_PACKAGE_MODULES[package])
+    except ImportError:
+        raise _missing_package(env_id, package) from None
+
+
+def _missing_package(env_id: str, package: str) -> ValueError:
+    extra = ' (or `pip install -e ".[robotics]"`)' if package == "gymnasium-robotics" else ""
+    return ValueError(
+        f"gymnasium env {env_id!r} comes from the {package} package, which is not "
+        f"installed here: `pip install {package}`{extra}"
+    )
+
+
+def env_package(env_id: str) -> str | None:
+    """The package (pip name) that provides `env_id` when gymnasium does not, else None."""
     for package, prefixes in _ENV_PACKAGES.items():
         if env_id.startswith(prefixes):
             return package
@@ -214,8 +345,9 @@ class ActionScale:
 def episode_length(env_id: str, default: int = 1000) -> int:
     """The env's time limit (max_episode_steps), or `default` (MuJoCo's 1000) when unset."""
     try:
+        register_env_package(env_id)
         steps = gym.spec(env_id).max_episode_steps
-    except gym.error.Error:
+    except (gym.error.Error, ValueError):
         return default
     return int(steps) if steps else default
 
@@ -292,6 +424,42 @@ def mujoco_step(env_id: str, obs: np.ndarray, action: np.ndarray):
     return out, reward, terminated
 
 
+def antmaze_step(env_id: str, obs: np.ndarray, action: np.ndarray):
+    """gymnasium-robotics' AntMaze set to each row's state and stepped with that row's action:
+    (next_obs, reward, terminated), next_obs in the flat layout (`flatten_observations`).
+
+    The flat observation [achieved_goal (x, y), desired_goal, observation] holds the whole
+    state: the ant's qpos = [x, y, observation[:13]], its qvel = observation[13:] (the layout
+    Farama's D4RL/antmaze generation script stores as qpos/qvel), and the goal. The env's own
+    `step` then moves the ant, pays the sparse reward and decides termination (continuing task:
+    never). next_obs carries the goal of the row: a continuing task with reset_target would draw
+    a new one at random after reaching it, which no simulator can reproduce.
+    """
+    env = make_env(env_id, flat_observations=False)
+    maze = env.unwrapped
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    if obs.shape[-1] != gym.spaces.flatdim(env.observation_space):
+        env.close()
+        raise ValueError(
+            f"{env_id}: observations have {obs.shape[-1]} dims, the env has "
+            f"{gym.spaces.flatdim(env.observation_space)}"
+        )
+    env.reset(seed=0)
+    ant = maze.ant_env
+    out = np.full_like(obs, np.nan)
+    reward = np.full(obs.shape[:-1], np.nan)
+    terminated = np.zeros(obs.shape[:-1], bool)
+    for i in np.flatnonzero(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1)):
+        xy, goal, rest = obs[i, :2], obs[i, 2:4], obs[i, 4:]
+        ant.set_state(np.concatenate([xy, rest[: ant.model.nq - 2]]), rest[ant.model.nq - 2 :])
+        ant.data.qacc_warmstart[:] = 0.0
+        maze.goal = goal.copy()
+        next_obs, reward[i], terminated[i], _, _ = maze.step(action[i])
+        out[i] = flatten_observations(_as_batch({**next_obs, "desired_goal": goal}))[0]
+    env.close()
+    return out, reward, terminated
+
+
 def _qpos_qvel_layout(env) -> tuple[int, int, int] | None:
     """(skipped qpos entries, nq, nv) if the observation is exactly [qpos[k:], qvel], else None."""
     structure = getattr(env, "observation_structure", None)
@@ -314,7 +482,12 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
       `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
       the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
       so setting them to 0 recovers the full state (`mujoco_step`).
-    - Any other env: None.
+    - gymnasium-robotics' AntMaze: the flat observation holds qpos, qvel and the goal
+      (`antmaze_step`).
+    - Any other env: None, so the dynamics error is null in the generator's health and in
+      diagnose, and `--online.relabel simulator` is refused. That includes gymnasium-robotics'
+      Adroit, whose observation is not the simulator state (hand joints without the object's
+      full pose and velocities).
     """
     obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
     if env_id.startswith("Pendulum-"):
@@ -324,6 +497,8 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
             np.asarray(reward, np.float64),
             np.zeros(obs.shape[:-1], bool),
         )
+    if _is_antmaze(env_id):
+        return antmaze_step(env_id, obs, action)
     if mujoco_supported(env_id):
         return mujoco_step(env_id, obs, action)
     return None
@@ -331,7 +506,19 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
 
 def can_simulate(env_id: str) -> bool:
     """Whether `simulate` can set this env's state from an observation."""
-    return env_id.startswith("Pendulum-") or mujoco_supported(env_id)
+    return env_id.startswith("Pendulum-") or _is_antmaze(env_id) or mujoco_supported(env_id)
+
+
+def _is_antmaze(env_id: str) -> bool:
+    """A gymnasium-robotics AntMaze id that can be made here (the package is installed)."""
+    if not env_id.startswith("AntMaze_"):
+        return False
+    try:
+        register_env_package(env_id)
+        gym.spec(env_id)
+    except (ValueError, gym.error.Error):
+        return False
+    return True
 
 
 def true_next_obs(env_id: str, obs: np.ndarray, action: np.ndarray) -> np.ndarray | None:

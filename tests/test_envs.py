@@ -48,6 +48,26 @@ def test_evaluate_runs_full_episodes_with_per_env_seeds():
         assert returns[i, 0] == pytest.approx(total, rel=1e-9)
 
 
+def test_an_episode_succeeds_when_any_step_reports_success():
+    # Sub-env 0 reports success mid-episode; sub-env 1 on the step that ends its episode, whose
+    # info (SAME_STEP autoreset) sits in final_info while the top level holds the reset's.
+    info = {"success": np.array([True, False]), "_success": np.array([True, True])}
+    info["final_info"] = {"success": np.array([False, True]), "_success": np.array([False, True])}
+    ended = np.array([False, True])
+    np.testing.assert_array_equal(envs.step_successes(info, ended), [True, True])
+    # A sub-env that did not report (mask False) or an env without "success": no success.
+    masked = {"success": np.array([True, True]), "_success": np.array([False, True])}
+    np.testing.assert_array_equal(envs.step_successes(masked, np.zeros(2, bool)), [False, True])
+    np.testing.assert_array_equal(envs.step_successes({}, np.ones(2, bool)), [False, False])
+
+
+def test_episode_outcomes_returns_are_evaluates():
+    policy = lambda obs: np.zeros((len(obs), 1), np.float32)  # noqa: E731
+    returns, successes = envs.episode_outcomes(policy, "Pendulum-v1", 2, 1, seed=3)
+    np.testing.assert_array_equal(returns, envs.evaluate(policy, "Pendulum-v1", 2, 1, seed=3))
+    assert successes.shape == (2, 1) and not successes.any()  # Pendulum reports no success
+
+
 def _transitions_around_the_thresholds(env_id: str, n: int, seed: int):
     """One-step transitions from states whose height and torso angle are drawn around the
     health thresholds, so both healthy and unhealthy next states occur for each rule."""

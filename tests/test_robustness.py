@@ -305,7 +305,9 @@ def test_diagnose_refuses_another_envs_policy_and_a_folder_that_is_not_a_run(
     assert "is a folder but not an edis-jax run" in one_error_line(capsys)
 
 
-def test_an_env_from_a_missing_package_names_the_package(minari_path, capsys):
+def test_an_env_from_a_missing_package_names_the_package(minari_path, capsys, monkeypatch):
+    # As if gymnasium-robotics were not installed (it is in `.[dev]`): its import fails.
+    monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)
     with pytest.raises(ValueError, match="gymnasium-robotics package.*pip install"):
         envs.make_env("AdroitHandDoor-v1")
     args = ["data", "make", "--env", "AdroitHandDoor-v1", "--kind", "random", "--steps", "10"]

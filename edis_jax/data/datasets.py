@@ -24,6 +24,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from edis_jax import envs
 from edis_jax.data.scores import ReferenceScoreError, normalized_score
 from edis_jax.data.transition import Transition
 
@@ -73,6 +74,9 @@ class Dataset:
     dataset_id: str
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     metadata: dict = field(default_factory=dict)  # the dataset's raw Minari metadata
+    # Keyword arguments of the dataset's (evaluation) env spec beyond env_id's registered ones
+    # (`env_kwargs`); {} for data built here. Online steps and evaluations make the env with them.
+    env_kwargs: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.transitions)
@@ -267,6 +271,8 @@ def dataset_info(dataset_id: str) -> dict:
         "normalized_return": None,
         "checks": dataset_problem(data) or "ok",
     }
+    if data.env_kwargs:
+        info["env_kwargs"] = data.env_kwargs
     try:
         info["normalized_return"] = _stats(data.normalized_score(returns))
     except ReferenceScoreError as e:
@@ -309,7 +315,8 @@ def write_dataset(
             f"dataset {dataset_id!r} already exists at {final}: choose another --id "
             "(e.g. bump the -vN version) or pass --overwrite"
         )
-    env = gym.make(env_id)
+    # The env's own spaces: Dict observations are stored as dicts, as Minari's D4RL/antmaze are.
+    env = envs.make_env(env_id, flat_observations=False)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
     root = _datasets_root()
@@ -328,7 +335,7 @@ def write_dataset(
             "minari_version": minari.__version__,
             "algorithm_name": algorithm_name or "unspecified",
             "description": description or f"{dataset_id} built by edis-jax",
-            "requirements": ["mujoco==4.0.0", f"gymnasium=={gym.__version__}"],
+            "requirements": _requirements(env_id),
         }
         if ref_min_score is not None:
             metadata["ref_min_score"] = float(ref_min_score)
@@ -340,7 +347,7 @@ def write_dataset(
         storage.update_episodes(
             EpisodeBuffer(
                 id=i,
-                observations=np.asarray(ep["observations"], obs_space.dtype),
+                observations=_stored_observations(obs_space, ep["observations"]),
                 actions=np.asarray(ep["actions"], act_space.dtype),
                 rewards=np.asarray(ep["rewards"], np.float64),
                 terminations=np.asarray(ep["terminations"], bool),
@@ -427,6 +434,7 @@ def _flatten(dataset_id: str, episodes: list[dict], metadata: dict, discount: fl
         dataset_id=dataset_id,
         episode_lengths=lengths,
         metadata=metadata,
+        env_kwargs=env_kwargs(metadata),
     )
 
 
@@ -436,7 +444,7 @@ def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            env = gym.make(env_id)
+            env = envs.make_env(env_id)
     except Exception:  # gymnasium raises many types for a missing env or package
         return None
     space = env.action_space
@@ -464,14 +472,26 @@ def _episode_arrays(ep) -> dict:
 
 
 def _flat_space_values(values) -> np.ndarray:
-    """(N, dim) float32 from a Box (any shape) or a Dict of Boxes (keys in sorted order, like
-    gymnasium's flatten)."""
-    if isinstance(values, dict):
-        return np.concatenate([_flat_space_values(values[k]) for k in sorted(values)], axis=-1)
-    values = np.asarray(values)
-    if values.dtype == object:
-        raise ValueError("only Box and Dict-of-Box observation/action spaces are supported")
-    return values.reshape(len(values), -1).astype(np.float32)
+    """(N, dim) float32 from a Box (any shape) or a Dict of Boxes, in the layout the online env
+    shows the agent (envs.flatten_observations: the Dict's keys in sorted order)."""
+    return envs.flatten_observations(values).astype(np.float32)
+
+
+def _stored_observations(space: gym.Space, observations):
+    """Episode observations (T+1, dim), flat as envs.make_env gives them, in the env's own
+    space for Minari: a dict of arrays for a Dict space."""
+    if isinstance(space, gym.spaces.Dict):
+        return envs.unflatten_observations(space, np.asarray(observations))
+    return np.asarray(observations, space.dtype)
+
+
+def _requirements(env_id: str) -> list[str]:
+    requirements = ["mujoco==4.0.0", f"gymnasium=={gym.__version__}"]
+    if envs.env_package(env_id) == "gymnasium-robotics":
+        import gymnasium_robotics
+
+        requirements.append(f"gymnasium-robotics=={gymnasium_robotics.__version__}")
+    return requirements
 
 
 def _ensure_local(dataset_id: str, download: bool | None) -> None:
@@ -588,6 +608,33 @@ def _env_id(metadata: dict) -> str:
         if spec:
             return json.loads(spec)["id"]
     return ""
+
+
+def env_kwargs(metadata: dict) -> dict:
+    """The keyword arguments (max_episode_steps included) of the env spec `_env_id` reads
+    (eval_env_spec, else env_spec) that differ from its id's registered spec. Minari's
+    D4RL/antmaze datasets need them: their eval env is AntMaze_*-v4 with the D4RL evaluation
+    maze (a fixed start "r" and goal "g" cell), continuing_task=True and reset_target=False
+    (Farama's minari-dataset-generation-scripts, scripts/D4RL/antmaze/create_antmaze_dataset.py),
+    where the registered id draws start and goal at random. {} when the id cannot be made here
+    (making the env reports that) or the metadata names the env by id only."""
+    if metadata.get("env_id"):
+        return {}
+    spec = next((metadata[k] for k in ("eval_env_spec", "env_spec") if metadata.get(k)), None)
+    if spec is None:
+        return {}
+    spec = json.loads(spec)
+    try:
+        envs.register_env_package(spec["id"])
+        registered = gym.spec(spec["id"])
+    except (ValueError, gym.error.Error):
+        return {}
+    registered_kwargs = json.loads(json.dumps(registered.kwargs))  # JSON's lists, as stored
+    kwargs = {k: v for k, v in (spec.get("kwargs") or {}).items() if registered_kwargs.get(k) != v}
+    steps = spec.get("max_episode_steps")
+    if steps and steps != registered.max_episode_steps:
+        kwargs["max_episode_steps"] = steps
+    return kwargs
 
 
 def _optional_float(value) -> float | None:

@@ -17,12 +17,30 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
 }
 
 
+# Envs scored by success rather than return: gymnasium-robotics' AntMaze. D4RL scores AntMaze
+# with REF_MIN_SCORE 0 and REF_MAX_SCORE 1 (d4rl/infos.py), its evaluation episode ending with
+# return 1 at the goal, so the normalised score is the success rate in percent. gymnasium-robotics'
+# AntMaze (and Minari's D4RL/antmaze eval env, a continuing task) keeps paying reward 1 per step
+# at the goal, so its return is not a success count: edis-jax scores each episode by
+# `info["success"]` at any step (envs.episode_outcomes) and normalises with (0, 1).
+SUCCESS_SCORED = ("AntMaze_",)
+SUCCESS_REF_SCORES = (0.0, 1.0)
+
+
+def scored_by_success(env_id: str) -> bool:
+    """Whether the env's normalised score is 100 x its success rate (AntMaze)."""
+    return env_id.startswith(SUCCESS_SCORED)
+
+
 class ReferenceScoreError(ValueError):
     """A normalised score was asked for but a reference score is missing or unusable."""
 
 
 def d4rl_ref_scores(env_id: str) -> tuple[float, float] | None:
-    """(ref_min, ref_max) from D4RL for a MuJoCo locomotion env id such as Hopper-v5, else None."""
+    """(ref_min, ref_max) from D4RL for a MuJoCo locomotion env id such as Hopper-v5, (0, 1)
+    for a success-scored one (AntMaze), else None."""
+    if scored_by_success(env_id):
+        return SUCCESS_REF_SCORES
     name = env_id.rpartition("-v")[0] or env_id
     return D4RL_REF_SCORES.get(name)
 

@@ -360,7 +360,7 @@ class _Run:
         if cfg.online.relabel == "simulator" and not envs.can_simulate(dataset.env_id):
             raise RunDirError(
                 f"--online.relabel simulator needs an env whose simulator can be set to an "
-                f"observation (MuJoCo locomotion, Pendulum); {dataset.env_id} is not one: "
+                f"observation (MuJoCo locomotion, Pendulum, AntMaze); {dataset.env_id} is not one: "
                 "use --online.relabel none"
             )
 
@@ -453,7 +453,7 @@ class _Run:
     def online_phase(self, stop_at: int | None) -> bool:
         cfg, p = self.cfg, self.progress
         algo, o = cfg.algo, cfg.online
-        vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds)
+        vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds, self.dataset.env_kwargs)
         obs, episodes = self._restore_envs(vec_env)
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, S.real_weights(cfg), algo=algo)
@@ -639,19 +639,21 @@ class _Run:
             action = S.greedy_action(agent, jnp.asarray(obs, jnp.float32), algo=cfg.algo)
             return self.actions.to_env(np.asarray(action))
 
-        returns = envs.evaluate(
-            policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes, seed=_eval_seed(cfg, index)
-        )
+        returns, successes = envs.episode_outcomes(
+            policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes,
+            seed=_eval_seed(cfg, index), env_kwargs=self.dataset.env_kwargs,
+        )  # fmt: skip
         mean_returns = np.asarray(returns, np.float64).mean(axis=1)
-        scores = scores_of(mean_returns, self.ref)
-        self.progress.evals.append(
-            {
-                "phase": phase,
-                "step": step,
-                "returns": mean_returns.tolist(),
-                "scores": scores.tolist(),
-            }
-        )
+        entry = {"phase": phase, "step": step, "returns": mean_returns.tolist()}
+        if reference.scored_by_success(self.dataset.env_id):
+            # AntMaze: the success rate, normalised with (0, 1) (data/scores.py).
+            success_rates = successes.mean(axis=1, dtype=np.float64)
+            scores = scores_of(success_rates, self.ref)
+            entry["success_rates"] = success_rates.tolist()
+        else:
+            scores = scores_of(mean_returns, self.ref)
+        entry["scores"] = scores.tolist()
+        self.progress.evals.append(entry)
         return scores
 
     # ----------------------------------------------------------------------- logging
@@ -666,6 +668,8 @@ class _Run:
             record.update({k: _json_float(np.asarray(v)[i]) for k, v in sorted(metrics.items())})
             if scores is not None:
                 record["eval_return"] = _json_float(self.progress.evals[-1]["returns"][i])
+                if "success_rates" in self.progress.evals[-1]:
+                    record["eval_success_rate"] = self.progress.evals[-1]["success_rates"][i]
                 record["eval_score"] = _json_float(scores[i])
             if train_return is not None:
                 record["train_return"] = _json_float(train_return[i])
@@ -896,8 +900,12 @@ def _load_dataset(cfg: RunConfig):
 
 
 def _reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:
+    """--ref-min-score/--ref-max-score, else (0, 1) for a success-scored env (AntMaze: its
+    dataset's reference returns do not apply to a success rate), else the dataset's."""
     if cfg.ref_min_score is not None:
         return cfg.ref_min_score, cfg.ref_max_score
+    if reference.scored_by_success(dataset.env_id):
+        return reference.SUCCESS_REF_SCORES
     if dataset.ref_min_score is None or dataset.ref_max_score is None:
         raise reference.ReferenceScoreError(
             f"dataset {cfg.dataset} has no reference scores: pass --ref-min-score and "
@@ -922,6 +930,6 @@ def _reward_scale(cfg: RunConfig, dataset) -> float:
     span about H whatever the task. The agent multiplies this by its config's reward_scale."""
     if not cfg.agent.normalize_reward or len(dataset.episode_returns) < 2:
         return 1.0
-    horizon = envs.episode_length(dataset.env_id)
+    horizon = dataset.env_kwargs.get("max_episode_steps") or envs.episode_length(dataset.env_id)
     spread = float(np.max(dataset.episode_returns) - np.min(dataset.episode_returns))
     return horizon / spread if spread > 0 else 1.0
