@@ -81,6 +81,64 @@ def steps_of(run_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
 
 
+# ----------------------------------------------------------------------------------- flags
+
+TRAIN = ["train", "--preset", "tiny", "--out", "{out}"]
+BAD_FLAGS = [
+    (TRAIN + ["--seed", "-1"], "--seed must be >= 0 (gymnasium seeds its envs with it), got -1"),
+    (TRAIN + ["--offline-steps", "0", "--online-steps", "0"], "are both 0: give at least one"),
+    (TRAIN + ["--iql.hidden-dims", "0"], "--iql.hidden-dims must list one or more layer widths"),
+    (TRAIN + ["--iql.hidden-dims"], "--iql.hidden-dims must list one or more layer widths"),
+    (TRAIN + ["--sac.hidden-dims"], "--sac.hidden-dims must list one or more layer widths"),
+    (TRAIN + ["--calql.critic-hidden-dims", "0"], "--calql.critic-hidden-dims must list"),
+    (TRAIN + ["--energy.hidden-dims", "8", "0"], "--energy.hidden-dims must list"),
+    (TRAIN + ["--diffusion.width", "0"], "--diffusion.width must be > 0, got 0"),
+    (TRAIN + ["--diffusion.depth", "0"], "--diffusion.depth must be > 0, got 0"),
+    (TRAIN + ["--seed", "abc"], "--seed: invalid literal for int()"),
+    (TRAIN + ["--sed", "1"], "Unrecognized options: --sed, 1 (did you mean --seed or --seeds?)"),
+    (TRAIN + ["--algo", "td3"], "invalid choice 'td3' for argument '--algo'"),
+    (["resume"], "Missing from edis-jax resume"),
+    (["resume", "{out}", "--force"], "Unrecognized options: --force"),
+    (["data", "make", "--env", "Hopper-v5", "--kind", "medium", "--steps", "x", "--id", "a/b-v0"],
+     "--steps: invalid literal for int()"),
+    (["diagnose", "--dataset", DATASET, "--target", DATASET, "--n", "1"], "--n must be >= 2"),
+    (["report", "{out}", "--baseline"], "Missing value for argument '--baseline'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    BAD_FLAGS,
+    ids=[" ".join(a).replace(" ".join(TRAIN), "train") for a, _ in BAD_FLAGS],
+)
+def test_a_bad_flag_is_one_line_naming_it_and_writes_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    assert cli.main([a.format(out=out) for a in args]) == 2
+    assert time.perf_counter() - t0 < 5
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edis-jax: error: "), lines
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no --out folder, nothing else
+
+
+def test_a_bad_flag_from_the_shell_is_one_line_within_seconds(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "edis_jax.cli", "train", "--preset", "tiny", "--seed", "-1",
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert time.perf_counter() - t0 < 10  # the interpreter's start and imports included
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "edis-jax: error: --seed must be >= 0 (gymnasium seeds its envs with it), got -1"
+    ]
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
