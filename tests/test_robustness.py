@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -315,6 +316,39 @@ def test_nan_in_training_stops_before_saving_it(datasets_env, tmp_path, monkeypa
     assert checkpoint.verify(run_dir / checkpoint.CHECKPOINT_DIR / "20") is None
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) == 20  # nothing of the diverged chunk was logged
+
+
+def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
+    datasets_env, tmp_path, monkeypatch, capsys
+):
+    # tests/test_train.py's tiny EDIS run (its compiled programs come from the cache): offline
+    # checkpoints, then the first retrain at online step 60, before that step's checkpoint.
+    out = tmp_path / "edis"
+    flags = ["--preset", "tiny", "--dataset", DATASET, "--out", str(out), "--offline-steps",
+             "100", "--online-steps", "120", "--eval-every", "60", "--log-every", "30",
+             "--checkpoint-every", "60", "--online.retrain-every", "60",
+             "--online.num-samples", "256"]  # fmt: skip
+    real_retrain, real_generate, before = loop._Run.retrain, loop.edis.generate_with_progress, {}
+
+    def retrain(self):
+        before.update(tree_hashes(out))
+        real_retrain(self)
+
+    def generate(*args, **kwargs):  # seed 1's first row becomes NaN
+        samples, metrics = real_generate(*args, **kwargs)
+        return jax.tree.map(lambda x: x.at[1, 0].set(jnp.nan), samples), metrics
+
+    monkeypatch.setattr(loop._Run, "retrain", retrain)
+    monkeypatch.setattr(loop.edis, "generate_with_progress", generate)
+    assert cli.main(["train", *flags]) == 1
+    line = one_error_line(capsys)
+    assert "the retrain's generated (synthetic) data became NaN or inf for seed(s) [1]" in line
+    assert "at online step 60" in line and "last checkpoint (step 100) is intact" in line
+    assert before and tree_hashes(out) == before  # nothing written since the retrain began
+    assert steps_of(out)[-1] == 100
+    assert checkpoint.verify(out / checkpoint.CHECKPOINT_DIR / "100") is None
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any("event" in r for r in records)  # no retrain record
 
 
 # ------------------------------------------------------------------- paths and other envs

@@ -568,7 +568,7 @@ class _Run:
         finite = jax.device_get(jax.vmap(_all_finite)(samples))  # one flag per seed
         self._check_finite(
             "online", p.online_step, {"data": np.where(finite, 0.0, np.nan)},
-            what="the generated (synthetic) data",
+            what="the retrain's generated (synthetic) data",
         )  # fmt: skip
         if cfg.online.relabel == "simulator":
             t0 = time.perf_counter()
@@ -701,7 +701,7 @@ class _Run:
         if not bad:
             return
         names = ", ".join(dict.fromkeys(name for name, _ in bad))
-        seeds = sorted({i for _, i in bad})
+        seeds = sorted({int(i) for _, i in bad})
         last = checkpoint.latest_step(self.run_dir)
         kept = "no checkpoint yet" if last is None else f"the last checkpoint (step {last})"
         raise DivergedError(
