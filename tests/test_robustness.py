@@ -3,6 +3,7 @@ status and leaves what was on disk byte-identical; checkpoints are verified; a r
 any point resumes to the metrics of a run never stopped."""
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -290,6 +291,42 @@ def test_a_second_writer_is_refused(run_copy, capsys):
         assert cli.main(["train", *cli_flags(run_copy), "--overwrite"]) == 2
         assert "is in use by another" in one_error_line(capsys)
     assert tree_hashes(run_copy) == before
+
+
+def test_two_trains_into_one_new_out_start_one_run(datasets_env, tmp_path, capsys, monkeypatch):
+    out, staging = tmp_path / "new", tmp_path / "new.staging"
+    # Another start is building its run in the staging folder, holding its lock.
+    staging.mkdir()
+    (staging / "theirs").write_text("x")
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert cli.main(["train", *cli_flags(out)]) == 2
+        assert "is in use by another" in one_error_line(capsys)
+        assert (staging / "theirs").is_file() and not out.exists()
+    finally:
+        os.close(fd)
+
+    # Unlocked, it is a killed start's leftover: the next start takes it over.
+    monkeypatch.setattr(loop._Run, "execute", lambda self, stop_at: None)  # start, no training
+    assert cli.main(["train", *cli_flags(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+    assert loop.is_run_dir(out) and not (out / "theirs").exists()
+
+    # The other start swapped its run in after this one's checks passed.
+    other = tmp_path / "other"
+    real_load = loop._load_dataset
+
+    def load_while_another_swaps_in(cfg):
+        other.mkdir()
+        (other / "theirs").write_text("x")
+        return real_load(cfg)
+
+    monkeypatch.setattr(loop, "_load_dataset", load_while_another_swaps_in)
+    assert cli.main(["train", *cli_flags(other)]) == 2
+    assert "is in use by another" in one_error_line(capsys)
+    assert sorted(p.name for p in other.iterdir()) == ["theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
 
 
 # ------------------------------------------------------------------------------ divergence
