@@ -171,6 +171,21 @@ def test_a_flipped_byte_in_any_file_falls_back_with_one_line(tmp_path, capsys):
         checkpoint.restore(tmp_path, state)
 
 
+def test_a_step_without_checksums_is_restored_with_one_line(tmp_path, capsys):
+    # What a kill between orbax's commit and the checksum write leaves: the newest step whole
+    # but without checksums.json. Refusing it would leave nothing to resume from at step 1.
+    state = {"a": jnp.arange(6.0)}
+    checkpoint.save(tmp_path, 1, state, {"x": 1})
+    (tmp_path / checkpoint.CHECKPOINT_DIR / "1" / checkpoint.CHECKSUMS).unlink()
+    restored, host, step = checkpoint.restore(tmp_path, state)
+    assert (step, host) == (1, {"x": 1})
+    np.testing.assert_array_equal(restored["a"], state["a"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint 1" in err[0] and "restored unverified" in err[0], err
+    checkpoint.save(tmp_path, 2, {"a": state["a"] + 1.0}, {"x": 2})  # verified: no line
+    assert checkpoint.restore(tmp_path, state)[2] == 2 and capsys.readouterr().err == ""
+
+
 def jax_tree_plus(tree, value):
     return {"a": tree["a"] + value, "b": {"c": tree["b"]["c"] + value}}
 
