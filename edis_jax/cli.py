@@ -443,7 +443,7 @@ def _box_message(text: str) -> str:
     for section in sections[1:]:
         if section and section[0].startswith("Perhaps you meant"):
             flags = [row.split()[0] for row in section[1:] if row.startswith("-")]
-            message += f" (did you mean {' or '.join(flags)}?)"
+            message += f" (did you mean {' or '.join(flags)}?)" if flags else ""
     return message
 
 
