@@ -4,9 +4,16 @@ Orbax writes each step into a temporary folder and renames it only once complete
 killed during a save leaves the previous checkpoint as the latest usable one; `max_to_keep=2`
 keeps that previous one around while the next is written. Once orbax is done, every file of the
 step gets its sha256 in the step's `checksums.json`; a restore checks them first, so flipped or
-truncated bytes make it fall back to the checkpoint before, with one line saying so. A step
-without `checksums.json` (written before checksums existed, or killed between orbax's commit
-and the checksums) is restored on orbax's word alone.
+truncated bytes make it fall back to the checkpoint before, with one line saying so.
+
+A step without `checksums.json` is restored on orbax's word alone, with one line saying so. A
+kill between orbax's commit and the checksums leaves the newest step so: its files are whole
+(orbax renames the step in only after writing them all, and a killed process loses nothing it
+wrote), and when it is the run's first checkpoint, refusing it would leave nothing to resume
+from, breaking "kill anywhere, then resume". An older step can lack them too, legitimately: a
+run resumed from such a step keeps it as its fallback, and runs written before checksums have
+none. Orbax still refuses such a step when its files are missing or malformed; only flipped
+bytes inside its arrays, damage on top of that kill window, would pass.
 """
 
 from __future__ import annotations
@@ -127,6 +134,12 @@ def restore(run_dir: Path, template: Any, folder: str = CHECKPOINT_DIR) -> tuple
                 notice(
                     f"damaged checkpoint in {ckpt_dir} ({'; '.join(damaged)}): continuing "
                     f"from the intact step {step} instead"
+                )
+            if not (ckpt_dir / str(step) / CHECKSUMS).is_file():
+                notice(
+                    f"checkpoint {step} in {ckpt_dir} has no {CHECKSUMS} (its save was "
+                    "stopped after orbax had written it, or it predates checksums): restored "
+                    "unverified"
                 )
             return restored["state"], dict(restored["host"]), step
         manager.close()

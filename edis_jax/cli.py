@@ -21,8 +21,11 @@ absl, MuJoCo deprecations) and the traceback of an internal error.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from typing import Literal
 import tyro
 from tqdm.auto import tqdm
 
+from edis_jax.config import ConfigError
 from edis_jax.data.builder import DEFAULTS as BUILD
 
 Handler = Callable[[list[str]], int]
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"unknown command {args[0]!r}: choose one of {', '.join(COMMANDS)}")
     try:
         return handler(args[1:])
-    except ValueError as e:  # ConfigError, DatasetNotFoundError, ReferenceScoreError, ...
+    except (ValueError, ConfigError) as e:  # DatasetNotFoundError, ReferenceScoreError, ...
         return _fail(_first_line(e))
     except KeyboardInterrupt:
         return _fail("interrupted (nothing half-written was kept)", status=130)
@@ -227,11 +231,11 @@ def train_command(args: list[str]) -> int:
 
     task = _flag_value(args, "--task")
     name = _flag_value(args, "--preset") or ("paper" if task else "cpu")
-    cfg = tyro.cli(
+    cfg = _parse(
         config.RunConfig,
-        args=_split_guide(args),
+        _split_guide(args),
+        "edis-jax train",
         default=config.preset(name, task),
-        prog="edis-jax train",
         description="Offline then online training of N seeds in one compiled program. "
         "--preset picks the defaults (tiny, cpu, paper) that the other flags override; "
         "--task applies a published per-task config on top (preset paper unless given; "
@@ -405,8 +409,45 @@ COMMANDS: dict[str, Handler] = {
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _parse(cls, args: list[str], prog: str):
-    return tyro.cli(cls, args=args, prog=prog)
+def _parse(cls, args: list[str], prog: str, **kwargs):
+    """tyro's parse, with its rejection of the flags (a multi-line box on stderr) reduced to one
+    ConfigError line; --help still prints in full."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parsed = tyro.cli(cls, args=args, prog=prog, **kwargs)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            message = _box_message(captured.getvalue()).rstrip(".")
+            raise ConfigError(f"{message}; see `{prog} --help`") from None
+        raise
+    sys.stderr.write(captured.getvalue())  # tyro's warnings, if any
+    return parsed
+
+
+def _box_message(text: str) -> str:
+    """The message of tyro's error box (its first section, unwrapped) and the flags it suggests
+    for an unknown one; the last line of anything else (argparse's `error: ...`)."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    if not any(_RULE.match(line) for line in lines):
+        return lines[-1].strip() if lines else "invalid arguments"
+    # Below the title, rules (drawn with ─ or, without Unicode, -) separate the sections.
+    sections: list[list[str]] = [[]]
+    for line in lines[1:]:
+        if _RULE.match(line):
+            if sections[-1]:
+                sections.append([])
+        elif line.strip("│ "):
+            sections[-1].append(line.strip("│ "))
+    message = re.sub(r"^Error parsing (\S+): ", r"\1: ", " ".join(sections[0]))
+    for section in sections[1:]:
+        if section and section[0].startswith("Perhaps you meant"):
+            flags = [row.split()[0] for row in section[1:] if row.startswith("-")]
+            message += f" (did you mean {' or '.join(flags)}?)" if flags else ""
+    return message
+
+
+_RULE = re.compile(r"^[\s│╭╮╰╯]*[─-]{3,}[\s│╭╮╰╯]*$")
 
 
 def _fail(message: str, status: int = 2) -> int:

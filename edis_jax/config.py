@@ -19,8 +19,11 @@ Guide = Literal["state", "policy", "transition"]
 GUIDES: tuple[str, ...] = ("state", "policy", "transition")
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field and the fix."""
+class ConfigError(Exception):
+    """An invalid configuration value; the message names the field and the fix.
+
+    Not a ValueError: tyro catches ValueErrors raised while it builds a config and prints them
+    in a multi-line box, while this one reaches the CLI's one-line error (edis_jax/cli.py)."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -28,22 +31,38 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _flag(obj, name: str) -> str:
+    """The command-line flag of a field, e.g. --diffusion.train-steps: what a user would fix."""
+    part = _FLAG_PREFIX.get(type(obj).__name__, "")
+    return f"--{part}{name.replace('_', '-')}"
+
+
+_FLAG_PREFIX = {
+    "IQLConfig": "iql.",
+    "SACConfig": "sac.",
+    "CalQLConfig": "calql.",
+    "DiffusionConfig": "diffusion.",
+    "EnergyConfig": "energy.",
+    "OnlineConfig": "online.",
+}
+
+
 def _positive(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _check(value > 0, f"{type(obj).__name__}.{name} must be > 0, got {value}")
+        _check(value > 0, f"{_flag(obj, name)} must be > 0, got {value}")
 
 
 def _non_negative(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _check(value >= 0, f"{type(obj).__name__}.{name} must be >= 0, got {value}")
+        _check(value >= 0, f"{_flag(obj, name)} must be >= 0, got {value}")
 
 
 def _unit_interval(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _check(0.0 <= value <= 1.0, f"{type(obj).__name__}.{name} must be in [0, 1], got {value}")
+        _check(0.0 <= value <= 1.0, f"{_flag(obj, name)} must be in [0, 1], got {value}")
 
 
 def _layer_widths(widths: tuple[int, ...], flag: str) -> None:
@@ -118,7 +137,7 @@ class SACConfig:
             _layer_widths(self.critic_hidden_dims, "--sac.critic-hidden-dims")
         _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "reward_scale")
         _unit_interval(self, "discount", "tau")
-        _check(self.num_qs >= 2, f"SACConfig.num_qs must be >= 2, got {self.num_qs}")
+        _check(self.num_qs >= 2, f"--sac.num-qs must be >= 2, got {self.num_qs}")
         _non_negative(self, "start_steps")
 
 
@@ -180,7 +199,7 @@ class CalQLConfig:
             )
         _non_negative(self, "cql_alpha", "cql_alpha_online")
         _unit_interval(self, "discount", "tau")
-        _check(self.num_qs >= 2, f"CalQLConfig.num_qs must be >= 2, got {self.num_qs}")
+        _check(self.num_qs >= 2, f"--calql.num-qs must be >= 2, got {self.num_qs}")
         _positive(self, "cql_n_actions")
 
 
@@ -239,11 +258,11 @@ class DiffusionConfig:
         _non_negative(self, "initial_steps")
         _check(
             self.next_obs in ("absolute", "delta"),
-            f"DiffusionConfig.next_obs must be absolute or delta, got {self.next_obs!r}",
+            f"--diffusion.next-obs must be absolute or delta, got {self.next_obs!r}",
         )
         _check(
             self.warm_lr in ("restart", "continue"),
-            f"DiffusionConfig.warm_lr must be restart or continue, got {self.warm_lr!r}",
+            f"--diffusion.warm-lr must be restart or continue, got {self.warm_lr!r}",
         )
         _check(
             self.warm_start or self.initial_steps == 0,
@@ -252,7 +271,8 @@ class DiffusionConfig:
         )
         _check(
             self.sigma_min < self.sigma_max,
-            f"DiffusionConfig.sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})",
+            f"--diffusion.sigma-min ({self.sigma_min}) must be below --diffusion.sigma-max "
+            f"({self.sigma_max})",
         )
 
 
@@ -294,19 +314,19 @@ class EnergyConfig:
         _positive(self, "clip_factor", "negative_bank", "bank_refreshes", "heldout_groups")
         _check(
             self.steps % self.bank_refreshes == 0,
-            f"EnergyConfig.steps ({self.steps}) must be a multiple of bank_refreshes "
+            f"--energy.steps ({self.steps}) must be a multiple of --energy.bank-refreshes "
             f"({self.bank_refreshes}): each bank gets the same number of CEP steps",
         )
         _non_negative(self, "recent_window")
         _check(
             self.holdout_every >= 2,
-            f"EnergyConfig.holdout_every must be >= 2 (every k-th online row is held out), "
+            f"--energy.holdout-every must be >= 2 (every k-th online row is held out), "
             f"got {self.holdout_every}",
         )
         _non_negative(self, "scale_state", "scale_policy", "scale_transition")
         _check(
             self.negative_bank >= self.num_negatives,
-            f"EnergyConfig.negative_bank ({self.negative_bank}) must be >= num_negatives "
+            f"--energy.negative-bank ({self.negative_bank}) must be >= --energy.num-negatives "
             f"({self.num_negatives}): the bank holds K negatives per positive",
         )
 

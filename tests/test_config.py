@@ -32,8 +32,8 @@ def test_paper_preset_has_published_defaults():
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"offline_steps": -1}, "offline_steps must be >= 0"),
-        ({"seeds": 0}, "seeds must be > 0"),
+        ({"offline_steps": -1}, "--offline-steps must be >= 0"),
+        ({"seeds": 0}, "--seeds must be > 0"),
         ({"algo": "td3"}, "unknown algo 'td3'"),
         ({"guide": ("state", "reward")}, "unknown guide"),
         ({"guide": ("state", "state")}, "lists a term twice"),
@@ -49,11 +49,11 @@ def test_run_config_rejects_bad_values(changes, match):
 @pytest.mark.parametrize(
     ("cls", "changes", "match"),
     [
-        (C.OnlineConfig, {"synthetic_ratio": 1.5}, r"synthetic_ratio must be in \[0, 1\]"),
-        (C.IQLConfig, {"expectile": -0.1}, "expectile"),
-        (C.DiffusionConfig, {"sigma_min": 100.0}, "sigma_min"),
-        (C.CalQLConfig, {"cql_alpha": -1.0}, "cql_alpha must be >= 0"),
-        (C.EnergyConfig, {"num_negatives": 0}, "num_negatives must be > 0"),
+        (C.OnlineConfig, {"synthetic_ratio": 1.5}, r"--online.synthetic-ratio must be in \[0, 1\]"),
+        (C.IQLConfig, {"expectile": -0.1}, "--iql.expectile"),
+        (C.DiffusionConfig, {"sigma_min": 100.0}, "--diffusion.sigma-min"),
+        (C.CalQLConfig, {"cql_alpha": -1.0}, "--calql.cql-alpha must be >= 0"),
+        (C.EnergyConfig, {"num_negatives": 0}, "--energy.num-negatives must be > 0"),
     ],
 )
 def test_part_configs_reject_bad_values(cls, changes, match):

@@ -3,6 +3,7 @@ status and leaves what was on disk byte-identical; checkpoints are verified; a r
 any point resumes to the metrics of a run never stopped."""
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -81,6 +83,64 @@ def steps_of(run_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
 
 
+# ----------------------------------------------------------------------------------- flags
+
+TRAIN = ["train", "--preset", "tiny", "--out", "{out}"]
+BAD_FLAGS = [
+    (TRAIN + ["--seed", "-1"], "--seed must be >= 0 (gymnasium seeds its envs with it), got -1"),
+    (TRAIN + ["--offline-steps", "0", "--online-steps", "0"], "are both 0: give at least one"),
+    (TRAIN + ["--iql.hidden-dims", "0"], "--iql.hidden-dims must list one or more layer widths"),
+    (TRAIN + ["--iql.hidden-dims"], "--iql.hidden-dims must list one or more layer widths"),
+    (TRAIN + ["--sac.hidden-dims"], "--sac.hidden-dims must list one or more layer widths"),
+    (TRAIN + ["--calql.critic-hidden-dims", "0"], "--calql.critic-hidden-dims must list"),
+    (TRAIN + ["--energy.hidden-dims", "8", "0"], "--energy.hidden-dims must list"),
+    (TRAIN + ["--diffusion.width", "0"], "--diffusion.width must be > 0, got 0"),
+    (TRAIN + ["--diffusion.depth", "0"], "--diffusion.depth must be > 0, got 0"),
+    (TRAIN + ["--seed", "abc"], "--seed: invalid literal for int()"),
+    (TRAIN + ["--sed", "1"], "Unrecognized options: --sed, 1 (did you mean --seed or --seeds?)"),
+    (TRAIN + ["--algo", "td3"], "invalid choice 'td3' for argument '--algo'"),
+    (["resume"], "Missing from edis-jax resume"),
+    (["resume", "{out}", "--force"], "Unrecognized options: --force"),
+    (["data", "make", "--env", "Hopper-v5", "--kind", "medium", "--steps", "x", "--id", "a/b-v0"],
+     "--steps: invalid literal for int()"),
+    (["diagnose", "--dataset", DATASET, "--target", DATASET, "--n", "1"], "--n must be >= 2"),
+    (["report", "{out}", "--baseline"], "Missing value for argument '--baseline'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    BAD_FLAGS,
+    ids=[" ".join(a).replace(" ".join(TRAIN), "train") for a, _ in BAD_FLAGS],
+)
+def test_a_bad_flag_is_one_line_naming_it_and_writes_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    assert cli.main([a.format(out=out) for a in args]) == 2
+    assert time.perf_counter() - t0 < 5
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edis-jax: error: "), lines
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no --out folder, nothing else
+
+
+def test_a_bad_flag_from_the_shell_is_one_line_within_seconds(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "edis_jax.cli", "train", "--preset", "tiny", "--seed", "-1",
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert time.perf_counter() - t0 < 10  # the interpreter's start and imports included
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "edis-jax: error: --seed must be >= 0 (gymnasium seeds its envs with it), got -1"
+    ]
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -109,6 +169,21 @@ def test_a_flipped_byte_in_any_file_falls_back_with_one_line(tmp_path, capsys):
         data.write_bytes(data.read_bytes()[:-1])
     with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint.*--overwrite"):
         checkpoint.restore(tmp_path, state)
+
+
+def test_a_step_without_checksums_is_restored_with_one_line(tmp_path, capsys):
+    # What a kill between orbax's commit and the checksum write leaves: the newest step whole
+    # but without checksums.json. Refusing it would leave nothing to resume from at step 1.
+    state = {"a": jnp.arange(6.0)}
+    checkpoint.save(tmp_path, 1, state, {"x": 1})
+    (tmp_path / checkpoint.CHECKPOINT_DIR / "1" / checkpoint.CHECKSUMS).unlink()
+    restored, host, step = checkpoint.restore(tmp_path, state)
+    assert (step, host) == (1, {"x": 1})
+    np.testing.assert_array_equal(restored["a"], state["a"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint 1" in err[0] and "restored unverified" in err[0], err
+    checkpoint.save(tmp_path, 2, {"a": state["a"] + 1.0}, {"x": 2})  # verified: no line
+    assert checkpoint.restore(tmp_path, state)[2] == 2 and capsys.readouterr().err == ""
 
 
 def jax_tree_plus(tree, value):
@@ -233,6 +308,42 @@ def test_a_second_writer_is_refused(run_copy, capsys):
     assert tree_hashes(run_copy) == before
 
 
+def test_two_trains_into_one_new_out_start_one_run(datasets_env, tmp_path, capsys, monkeypatch):
+    out, staging = tmp_path / "new", tmp_path / "new.staging"
+    # Another start is building its run in the staging folder, holding its lock.
+    staging.mkdir()
+    (staging / "theirs").write_text("x")
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert cli.main(["train", *cli_flags(out)]) == 2
+        assert "is in use by another" in one_error_line(capsys)
+        assert (staging / "theirs").is_file() and not out.exists()
+    finally:
+        os.close(fd)
+
+    # Unlocked, it is a killed start's leftover: the next start takes it over.
+    monkeypatch.setattr(loop._Run, "execute", lambda self, stop_at: None)  # start, no training
+    assert cli.main(["train", *cli_flags(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+    assert loop.is_run_dir(out) and not (out / "theirs").exists()
+
+    # The other start swapped its run in after this one's checks passed.
+    other = tmp_path / "other"
+    real_load = loop._load_dataset
+
+    def load_while_another_swaps_in(cfg):
+        other.mkdir()
+        (other / "theirs").write_text("x")
+        return real_load(cfg)
+
+    monkeypatch.setattr(loop, "_load_dataset", load_while_another_swaps_in)
+    assert cli.main(["train", *cli_flags(other)]) == 2
+    assert "is in use by another" in one_error_line(capsys)
+    assert sorted(p.name for p in other.iterdir()) == ["theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
+
+
 # ------------------------------------------------------------------------------ divergence
 
 
@@ -257,6 +368,39 @@ def test_nan_in_training_stops_before_saving_it(datasets_env, tmp_path, monkeypa
     assert checkpoint.verify(run_dir / checkpoint.CHECKPOINT_DIR / "20") is None
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) == 20  # nothing of the diverged chunk was logged
+
+
+def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
+    datasets_env, tmp_path, monkeypatch, capsys
+):
+    # tests/test_train.py's tiny EDIS run (its compiled programs come from the cache): offline
+    # checkpoints, then the first retrain at online step 60, before that step's checkpoint.
+    out = tmp_path / "edis"
+    flags = ["--preset", "tiny", "--dataset", DATASET, "--out", str(out), "--offline-steps",
+             "100", "--online-steps", "120", "--eval-every", "60", "--log-every", "30",
+             "--checkpoint-every", "60", "--online.retrain-every", "60",
+             "--online.num-samples", "256"]  # fmt: skip
+    real_retrain, real_generate, before = loop._Run.retrain, loop.edis.generate_with_progress, {}
+
+    def retrain(self):
+        before.update(tree_hashes(out))
+        real_retrain(self)
+
+    def generate(*args, **kwargs):  # seed 1's first row becomes NaN
+        samples, metrics = real_generate(*args, **kwargs)
+        return jax.tree.map(lambda x: x.at[1, 0].set(jnp.nan), samples), metrics
+
+    monkeypatch.setattr(loop._Run, "retrain", retrain)
+    monkeypatch.setattr(loop.edis, "generate_with_progress", generate)
+    assert cli.main(["train", *flags]) == 1
+    line = one_error_line(capsys)
+    assert "the retrain's generated (synthetic) data became NaN or inf for seed(s) [1]" in line
+    assert "at online step 60" in line and "last checkpoint (step 100) is intact" in line
+    assert before and tree_hashes(out) == before  # nothing written since the retrain began
+    assert steps_of(out)[-1] == 100
+    assert checkpoint.verify(out / checkpoint.CHECKPOINT_DIR / "100") is None
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any("event" in r for r in records)  # no retrain record
 
 
 # ------------------------------------------------------------------- paths and other envs

@@ -88,15 +88,15 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
     would (used by the resume tests).
     """
     run_dir = _check_out(cfg)
+    existed = run_dir.is_dir()
     with contextlib.ExitStack() as locks:
-        if run_dir.is_dir():  # the run --overwrite replaces: nobody may be working in it
+        if existed:  # the run --overwrite replaces: nobody may be working in it
             locks.enter_context(_locked(run_dir))
         if cfg.init_from is not None:
             check_offline_source(cfg)
         dataset = _load_dataset(cfg)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
-        with _staged(run_dir) as staging:
-            locks.enter_context(_locked(staging))  # the lock moves with the folder
+        with _staged(run_dir, existed, locks) as staging:
             run.run_dir = staging  # until the swap
             _write_start(staging, cfg)
             if cfg.init_from is not None:
@@ -215,13 +215,17 @@ def _locked(run_dir: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirError(
-                f"{run_dir} is in use by another `edis-jax train` or `resume`: wait for it to "
-                "end (or stop it) first; one run folder takes one writer"
-            ) from None
+            raise _in_use(run_dir) from None
         yield
     finally:
         os.close(fd)
+
+
+def _in_use(run_dir: Path) -> RunDirError:
+    return RunDirError(
+        f"{run_dir} is in use by another `edis-jax train` or `resume`: wait for it to end (or "
+        "stop it) first; one run folder takes one writer"
+    )
 
 
 def load_run(run_dir: str | Path):
@@ -297,20 +301,30 @@ def _check_out(cfg: RunConfig) -> Path:
 
 
 @contextlib.contextmanager
-def _staged(run_dir: Path):
-    """A new folder beside `run_dir` to build a run in. On success it takes run_dir's place
-    (an old run_dir is renamed away, the new one renamed in, the old one deleted); on failure
-    it is deleted, and run_dir and the folders above it are as they were."""
+def _staged(run_dir: Path, existed: bool, locks: contextlib.ExitStack):
+    """A new folder beside `run_dir` to build a run in, locked until `locks` closes (the lock
+    moves with the folder). On success it takes run_dir's place (an old run_dir is renamed
+    away, the new one renamed in, the old one deleted); on failure it is deleted, and run_dir
+    and the folders above it are as they were."""
     created = [p for p in reversed(run_dir.parents) if not p.exists()]  # outermost first
-    # Names with our pid: a leftover of that name is from a killed process, never another run.
-    staging = run_dir.with_name(f"{run_dir.name}.staging-{os.getpid()}")
+    # One staging name per --out: whoever locks it owns the --out until its run is swapped in,
+    # so two `train`s into the same new --out cannot both start. An unlocked folder of that
+    # name is a leftover of a killed start, which this one takes over.
+    staging = run_dir.with_name(f"{run_dir.name}.staging")
     old = run_dir.with_name(f"{run_dir.name}.replaced-{os.getpid()}")
-    moved_away = False
+    owned = moved_away = False
     try:
         for folder in created:
-            folder.mkdir()
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+            folder.mkdir(exist_ok=True)  # another start into the same folders may make them
+        locks.callback(os.close, _claim(staging, run_dir))
+        owned = True
+        if run_dir.is_dir() != existed:  # another start swapped its run in after our checks
+            raise _in_use(run_dir)
+        for leftover in staging.iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         yield staging
         if run_dir.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -320,12 +334,37 @@ def _staged(run_dir: Path):
     except BaseException:
         if moved_away and not run_dir.exists():
             old.rename(run_dir)
-        shutil.rmtree(staging, ignore_errors=True)
+        if owned:
+            shutil.rmtree(staging, ignore_errors=True)
         for folder in reversed(created):
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _claim(staging: Path, run_dir: Path) -> int:
+    """Make (or take over) the staging folder and lock it; the open descriptor holds the lock.
+    Refused with one line while another start holds it."""
+    for _ in range(3):
+        with contextlib.suppress(FileExistsError):
+            staging.mkdir()
+        try:
+            fd = os.open(staging, os.O_RDONLY)
+        except FileNotFoundError:  # deleted by a failed start between mkdir and open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _in_use(run_dir) from None
+        # A failed start deletes its staging folder before unlocking it: ours must still be
+        # the folder of that name.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(staging).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)
+    raise _in_use(run_dir)
 
 
 # -------------------------------------------------------------------------------------- run
@@ -568,7 +607,7 @@ class _Run:
         finite = jax.device_get(jax.vmap(_all_finite)(samples))  # one flag per seed
         self._check_finite(
             "online", p.online_step, {"data": np.where(finite, 0.0, np.nan)},
-            what="the generated (synthetic) data",
+            what="the retrain's generated (synthetic) data",
         )  # fmt: skip
         if cfg.online.relabel == "simulator":
             t0 = time.perf_counter()
@@ -705,7 +744,7 @@ class _Run:
         if not bad:
             return
         names = ", ".join(dict.fromkeys(name for name, _ in bad))
-        seeds = sorted({i for _, i in bad})
+        seeds = sorted({int(i) for _, i in bad})
         last = checkpoint.latest_step(self.run_dir)
         kept = "no checkpoint yet" if last is None else f"the last checkpoint (step {last})"
         raise DivergedError(
