@@ -2,7 +2,7 @@
 
     agent = IQL.create(key, obs_dim, act_dim, config, obs_norm=..., reward_scale=...)
     agent, metrics = agent.update(batch)
-    action = agent.act(key, obs, deterministic)
+    action = agent.act(key, obs, deterministic)  # key may be None when deterministic
     log_density = agent.log_prob(obs, action)
     agent = agent.to_online()  # phase-dependent numbers (Cal-QL's alpha) to their online values
 

@@ -216,11 +216,6 @@ def choose_action(agent, obs, keys, t, random):
     return jax.vmap(one_seed)(agent, obs, keys)
 
 
-def _act_keys(key: jax.Array, t) -> jax.Array:
-    """The (policy sample, uniform) keys of one seed's action at online step t."""
-    return jax.random.split(jax.random.fold_in(key, ACT_STREAM + t))
-
-
 @jax.jit
 def greedy_action(agent, obs):
     """Deterministic actions for evaluation, one observation per seed."""
@@ -231,8 +226,9 @@ def greedy_action(agent, obs):
 def with_online_phase(state: RunState, weights: jnp.ndarray) -> RunState:
     """Switch phase-dependent agent leaves (Cal-QL's alpha) and the batch mixture (`weights`,
     the online phase's real-data mix) for the online phase."""
-    agent = jax.vmap(lambda a: a.to_online())(state.agent)
-    return state.replace(agent=agent, weights=jnp.broadcast_to(weights, state.weights.shape))
+    return state.replace(
+        agent=state.agent.to_online(), weights=jnp.broadcast_to(weights, state.weights.shape)
+    )
 
 
 def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) -> RunState:
@@ -240,3 +236,8 @@ def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) ->
     synthetic = jax.jit(jax.vmap(rb.from_transitions))(samples)
     seeds = samples.reward.shape[0]
     return state.replace(synthetic=synthetic, weights=jnp.broadcast_to(weights, (seeds, 3)))
+
+
+def _act_keys(key: jax.Array, t) -> jax.Array:
+    """The (policy sample, uniform) keys of one seed's action at online step t."""
+    return jax.random.split(jax.random.fold_in(key, ACT_STREAM + t))
