@@ -112,7 +112,6 @@ def sac_hopper(args) -> dict:
 
 
 def iql_pendulum(args) -> dict:
-    from edis_jax.agents import iql
     from edis_jax.config import IQLConfig
 
     data, returns, out = _medium_pendulum(args)
@@ -121,17 +120,16 @@ def iql_pendulum(args) -> dict:
     # (With 1000 the advantages are 5x larger, an effective beta of 15: measured -860 at 30k.)
     scale = 200.0 / float(np.max(returns) - np.min(returns))
     out["reward_scale"] = scale
-    out["iql"] = _train_offline(iql, IQLConfig(), args.offline_updates, data, args, scale)
+    out["iql"] = _train_offline("iql", IQLConfig(), args.offline_updates, data, args, scale)
     out["passed"] = out["iql"]["final_eval"] > out["dataset_mean_return"]
     return out
 
 
 def calql_pendulum(args) -> dict:
-    from edis_jax.agents import calql
     from edis_jax.config import CalQLConfig
 
     data, _, out = _medium_pendulum(args)
-    out["calql"] = _train_offline(calql, CalQLConfig(), args.calql_updates, data, args, 1.0)
+    out["calql"] = _train_offline("calql", CalQLConfig(), args.calql_updates, data, args, 1.0)
     out["passed"] = out["calql"]["final_eval"] > out["dataset_mean_return"]
     return out
 
@@ -166,29 +164,31 @@ def _medium_pendulum(args):
     return data, returns, out
 
 
-def _train_offline(module, config, updates: int, data, args, reward_scale: float) -> dict:
+def _train_offline(algo: str, config, updates: int, data, args, reward_scale: float) -> dict:
     """Offline training on `data` in chunks of 1000 updates, 5 evaluations along the way."""
+    from edis_jax import agents
     from edis_jax.data import buffer as replay
     from edis_jax.data.normalizer import Normalizer
 
     key = jax.random.PRNGKey(args.seed + 1)
-    agent = module.create(
+    agent = agents.create(
+        algo,
         key,
         data.obs_dim,
         data.act_dim,
         config,
         obs_norm=Normalizer.fit(data.obs),  # CORL normalises states with the dataset's stats
         reward_scale=reward_scale,
-        decay_steps=updates,
+        offline_steps=updates,
     )
     mixture = replay.Mixture.of(replay.from_transitions(data))
-    chunk = jax.jit(module.update_chunk, static_argnums=(3, 4))
+    chunk = jax.jit(agents.update_chunk, static_argnums=(3, 4))
     start, curve = time.time(), []
     chunks = updates // 1000
     for i in range(chunks):
         agent, metrics = chunk(agent, mixture, jax.random.fold_in(key, i), 1000, 256)
         if (i + 1) % max(1, chunks // 5) == 0 or i + 1 == chunks:
-            curve.append(((i + 1) * 1000, _eval(module, agent, "Pendulum-v1", args.seed)))
+            curve.append(((i + 1) * 1000, _eval(agent, "Pendulum-v1", args.seed)))
             print(curve[-1], {k: round(float(v), 3) for k, v in metrics.items()})
     return {
         "updates": updates,
@@ -201,14 +201,13 @@ def _train_offline(module, config, updates: int, data, args, reward_scale: float
 
 def _rollout_dataset(agent, env_id: str, episodes: int, seed: int):
     """Stochastic rollouts of a SAC agent as a Transition with MC returns-to-go (gamma 0.99)."""
-    from edis_jax.agents import sac
     from edis_jax.data.datasets import returns_to_go
     from edis_jax.data.transition import Transition
     from edis_jax.envs import make_env
     from edis_jax.train.behaviour import _unit_action_env
 
     env = _unit_action_env(make_env(env_id, seed + 20_000))
-    act = jax.jit(sac.sample_action)
+    act = jax.jit(lambda agent, key, obs: agent.act(key, obs))
     key = jax.random.PRNGKey(seed + 20_000)
     rows, returns = {k: [] for k in ("obs", "act", "rew", "next", "term", "trunc")}, []
     for _ in range(episodes):
@@ -236,16 +235,16 @@ def _rollout_dataset(agent, env_id: str, episodes: int, seed: int):
     return data, np.asarray(returns)
 
 
-def _eval(module, agent, env_id: str, seed: int, episodes: int = 10) -> float:
+def _eval(agent, env_id: str, seed: int, episodes: int = 10) -> float:
     """Mean return of the deterministic policy over `episodes` parallel episodes."""
     from edis_jax.envs import evaluate
     from edis_jax.train.behaviour import _bounds
 
     low, high = _bounds(env_id)
-    greedy = jax.jit(module.deterministic_action)
+    greedy = jax.jit(lambda agent, obs: agent.act(None, obs, deterministic=True))
 
     def policy(obs):
-        unit = np.asarray(greedy(agent, jax.random.PRNGKey(0), jnp.asarray(obs, jnp.float32)))
+        unit = np.asarray(greedy(agent, jnp.asarray(obs, jnp.float32)))
         return low + (unit + 1.0) * (high - low) / 2.0
 
     return float(np.mean(evaluate(policy, env_id, episodes, 1, seed + 30_000)))
@@ -273,16 +272,13 @@ def throughput(args) -> dict:
     mixture = replay.Mixture.of(replay.from_transitions(data))
     rows = {}
     for algo, config in (("iql", IQLConfig()), ("sac", SACConfig()), ("calql", CalQLConfig())):
-        module = agents.get(algo)
         for seeds in (1, 8):
             seed_keys = jax.random.split(jax.random.PRNGKey(1), seeds)
-            agent = jax.vmap(lambda k, m=module, c=config: m.create(k, obs_dim, act_dim, c))(
+            agent = jax.vmap(lambda k, a=algo, c=config: agents.create(a, k, obs_dim, act_dim, c))(
                 seed_keys
             )
             mixtures = jax.tree.map(lambda x, s=seeds: jnp.broadcast_to(x, (s, *x.shape)), mixture)
-            step = jax.jit(
-                jax.vmap(lambda a, m, k, mod=module: mod.update_chunk(a, m, k, chunk_len, 256))
-            )
+            step = jax.jit(jax.vmap(lambda a, m, k: agents.update_chunk(a, m, k, chunk_len, 256)))
             agent, _ = jax.block_until_ready(step(agent, mixtures, seed_keys))  # compile
             repeats = 3 if algo != "calql" else 1
             start = time.perf_counter()

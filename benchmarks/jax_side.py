@@ -114,7 +114,7 @@ def cep_timing(
     saved = jax.random.normal(jax.random.key(5), (len(levels), *condition.values.shape))
     sigmas = sampler.schedule(dcfg).sigmas[jnp.asarray(levels)]
     bank = cep.assemble_bank(positives, saved, sigmas, ecfg, GUIDES)
-    policy = agents.policy("iql", make_agent("iql", obs_dim, act_dim))
+    policy = agents.policy(make_agent("iql", obs_dim, act_dim))
     key = jax.random.key(6)
 
     def run(g, b, o, p, k):
@@ -145,10 +145,8 @@ def agent_chunk_timing(
         agent = make_agent(algo, obs_dim, act_dim, k_agent, config)
         return agent, buffer.Mixture.of(buffer.from_transitions(data))
 
-    module = agents.get(algo)
-
     def run(agent, mixture, key):
-        return module.update_chunk(agent, mixture, key, updates, batch_size)
+        return agents.update_chunk(agent, mixture, key, updates, batch_size)
 
     if seeds is None:
         agent, mixture = make(jax.random.key(0))
@@ -219,7 +217,7 @@ def online_step_timing(
     state = run_state.init_state(cfg, offline, 1.0)
     keys = run_state.seed_keys(cfg)
     obs = jnp.asarray(vec_env.reset(seed=0)[0], jnp.float32)
-    action = run_state.choose_action(state.agent, obs, keys, np.int32(0), False, algo=algo)
+    action = run_state.choose_action(state.agent, obs, keys, np.int32(0), False)
     env_s = 0.0
 
     def step(t):
@@ -231,7 +229,7 @@ def online_step_timing(
         row = env_step.env_row(next_obs, next_obs, reward, terminated)
         state, obs, action, metrics = run_state.online_step(
             state, obs, action, row, keys, np.int32(t), False,
-            algo=algo, utd=utd, batch_size=batch_size,
+            utd=utd, batch_size=batch_size,
         )  # fmt: skip
         return metrics
 
@@ -239,7 +237,7 @@ def online_step_timing(
         nonlocal state, obs, action
         row, t = inputs
         state, obs, action, metrics = run_state.online_step(
-            state, obs, action, row, keys, t, False, algo=algo, utd=utd, batch_size=batch_size
+            state, obs, action, row, keys, t, False, utd=utd, batch_size=batch_size
         )
         return action, metrics
 
@@ -282,7 +280,7 @@ def make_agent(algo: str, obs_dim: int, act_dim: int, key: jax.Array | None = No
     """An agent of the default (or given) config."""
     config = getattr(RunConfig(), algo) if config is None else config
     key = jax.random.key(0) if key is None else key
-    return agents.get(algo).create(key, obs_dim, act_dim, config)
+    return agents.create(algo, key, obs_dim, act_dim, config)
 
 
 def _generator_and_buffers(obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig):

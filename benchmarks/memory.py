@@ -19,8 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from edis_jax import edis
-from edis_jax.agents import policy as agent_policy
+from edis_jax import agents, edis
 from edis_jax.config import preset
 from edis_jax.data import buffer
 
@@ -43,7 +42,7 @@ def measure(quick: bool = False, preset_name: str = "paper") -> dict:
     online = buffer.from_transitions(
         random_transitions(jax.random.key(2), 10_000, OBS_DIM, ACT_DIM)
     )
-    policy = agent_policy("iql", make_agent("iql", OBS_DIM, ACT_DIM))
+    policy = agents.policy(make_agent("iql", OBS_DIM, ACT_DIM))
     gen, _ = jax.jit(edis.retrain)(gen, real, online, policy, jax.random.key(3))
     jax.block_until_ready(gen)
     after_retrain_mb = _rss_mb()
@@ -97,8 +96,8 @@ def run_state(preset_name: str = "paper", seeds: int = 32, offline_rows: int = 1
         for part in ("agent", "generator", "real", "online", "synthetic")
     }
     keys = S.seed_keys(cfg)
-    state, _ = S.update_chunk(state, keys, algo=cfg.algo, num_updates=10, batch_size=cfg.batch_size)
-    policy = S.policy_for_generator(cfg.algo, state.agent)
+    state, _ = S.update_chunk(state, keys, num_updates=10, batch_size=cfg.batch_size)
+    policy = agents.policy(state.agent)
     gen, _ = edis.retrain_with_progress(
         state.generator, state.real, state.online, policy, keys, progress=False
     )

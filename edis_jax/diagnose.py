@@ -33,7 +33,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -251,7 +251,7 @@ def run_diagnose(
     gen = edis.create(k_create, offline.obs_dim, offline.act_dim, config.diffusion, config.energy)
     if scales is not None:
         gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
-    policy = agents.policy(algo, agent)
+    policy = agents.policy(agent)
     gen, retrain_metrics, timings = _train_generator(
         gen, offline, target, policy, k_retrain, retrains, progress
     )
@@ -259,7 +259,7 @@ def run_diagnose(
     def measure(batch: Transition, target_obs=target.obs) -> dict:
         return {
             "state_mmd": state_mmd(batch.obs, target_obs, max_rows=mmd_rows, seed=seed),
-            "action_logprob": action_logprob(algo, agent, batch.obs, batch.action),
+            "action_logprob": action_logprob(agent, batch.obs, batch.action),
             "dynamics_error": dynamics_error(env_id, batch.obs, batch.action, batch.next_obs),
             "n": len(batch),
         }
@@ -338,13 +338,14 @@ def quick_agent(target: Transition, config: RunConfig, key, *, steps: int, progr
     """Behaviour cloning of `target`: the IQL agent with beta = 0 (every AWR weight is 1) trained
     for `steps` updates. A stand-in for the policy that collected the target data; its Gaussian
     log-std is learned, so `action_logprob` also reflects how noisy that policy was."""
-    from edis_jax.agents import iql
+    from edis_jax import agents
+    from edis_jax.agents import IQL
     from edis_jax.data import buffer
     from edis_jax.data.buffer import Mixture
     from edis_jax.data.normalizer import Normalizer
 
     k_create, k_train = jax.random.split(key)
-    agent = iql.create(
+    agent = IQL.create(
         k_create,
         target.obs_dim,
         target.act_dim,
@@ -354,7 +355,7 @@ def quick_agent(target: Transition, config: RunConfig, key, *, steps: int, progr
     )
     agent = agent.replace(beta=jnp.zeros_like(agent.beta))  # a leaf: no config change needed
     mixture = Mixture.of(buffer.from_transitions(target))
-    update = jax.jit(iql.update_chunk, static_argnums=(3, 4))
+    update = jax.jit(agents.update_chunk, static_argnums=(3, 4))
     done = 0
     with tqdm(total=steps, desc="behaviour cloning", leave=False, disable=not progress) as bar:
         while done < steps:
@@ -418,11 +419,9 @@ def state_mmd(
     return float(_mmd2_unbiased((generated - mean) / std, (target - mean) / std, h))
 
 
-def action_logprob(algo: str, agent, obs: jnp.ndarray, action: jnp.ndarray) -> float:
-    """Mean log-likelihood of `action` given `obs` under `agent`'s policy (algo's `log_prob`)."""
-    from edis_jax import agents  # imported here: the agents package is only needed for this
-
-    return float(jnp.mean(_jitted_log_prob(agents.get(algo).log_prob)(agent, obs, action)))
+def action_logprob(agent, obs: jnp.ndarray, action: jnp.ndarray) -> float:
+    """Mean log-likelihood of `action` given `obs` under `agent`'s policy (`agent.log_prob`)."""
+    return float(jnp.mean(_log_prob(agent, obs, action)))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -499,10 +498,6 @@ def _mmd2_unbiased(x: jnp.ndarray, y: jnp.ndarray, bandwidth: float) -> jnp.ndar
     return xx + yy - 2.0 * kernel_sum(x, y) / (m * n)
 
 
-_LOG_PROB_CACHE: dict[Callable, Callable] = {}
-
-
-def _jitted_log_prob(log_prob: Callable) -> Callable:
-    if log_prob not in _LOG_PROB_CACHE:
-        _LOG_PROB_CACHE[log_prob] = jax.jit(log_prob)
-    return _LOG_PROB_CACHE[log_prob]
+@jax.jit
+def _log_prob(agent, obs, action):
+    return agent.log_prob(obs, action)

@@ -3,8 +3,6 @@ and the online SAC behaviour learner."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,18 +50,18 @@ CHUNK, BATCH = 50, 64
 def make_agent(algo: str, key, config, obs_norm=None):
     # Eager on purpose: after the first agent, creation reuses the cached op kernels, whereas
     # a jitted create would compile again for every config.
-    return agents.get(algo).create(key, OBS_DIM, ACT_DIM, config, obs_norm=obs_norm)
+    return agents.create(algo, key, OBS_DIM, ACT_DIM, config, obs_norm=obs_norm)
 
 
-@functools.partial(jax.jit, static_argnames=("algo",))
-def train_chunk(algo, agent, mixture, key):
-    return agents.get(algo).update_chunk(agent, mixture, key, CHUNK, BATCH)
+@jax.jit
+def train_chunk(agent, mixture, key):
+    return agents.update_chunk(agent, mixture, key, CHUNK, BATCH)
 
 
-def train(algo, agent, data: Transition, key, num_updates: int):
+def train(agent, data: Transition, key, num_updates: int):
     mixture = replay.Mixture.of(replay.from_transitions(data))
     for i in range(num_updates // CHUNK):
-        agent, metrics = train_chunk(algo, agent, mixture, jax.random.fold_in(key, i))
+        agent, metrics = train_chunk(agent, mixture, jax.random.fold_in(key, i))
     return agent, metrics
 
 
@@ -90,7 +88,7 @@ def test_constant_reward_gives_q_of_r_over_one_minus_gamma(algo):
     key = jax.random.PRNGKey(0)
     data = probe_data(key, lambda a: jnp.ones(a.shape[0]), terminal=0.0, mc_return=10.0)
     agent = make_agent(algo, key, tiny_config(algo, **changes))
-    agent, _ = train(algo, agent, data, key, 2000)
+    agent, _ = train(agent, data, key, 2000)
     q = q_values(algo, agent, data.obs, data.action)
     assert abs(float(q.mean()) - 10.0) < 0.6, float(q.mean())
     assert float(q.std()) < 0.5
@@ -102,7 +100,7 @@ def test_calql_without_calibration_underestimates_the_constant_reward_probe():
     key = jax.random.PRNGKey(0)
     data = probe_data(key, lambda a: jnp.ones(a.shape[0]), terminal=0.0, mc_return=10.0)
     agent = make_agent("calql", key, tiny_config("calql", **CONSTANT_REWARD))
-    agent, metrics = train("calql", agent.replace(calibrate=common.scalar(0.0)), data, key, 2000)
+    agent, metrics = train(agent.replace(calibrate=common.scalar(0.0)), data, key, 2000)
     assert float(q_values("calql", agent, data.obs, data.action).mean()) < 9.3
     assert float(metrics["calibration_rate"]) > 0.9  # its Q-values sit below the true return
 
@@ -119,10 +117,9 @@ def test_one_step_bandit_policy_picks_the_better_action(algo):
     data = probe_data(key, lambda a: (a[:, 0] > 0).astype(jnp.float32), terminal=1.0)
     data = data.replace(obs=jnp.zeros_like(data.obs), next_obs=jnp.zeros_like(data.obs))
     changes = {"actor_lr": 1e-3, **({"cql_alpha": 1.0} if algo == "calql" else {})}
-    module = agents.get(algo)
     agent = make_agent(algo, key, tiny_config(algo, **changes))
-    agent, _ = train(algo, agent, data, key, 1000)
-    greedy = float(module.act(agent, key, data.obs[0], deterministic=True)[0])
+    agent, _ = train(agent, data, key, 1000)
+    greedy = float(agent.act(key, data.obs[0], deterministic=True)[0])
     assert greedy > 0.15, greedy
 
 
@@ -131,7 +128,6 @@ def test_one_step_bandit_policy_picks_the_better_action(algo):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
-    module = agents.get(algo)
     config = tiny_config(algo)
     data = probe_data(jax.random.PRNGKey(2), lambda a: a[:, 0], terminal=0.0)
     mixture = replay.Mixture.of(replay.from_transitions(data))
@@ -142,10 +138,10 @@ def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
     def chunk(agent, mixture, key):
         nonlocal traces
         traces += 1  # runs only while tracing
-        return module.update_chunk(agent, mixture, key, CHUNK, BATCH)
+        return agents.update_chunk(agent, mixture, key, CHUNK, BATCH)
 
     run_seeds = jax.jit(jax.vmap(chunk))
-    stacked = jax.vmap(lambda k: module.create(k, OBS_DIM, ACT_DIM, config))(init_keys)
+    stacked = jax.vmap(lambda k: agents.create(algo, k, OBS_DIM, ACT_DIM, config))(init_keys)
     assert_seeds_differ(algo, stacked)
     mixtures = jax.tree.map(lambda x: jnp.stack([x, x]), mixture)
     trained, metrics = run_seeds(stacked, mixtures, chunk_keys)
@@ -154,7 +150,7 @@ def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
 
     for i in range(2):
         single = make_agent(algo, init_keys[i], config)
-        single, _ = train_chunk(algo, single, mixture, chunk_keys[i])
+        single, _ = train_chunk(single, mixture, chunk_keys[i])
         seed_i = jax.tree.map(lambda x, i=i: x[i], trained)
         for a, b in zip(jax.tree.leaves(seed_i), jax.tree.leaves(single), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -167,7 +163,6 @@ def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
 
 def number_variants(algo: str, agent) -> list:
     per_seed = lambda a, b: jnp.array([a, b], jnp.float32)  # noqa: E731
-    module = agents.get(algo)
     if algo == "iql":
         variants = [
             agent.replace(beta=per_seed(3.0, 10.0), expectile=per_seed(0.7, 0.9)),
@@ -183,13 +178,13 @@ def number_variants(algo: str, agent) -> list:
     else:
         variants = [
             agent.replace(cql_alpha=per_seed(5.0, 1.0)),
-            module.set_online(agent.replace(calibrate_online=per_seed(1.0, 0.0))),
+            agent.replace(calibrate_online=per_seed(1.0, 0.0)).to_online(),
             agent.replace(max_backup=per_seed(1.0, 0.0)),
             agent.replace(
                 sac=agent.sac.replace(critic=agent.sac.critic.replace(lr=per_seed(1.0, 2.0)))
             ),
         ]
-    return [*variants, module.set_online(agent)]
+    return [*variants, agent.to_online()]
 
 
 def assert_seeds_differ(algo, stacked):
@@ -240,9 +235,9 @@ def test_calql_loss_uses_the_bound_only_where_q_is_below_the_return():
     assert float(info_half["calibration_rate"]) == 0.5
 
 
-def test_set_online_switches_calql_alpha_only_as_leaves():
+def test_to_online_switches_calql_alpha_only_as_leaves():
     config = tiny_config("calql", cql_alpha=5.0, cql_alpha_online=1.0, calibrate_online=False)
-    agent = calql.set_online(calql.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config))
+    agent = calql.CalQL.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config).to_online()
     assert float(agent.cql_alpha) == 1.0 and float(agent.calibrate) == 0.0
 
 
@@ -270,37 +265,36 @@ def test_iql_expectile_loss_minimiser_is_the_expectile():
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_act_log_prob_and_policy_shapes(algo):
-    module = agents.get(algo)
     key = jax.random.PRNGKey(10)
     norm = Normalizer(mean=jnp.array([3.0, -1.0]), std=jnp.array([2.0, 0.5]))
     agent = make_agent(algo, key, tiny_config(algo), obs_norm=norm)
     plain = make_agent(algo, key, tiny_config(algo))
     obs = jax.random.normal(key, (5, OBS_DIM)) * 3.0
     for deterministic in (True, False):
-        action = module.act(agent, key, obs, deterministic)
+        action = agent.act(key, obs, deterministic)
         assert action.shape == (5, ACT_DIM)
         assert np.all(np.abs(np.asarray(action)) <= 1.0)
         # obs_norm is applied inside act: same as the plain agent on normalised obs.
         np.testing.assert_allclose(
-            action, module.act(plain, key, norm.normalize(obs), deterministic), atol=1e-6
+            action, plain.act(key, norm.normalize(obs), deterministic), atol=1e-6
         )
-    assert module.act(agent, key, obs[0], True).shape == (ACT_DIM,)
-    assert module.log_prob(agent, obs, module.act(agent, key, obs, False)).shape == (5,)
-    policy = agents.policy(algo, agent)
-    assert jax.jit(lambda p, k, o: p(k, o))(policy, key, obs).shape == (5, ACT_DIM)
-    greedy = agents.eval_policy(algo, agent)
-    np.testing.assert_allclose(greedy(key, obs), module.act(agent, key, obs, True), atol=1e-6)
+    assert agent.act(key, obs[0], True).shape == (ACT_DIM,)
+    assert agent.log_prob(obs, agent.act(key, obs, False)).shape == (5,)
+    policy = agents.policy(agent)
+    drawn = jax.jit(lambda p, k, o: p(k, o))(policy, key, obs)
+    assert drawn.shape == (5, ACT_DIM)
+    np.testing.assert_allclose(drawn, agent.act(key, obs, False), atol=1e-6)
 
 
 def test_bad_input_gives_one_line_errors():
     with pytest.raises(ValueError, match="unknown algo"):
-        agents.get("td3")
+        agents.create("td3", jax.random.PRNGKey(0), 2, 1, IQLConfig())
     with pytest.raises(ValueError, match="needs a SACConfig"):
-        sac.create(jax.random.PRNGKey(0), 2, 1, IQLConfig())
+        sac.SAC.create(jax.random.PRNGKey(0), 2, 1, IQLConfig())
     with pytest.raises(ValueError, match="obs_norm has shape"):
-        iql.create(jax.random.PRNGKey(0), 3, 1, IQLConfig(), obs_norm=Normalizer.identity(2))
+        iql.IQL.create(jax.random.PRNGKey(0), 3, 1, IQLConfig(), obs_norm=Normalizer.identity(2))
     with pytest.raises(ValueError, match="reward_scale"):
-        calql.create(jax.random.PRNGKey(0), 3, 1, CalQLConfig(), reward_scale=0.0)
+        calql.CalQL.create(jax.random.PRNGKey(0), 3, 1, CalQLConfig(), reward_scale=0.0)
 
 
 # ----------------------------------------------------------------------- behaviour learner
@@ -342,7 +336,7 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
     )
     assert more.steps == 100 and len(more.evals) == 1
     assert jax.tree.leaves(run.agent)[0] is not None  # the caller's agent is still usable
-    sac.act(run.agent, jax.random.PRNGKey(0), jnp.zeros(3), True)
+    run.agent.act(jax.random.PRNGKey(0), jnp.zeros(3), True)
 
 
 # ------------------------------------------------ Cal-QL options of the published task configs
@@ -369,7 +363,7 @@ def test_calql_clip_diff_bounds_the_cql_gap_of_every_row():
         # By hand: TD loss plus alpha * (c per critic, two critics).
         assert float(clipped) == pytest.approx(float(info_c["td_loss"]) + alpha * 2 * c, rel=1e-6)
     config = CalQLConfig(cql_clip_diff_min=-200.0)
-    created = calql.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config)
+    created = calql.CalQL.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config)
     assert float(created.cql_clip_min) == -200.0 and float(created.cql_clip_max) == np.inf
 
 
@@ -383,7 +377,7 @@ def test_calql_lagrange_alpha_rises_above_the_target_gap_and_falls_below():
     assert float(up.params) > 1.0 > float(down.params)
     # Through update: a target far below / above any gap moves alpha' the same ways.
     batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=16)
-    update = jax.jit(calql.update)
+    update = jax.jit(calql.CalQL.update)
     low = agent.replace(cql_target_gap=common.scalar(-1e3))
     after, info = update(low, batch)
     assert float(after.alpha_prime.params) > 1.0
@@ -442,7 +436,7 @@ def test_reward_scale_and_bias_and_the_sparse_mc_return():
     from edis_jax.train import loop
 
     config = tiny_config("calql", reward_scale=2.0, reward_bias=-1.0)
-    agent = calql.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config, reward_scale=3.0)
+    agent = calql.CalQL.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config, reward_scale=3.0)
     batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=8)
     prepared = sac.prepare_batch(agent.sac, batch)
     np.testing.assert_allclose(prepared.reward, batch.reward * 6.0 - 1.0, rtol=1e-6)

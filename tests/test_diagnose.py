@@ -166,18 +166,18 @@ def test_table_prints_na_for_unavailable_metrics():
 def test_action_logprob_is_the_policy_density():
     import jax
 
-    from edis_jax.agents import iql
+    from edis_jax.agents import IQL
     from edis_jax.config import IQLConfig
 
-    agent = iql.create(jax.random.PRNGKey(0), 3, 2, IQLConfig(hidden_dims=(16,)))
+    agent = IQL.create(jax.random.PRNGKey(0), 3, 2, IQLConfig(hidden_dims=(16,)))
     obs = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
-    mean = np.asarray(iql.deterministic_action(agent, None, obs))
+    mean = np.asarray(agent.act(None, obs, deterministic=True))
     # A fresh IQL actor has log_std = 0: the density at the mean is N(0; 0, I_2) = -log(2 pi),
     # and one unit further along each of the 2 dims costs 2 * 1/2.
-    assert diagnose.action_logprob("iql", agent, obs, mean) == pytest.approx(
+    assert diagnose.action_logprob(agent, obs, mean) == pytest.approx(
         -math.log(2 * math.pi), abs=1e-5
     )
-    assert diagnose.action_logprob("iql", agent, obs, mean + 1) == pytest.approx(
+    assert diagnose.action_logprob(agent, obs, mean + 1) == pytest.approx(
         -math.log(2 * math.pi) - 1.0, abs=1e-5
     )
 

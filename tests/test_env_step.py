@@ -42,7 +42,7 @@ def test_online_step_stores_updates_and_draws_what_choose_action_draws():
         return original(*args, **kwargs)
 
     obs = np.asarray(rng.normal(size=(SEEDS, OBS_DIM)), np.float32)
-    action = S.choose_action(state.agent, obs, keys, np.int32(0), True, algo="sac")
+    action = S.choose_action(state.agent, obs, keys, np.int32(0), True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(env_step, "learn_and_act", counted)
         for t in range(6):
@@ -52,14 +52,14 @@ def test_online_step_stores_updates_and_draws_what_choose_action_draws():
             stored_obs, stored_action = np.asarray(obs), np.asarray(action)
             state, obs, action, metrics = S.online_step(
                 state, obs, action, row, keys, np.int32(t), t + 1 < random_steps,
-                algo="sac", utd=cfg.online.utd, batch_size=cfg.batch_size,
+                utd=cfg.online.utd, batch_size=cfg.batch_size,
             )  # fmt: skip
             if t == 0:
                 traced = len(traces)
             # The next action is bitwise the one choose_action draws for step t + 1 (what the
             # driver calls at the start, on resume and after an agent change).
             expected = S.choose_action(
-                state.agent, obs, keys, np.int32(t + 1), t + 1 < random_steps, algo="sac"
+                state.agent, obs, keys, np.int32(t + 1), t + 1 < random_steps
             )
             np.testing.assert_array_equal(np.asarray(action), np.asarray(expected))
             np.testing.assert_array_equal(np.asarray(obs), next_obs.astype(np.float32))

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     from edis_jax import parallel
-    from edis_jax.agents import sac
+    from edis_jax.agents import SAC, update_chunk
     from edis_jax.config import SACConfig
     from edis_jax.data import buffer
     from edis_jax.data.transition import Transition
@@ -46,11 +46,11 @@ SCRIPT = textwrap.dedent(
             jnp.zeros(256),
         )
         mixture = buffer.Mixture.of(buffer.from_transitions(data))
-        return sac.create(agent_key, OBS, ACT, config), mixture
+        return SAC.create(agent_key, OBS, ACT, config), mixture
 
     agents, mixtures = jax.vmap(make_seed)(jax.random.split(jax.random.key(0), SEEDS))
     keys = jax.random.split(jax.random.key(1), SEEDS)
-    chunk = jax.jit(jax.vmap(lambda a, m, k: sac.update_chunk(a, m, k, 20, 32)))
+    chunk = jax.jit(jax.vmap(lambda a, m, k: update_chunk(a, m, k, 20, 32)))
 
     plain = chunk(agents, mixtures, keys)
     sharded_inputs = parallel.shard_seeds((agents, mixtures, keys))

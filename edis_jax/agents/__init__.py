@@ -1,29 +1,53 @@
-"""The agents IQL, SAC and Cal-QL: each module exposes create / update / update_chunk / act /
-sample_action / deterministic_action / log_prob / set_online as pure functions on a pytree."""
+"""The agents IQL, SAC and Cal-QL, one face on three pytrees (as rlpd's learners):
+
+    agent = IQL.create(key, obs_dim, act_dim, config, obs_norm=..., reward_scale=...)
+    agent, metrics = agent.update(batch)
+    action = agent.act(key, obs, deterministic)  # key may be None when deterministic
+    log_density = agent.log_prob(obs, action)
+    agent = agent.to_online()  # phase-dependent numbers (Cal-QL's alpha) to their online values
+
+`update_chunk` scans `update` over batches for any of them. The agent's type picks the
+algorithm; `create` maps the config's name ("iql", "sac", "calql") to a type, in one place.
+"""
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import jax
 
-ALGOS = ("iql", "sac", "calql")
+from edis_jax.agents.calql import CalQL
+from edis_jax.agents.common import update_chunk
+from edis_jax.agents.iql import IQL
+from edis_jax.agents.sac import SAC
+from edis_jax.data.normalizer import Normalizer
+
+__all__ = ["AGENTS", "IQL", "SAC", "CalQL", "create", "policy", "update_chunk"]
+
+AGENTS = {"iql": IQL, "sac": SAC, "calql": CalQL}
 
 
-def get(algo: str) -> ModuleType:
-    """The agent module for "iql", "sac" or "calql"."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
-    return importlib.import_module(f"edis_jax.agents.{algo}")
+def create(
+    algo: str,
+    key: jax.Array,
+    obs_dim: int,
+    act_dim: int,
+    config,
+    *,
+    obs_norm: Normalizer | None = None,
+    reward_scale: float = 1.0,
+    offline_steps: int = 0,
+):
+    """A fresh agent of the algorithm named `algo`. offline_steps is the length of the offline
+    phase: the horizon of IQL's cosine actor-lr annealing (CORL); SAC and Cal-QL keep constant
+    learning rates."""
+    if algo not in AGENTS:
+        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(AGENTS)}")
+    schedule = {"decay_steps": offline_steps} if AGENTS[algo] is IQL else {}
+    return AGENTS[algo].create(
+        key, obs_dim, act_dim, config, obs_norm=obs_norm, reward_scale=reward_scale, **schedule
+    )
 
 
-def policy(algo: str, agent) -> jax.tree_util.Partial:
+def policy(agent) -> jax.tree_util.Partial:
     """The stochastic policy as a pytree callable policy(key, obs) -> action, which can cross
     jit and vmap boundaries (the agent's arrays are its leaves)."""
-    return jax.tree_util.Partial(get(algo).sample_action, agent)
-
-
-def eval_policy(algo: str, agent) -> jax.tree_util.Partial:
-    """The deterministic policy (the mean action), same calling convention as `policy`."""
-    return jax.tree_util.Partial(get(algo).deterministic_action, agent)
+    return jax.tree_util.Partial(type(agent).act, agent)

@@ -20,14 +20,13 @@ from flax import struct
 from edis_jax.agents import common, sac
 from edis_jax.agents.common import Learner
 from edis_jax.config import CalQLConfig
-from edis_jax.data.buffer import Mixture
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import tanh_gaussian_sample
 
 
-class Agent(struct.PyTreeNode):
-    sac: sac.Agent  # actor, critics, temperature, targets, normaliser, rng, SAC numbers
+class CalQL(struct.PyTreeNode):
+    sac: sac.SAC  # actor, critics, temperature, targets, normaliser, rng, SAC numbers
     cql_alpha: jnp.ndarray  # in use now
     cql_alpha_online: jnp.ndarray
     cql_temperature: jnp.ndarray
@@ -42,90 +41,74 @@ class Agent(struct.PyTreeNode):
     cql_n_actions: int = struct.field(pytree_node=False)
     cql_lagrange: bool = struct.field(pytree_node=False, default=False)
 
+    @classmethod
+    def create(
+        cls,
+        key: jax.Array,
+        obs_dim: int,
+        act_dim: int,
+        config: CalQLConfig,
+        *,
+        obs_norm: Normalizer | None = None,
+        reward_scale: float = 1.0,
+    ) -> CalQL:
+        obs_norm = common.check_create_args(
+            "calql", obs_dim, act_dim, config, CalQLConfig, obs_norm, reward_scale
+        )
+        return cls(
+            sac=sac.build(key, obs_dim, act_dim, config, obs_norm, reward_scale),
+            cql_alpha=common.scalar(config.cql_alpha),
+            cql_alpha_online=common.scalar(config.cql_alpha_online),
+            cql_temperature=common.scalar(config.cql_temperature),
+            calibrate=common.scalar(config.calibrate),
+            calibrate_online=common.scalar(config.calibrate_online),
+            max_backup=common.scalar(config.max_target_backup),
+            max_backup_online=common.scalar(config.max_target_backup_online),
+            cql_clip_min=common.scalar(_or(config.cql_clip_diff_min, -math.inf)),
+            cql_clip_max=common.scalar(_or(config.cql_clip_diff_max, math.inf)),
+            cql_target_gap=common.scalar(config.cql_target_action_gap),
+            # log alpha' starts at 1 with the critic's lr (published cal_ql_edis.py).
+            alpha_prime=Learner.create(common.scalar(1.0), config.critic_lr),
+            cql_n_actions=config.cql_n_actions,
+            cql_lagrange=config.cql_lagrange,
+        )
 
-def create(
-    key: jax.Array,
-    obs_dim: int,
-    act_dim: int,
-    config: CalQLConfig,
-    *,
-    obs_norm: Normalizer | None = None,
-    reward_scale: float = 1.0,
-    decay_steps: int = 0,  # IQL's actor-lr decay horizon; Cal-QL has none (one signature)
-) -> Agent:
-    obs_norm = common.check_create_args(
-        "calql", obs_dim, act_dim, config, CalQLConfig, obs_norm, reward_scale
-    )
-    return Agent(
-        sac=sac.build(key, obs_dim, act_dim, config, obs_norm, reward_scale),
-        cql_alpha=common.scalar(config.cql_alpha),
-        cql_alpha_online=common.scalar(config.cql_alpha_online),
-        cql_temperature=common.scalar(config.cql_temperature),
-        calibrate=common.scalar(config.calibrate),
-        calibrate_online=common.scalar(config.calibrate_online),
-        max_backup=common.scalar(config.max_target_backup),
-        max_backup_online=common.scalar(config.max_target_backup_online),
-        cql_clip_min=common.scalar(_or(config.cql_clip_diff_min, -math.inf)),
-        cql_clip_max=common.scalar(_or(config.cql_clip_diff_max, math.inf)),
-        cql_target_gap=common.scalar(config.cql_target_action_gap),
-        # log alpha' starts at 1 with the critic's lr (published cal_ql_edis.py).
-        alpha_prime=Learner.create(common.scalar(1.0), config.critic_lr),
-        cql_n_actions=config.cql_n_actions,
-        cql_lagrange=config.cql_lagrange,
-    )
+    def update(self, batch: Transition) -> tuple[CalQL, dict[str, jnp.ndarray]]:
+        """One calibrated-CQL critic step, then SAC's actor, temperature and target steps."""
+        learner = self.sac
+        rng, critic_key, actor_key = jax.random.split(learner.rng, 3)
+        learner = learner.replace(rng=rng)
+        batch = sac.prepare_batch(learner, batch)
+        agent = self.replace(sac=learner)
 
+        (loss, info), grads = jax.value_and_grad(critic_loss, argnums=1, has_aux=True)(
+            agent, learner.critic.params, batch, critic_key
+        )
+        learner = learner.replace(critic=learner.critic.apply_gradients(grads))
+        learner, actor_info = sac.update_actor_and_temperature(learner, batch.obs, actor_key)
+        if agent.cql_lagrange:
+            agent = agent.replace(alpha_prime=lagrange_step(agent, info["cql_gap"]))
+        return agent.replace(sac=sac.update_target(learner)), {**info, **actor_info}
 
-def update(agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jnp.ndarray]]:
-    """One calibrated-CQL critic step, then SAC's actor, temperature and target steps."""
-    learner = agent.sac
-    rng, critic_key, actor_key = jax.random.split(learner.rng, 3)
-    learner = learner.replace(rng=rng)
-    batch = sac.prepare_batch(learner, batch)
-    agent = agent.replace(sac=learner)
+    def act(self, key: jax.Array, obs: jnp.ndarray, deterministic: bool = False) -> jnp.ndarray:
+        return self.sac.act(key, obs, deterministic)
 
-    (loss, info), grads = jax.value_and_grad(critic_loss, argnums=1, has_aux=True)(
-        agent, learner.critic.params, batch, critic_key
-    )
-    learner = learner.replace(critic=learner.critic.apply_gradients(grads))
-    learner, actor_info = sac.update_actor_and_temperature(learner, batch.obs, actor_key)
-    if agent.cql_lagrange:
-        agent = agent.replace(alpha_prime=lagrange_step(agent, info["cql_gap"]))
-    return agent.replace(sac=sac.update_target(learner)), {**info, **actor_info}
+    def log_prob(self, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+        return self.sac.log_prob(obs, action)
 
-
-def update_chunk(agent: Agent, mixture: Mixture, key: jax.Array, num_updates: int, batch_size: int):
-    return common.update_chunk(update, agent, mixture, key, num_updates, batch_size)
-
-
-def act(agent: Agent, key: jax.Array, obs: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
-    return sac.act(agent.sac, key, obs, deterministic)
-
-
-def sample_action(agent: Agent, key: jax.Array, obs: jnp.ndarray) -> jnp.ndarray:
-    return sac.act(agent.sac, key, obs, deterministic=False)
-
-
-def deterministic_action(agent: Agent, key: jax.Array, obs: jnp.ndarray) -> jnp.ndarray:
-    return sac.act(agent.sac, key, obs, deterministic=True)
-
-
-def log_prob(agent: Agent, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-    return sac.log_prob(agent.sac, obs, action)
-
-
-def set_online(agent: Agent) -> Agent:
-    """Switch alpha, calibration and max backup to their online values (same program)."""
-    return agent.replace(
-        cql_alpha=agent.cql_alpha_online,
-        calibrate=agent.calibrate_online,
-        max_backup=agent.max_backup_online,
-    )
+    def to_online(self) -> CalQL:
+        """Switch alpha, calibration and max backup to their online values (same program)."""
+        return self.replace(
+            cql_alpha=self.cql_alpha_online,
+            calibrate=self.calibrate_online,
+            max_backup=self.max_backup_online,
+        )
 
 
 # ---------------------------------------------------------------------------------- the loss
 
 
-def critic_loss(agent: Agent, critic_params, batch: Transition, key: jax.Array):
+def critic_loss(agent: CalQL, critic_params, batch: Transition, key: jax.Array):
     """TD loss + alpha * CQL gap, summed over the critics, on a prepared batch.
 
     The CQL gap is logsumexp over importance-weighted Q(s, a_i) (a_i: n uniform actions, n
@@ -185,7 +168,7 @@ def lagrange_alpha(log_alpha_prime: jnp.ndarray) -> jnp.ndarray:
     return jnp.clip(jnp.exp(log_alpha_prime), 0.0, 1e6)
 
 
-def lagrange_step(agent: Agent, cql_gap: jnp.ndarray) -> Learner:
+def lagrange_step(agent: CalQL, cql_gap: jnp.ndarray) -> Learner:
     """One Adam step on -alpha' * cql_alpha * (gap - target), the gap (mean over the critics)
     held fixed: alpha' rises while the gap is above its target and falls below it (CQL's dual
     step; the published code averages the two critics' terms the same way)."""
@@ -208,7 +191,7 @@ def calibration_bound(q: jnp.ndarray, mc_return: jnp.ndarray, enabled: jnp.ndarr
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _td_target(agent: Agent, batch: Transition, next_actions, next_logp, key) -> jnp.ndarray:
+def _td_target(agent: CalQL, batch: Transition, next_actions, next_logp, key) -> jnp.ndarray:
     """r + gamma (1 - terminal) Q'(s', a'), a' the first policy sample, or with max backup the
     best of the n samples (with its log-prob). Both come from the same n target evaluations, so
     the choice is a leaf."""
@@ -231,7 +214,7 @@ def _or(value, default):
     return default if value is None else value
 
 
-def _policy_samples(learner: sac.Agent, obs: jnp.ndarray, n: int, key: jax.Array):
+def _policy_samples(learner: sac.SAC, obs: jnp.ndarray, n: int, key: jax.Array):
     """n actions per state and their log-probs, (n, batch, act_dim) and (n, batch); one actor
     forward pass, n noise draws. No gradient flows to the actor (CQL detaches them)."""
     mean, log_std = learner.actor_net.apply(learner.actor.params, obs)

@@ -7,7 +7,6 @@ phases, or giving each vmapped seed its own, reuses the compiled program.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,7 +16,6 @@ from flax import struct
 
 from edis_jax.data.buffer import Mixture, sample_mixture
 from edis_jax.data.normalizer import Normalizer
-from edis_jax.data.transition import Transition
 
 # Adam with PyTorch's defaults (b1 0.9, b2 0.999, eps 1e-8), as in CORL's agents; the step size
 # is applied separately from the leaf `Learner.lr`.
@@ -43,15 +41,9 @@ class Learner(struct.PyTreeNode):
         return self.replace(params=params, opt_state=opt_state)
 
 
-def update_chunk(
-    update: Callable[[Any, Transition], tuple[Any, dict]],
-    agent,
-    mixture: Mixture,
-    key: jax.Array,
-    num_updates: int,
-    batch_size: int,
-):
-    """`num_updates` steps of (sample a batch from the mixture, update) in one lax.scan.
+def update_chunk(agent, mixture: Mixture, key: jax.Array, num_updates: int, batch_size: int):
+    """`num_updates` steps of (sample a batch from the mixture, `agent.update(batch)`) in one
+    lax.scan, for any of the three agents.
 
     Metrics are averaged over the chunk. num_updates and batch_size are static; everything else
     is traced, so the same program serves any weights, learning rates or agent numbers, and it
@@ -59,7 +51,7 @@ def update_chunk(
     """
 
     def step(agent, key):
-        return update(agent, sample_mixture(mixture, key, batch_size))
+        return agent.update(sample_mixture(mixture, key, batch_size))
 
     agent, metrics = jax.lax.scan(step, agent, jax.random.split(key, num_updates))
     return agent, jax.tree.map(lambda m: m.mean(0), metrics)

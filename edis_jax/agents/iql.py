@@ -17,19 +17,17 @@ from flax import struct
 from edis_jax.agents import common
 from edis_jax.agents.common import Learner
 from edis_jax.config import IQLConfig
-from edis_jax.data.buffer import Mixture
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import CriticEnsemble, GaussianActor, ValueNet, gaussian_log_prob
 
 
-class Agent(struct.PyTreeNode):
+class IQL(struct.PyTreeNode):
     actor: Learner
     critic: Learner
     value: Learner
     target_critic: Any
     obs_norm: Normalizer
-    rng: jax.Array  # unused by IQL's deterministic update; kept for one agent interface
     discount: jnp.ndarray
     tau: jnp.ndarray
     expectile: jnp.ndarray
@@ -43,141 +41,126 @@ class Agent(struct.PyTreeNode):
     critic_net: CriticEnsemble = struct.field(pytree_node=False)
     value_net: ValueNet = struct.field(pytree_node=False)
 
+    @classmethod
+    def create(
+        cls,
+        key: jax.Array,
+        obs_dim: int,
+        act_dim: int,
+        config: IQLConfig,
+        *,
+        obs_norm: Normalizer | None = None,
+        reward_scale: float = 1.0,
+        decay_steps: int = 0,
+    ) -> IQL:
+        """decay_steps: period of the actor's cosine lr annealing (the driver passes the offline
+        steps); 0, or config.actor_cosine_decay False, keeps the actor lr constant."""
+        obs_norm = common.check_create_args(
+            "iql", obs_dim, act_dim, config, IQLConfig, obs_norm, reward_scale
+        )
+        if decay_steps < 0:
+            raise ValueError(f"iql.create: decay_steps must be >= 0, got {decay_steps}")
+        # Four keys, the last unused, so that the networks start as they always have.
+        actor_key, critic_key, value_key, _ = jax.random.split(key, 4)
+        hidden = tuple(config.hidden_dims)
+        actor_net = GaussianActor(hidden, act_dim)
+        critic_net = CriticEnsemble(hidden, num=2)
+        value_net = ValueNet(hidden)
+        obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        critic_params = critic_net.init(critic_key, obs, action)
+        return cls(
+            actor=Learner.create(actor_net.init(actor_key, obs), config.actor_lr),
+            critic=Learner.create(critic_params, config.critic_lr),
+            value=Learner.create(value_net.init(value_key, obs), config.value_lr),
+            target_critic=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation-safe)
+            obs_norm=obs_norm,
+            discount=common.scalar(config.discount),
+            tau=common.scalar(config.tau),
+            expectile=common.scalar(config.expectile),
+            beta=common.scalar(config.beta),
+            max_exp_adv=common.scalar(config.max_exp_adv),
+            reward_scale=common.scalar(reward_scale * config.reward_scale),
+            reward_bias=common.scalar(config.reward_bias),
+            actor_decay_steps=common.scalar(decay_steps if config.actor_cosine_decay else 0),
+            step=common.scalar(0),
+            actor_net=actor_net,
+            critic_net=critic_net,
+            value_net=value_net,
+        )
 
-def create(
-    key: jax.Array,
-    obs_dim: int,
-    act_dim: int,
-    config: IQLConfig,
-    *,
-    obs_norm: Normalizer | None = None,
-    reward_scale: float = 1.0,
-    decay_steps: int = 0,
-) -> Agent:
-    """decay_steps: period of the actor's cosine lr annealing (the driver passes the offline
-    steps); 0, or config.actor_cosine_decay False, keeps the actor lr constant."""
-    obs_norm = common.check_create_args(
-        "iql", obs_dim, act_dim, config, IQLConfig, obs_norm, reward_scale
-    )
-    if decay_steps < 0:
-        raise ValueError(f"iql.create: decay_steps must be >= 0, got {decay_steps}")
-    actor_key, critic_key, value_key, rng = jax.random.split(key, 4)
-    hidden = tuple(config.hidden_dims)
-    actor_net = GaussianActor(hidden, act_dim)
-    critic_net = CriticEnsemble(hidden, num=2)
-    value_net = ValueNet(hidden)
-    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-    critic_params = critic_net.init(critic_key, obs, action)
-    return Agent(
-        actor=Learner.create(actor_net.init(actor_key, obs), config.actor_lr),
-        critic=Learner.create(critic_params, config.critic_lr),
-        value=Learner.create(value_net.init(value_key, obs), config.value_lr),
-        target_critic=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation-safe)
-        obs_norm=obs_norm,
-        rng=rng,
-        discount=common.scalar(config.discount),
-        tau=common.scalar(config.tau),
-        expectile=common.scalar(config.expectile),
-        beta=common.scalar(config.beta),
-        max_exp_adv=common.scalar(config.max_exp_adv),
-        reward_scale=common.scalar(reward_scale * config.reward_scale),
-        reward_bias=common.scalar(config.reward_bias),
-        actor_decay_steps=common.scalar(decay_steps if config.actor_cosine_decay else 0),
-        step=common.scalar(0),
-        actor_net=actor_net,
-        critic_net=critic_net,
-        value_net=value_net,
-    )
+    def update(self, batch: Transition) -> tuple[IQL, dict[str, jnp.ndarray]]:
+        """CORL's order: V by expectile regression, Q towards r + gamma V(s'), then the AWR
+        actor, with V(s') and the advantages taken from the value net before its step."""
+        norm = self.obs_norm.normalize
+        obs, next_obs = norm(batch.obs), norm(batch.next_obs)
+        reward = batch.reward * self.reward_scale + self.reward_bias
+        target_q = self.critic_net.apply(self.target_critic, obs, batch.action).min(0)
+        next_v = self.value_net.apply(self.value.params, next_obs)
 
+        def value_loss_fn(params):
+            v = self.value_net.apply(params, obs)
+            return expectile_loss(target_q - v, self.expectile), v
 
-def update(agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jnp.ndarray]]:
-    """CORL's order: V by expectile regression, Q towards r + gamma V(s'), then the AWR actor,
-    with V(s') and the advantages taken from the value net before its step."""
-    norm = agent.obs_norm.normalize
-    obs, next_obs = norm(batch.obs), norm(batch.next_obs)
-    reward = batch.reward * agent.reward_scale + agent.reward_bias
-    target_q = agent.critic_net.apply(agent.target_critic, obs, batch.action).min(0)
-    next_v = agent.value_net.apply(agent.value.params, next_obs)
+        (value_loss, v), value_grads = jax.value_and_grad(value_loss_fn, has_aux=True)(
+            self.value.params
+        )
+        advantage = target_q - v
 
-    def value_loss_fn(params):
-        v = agent.value_net.apply(params, obs)
-        return expectile_loss(target_q - v, agent.expectile), v
+        q_target = reward + self.discount * (1.0 - batch.terminal) * next_v
 
-    (value_loss, v), value_grads = jax.value_and_grad(value_loss_fn, has_aux=True)(
-        agent.value.params
-    )
-    advantage = target_q - v
+        def critic_loss_fn(params):
+            qs = self.critic_net.apply(params, obs, batch.action)
+            return ((qs - q_target) ** 2).mean(), qs  # mean over the two critics (CORL)
 
-    q_target = reward + agent.discount * (1.0 - batch.terminal) * next_v
+        (critic_loss, qs), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            self.critic.params
+        )
 
-    def critic_loss_fn(params):
-        qs = agent.critic_net.apply(params, obs, batch.action)
-        return ((qs - q_target) ** 2).mean(), qs  # mean over the two critics (CORL)
+        weights = jnp.minimum(jnp.exp(self.beta * advantage), self.max_exp_adv)
 
-    (critic_loss, qs), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-        agent.critic.params
-    )
+        def actor_loss_fn(params):
+            mean, log_std = self.actor_net.apply(params, obs)
+            return -(weights * gaussian_log_prob(mean, log_std, batch.action)).mean()
 
-    weights = jnp.minimum(jnp.exp(agent.beta * advantage), agent.max_exp_adv)
+        actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(self.actor.params)
+        lr_scale = actor_lr_scale(self.step, self.actor_decay_steps)
 
-    def actor_loss_fn(params):
-        mean, log_std = agent.actor_net.apply(params, obs)
-        return -(weights * gaussian_log_prob(mean, log_std, batch.action)).mean()
+        critic = self.critic.apply_gradients(critic_grads)
+        agent = self.replace(
+            value=self.value.apply_gradients(value_grads),
+            critic=critic,
+            actor=self.actor.apply_gradients(actor_grads, lr_scale),
+            target_critic=common.polyak(self.target_critic, critic.params, self.tau),
+            step=self.step + 1.0,
+        )
+        info = {
+            "value_loss": value_loss,
+            "critic_loss": critic_loss,
+            "actor_loss": actor_loss,
+            "q_mean": qs.mean(),
+            "v_mean": v.mean(),
+            "advantage": advantage.mean(),
+            "awr_weight": weights.mean(),
+            "actor_lr": agent.actor.lr * lr_scale,
+        }
+        return agent, info
 
-    actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(agent.actor.params)
-    lr_scale = actor_lr_scale(agent.step, agent.actor_decay_steps)
+    def act(self, key: jax.Array, obs: jnp.ndarray, deterministic: bool = False) -> jnp.ndarray:
+        """The Gaussian's mean, or a sample clipped to [-1, 1] (CORL)."""
+        mean, log_std = self.actor_net.apply(self.actor.params, self.obs_norm.normalize(obs))
+        if deterministic:
+            return mean
+        sample = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        return jnp.clip(sample, -1.0, 1.0)
 
-    critic = agent.critic.apply_gradients(critic_grads)
-    agent = agent.replace(
-        value=agent.value.apply_gradients(value_grads),
-        critic=critic,
-        actor=agent.actor.apply_gradients(actor_grads, lr_scale),
-        target_critic=common.polyak(agent.target_critic, critic.params, agent.tau),
-        step=agent.step + 1.0,
-    )
-    info = {
-        "value_loss": value_loss,
-        "critic_loss": critic_loss,
-        "actor_loss": actor_loss,
-        "q_mean": qs.mean(),
-        "v_mean": v.mean(),
-        "advantage": advantage.mean(),
-        "awr_weight": weights.mean(),
-        "actor_lr": agent.actor.lr * lr_scale,
-    }
-    return agent, info
+    def log_prob(self, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+        """Log-density of the (unclipped) Gaussian policy, the quantity IQL's actor maximises."""
+        mean, log_std = self.actor_net.apply(self.actor.params, self.obs_norm.normalize(obs))
+        return gaussian_log_prob(mean, log_std, action)
 
-
-def update_chunk(agent: Agent, mixture: Mixture, key: jax.Array, num_updates: int, batch_size: int):
-    return common.update_chunk(update, agent, mixture, key, num_updates, batch_size)
-
-
-def act(agent: Agent, key: jax.Array, obs: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
-    """The Gaussian's mean, or a sample clipped to [-1, 1] (CORL)."""
-    mean, log_std = agent.actor_net.apply(agent.actor.params, agent.obs_norm.normalize(obs))
-    if deterministic:
-        return mean
-    sample = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-    return jnp.clip(sample, -1.0, 1.0)
-
-
-def sample_action(agent: Agent, key: jax.Array, obs: jnp.ndarray) -> jnp.ndarray:
-    return act(agent, key, obs, deterministic=False)
-
-
-def deterministic_action(agent: Agent, key: jax.Array, obs: jnp.ndarray) -> jnp.ndarray:
-    return act(agent, key, obs, deterministic=True)
-
-
-def log_prob(agent: Agent, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-    """Log-density of the (unclipped) Gaussian policy, the quantity IQL's actor maximises."""
-    mean, log_std = agent.actor_net.apply(agent.actor.params, agent.obs_norm.normalize(obs))
-    return gaussian_log_prob(mean, log_std, action)
-
-
-def set_online(agent: Agent) -> Agent:
-    """Identity: CORL's fine-tuning keeps stepping the same actor lr schedule online."""
-    return agent
+    def to_online(self) -> IQL:
+        """Unchanged: CORL's fine-tuning keeps stepping the same actor lr schedule online."""
+        return self
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -16,7 +16,6 @@ from flax import struct
 from edis_jax.agents import common
 from edis_jax.agents.common import Learner
 from edis_jax.config import SACConfig
-from edis_jax.data.buffer import Mixture
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import (
@@ -27,7 +26,7 @@ from edis_jax.nets import (
 )
 
 
-class Agent(struct.PyTreeNode):
+class SAC(struct.PyTreeNode):
     actor: Learner
     critic: Learner
     temperature: Learner  # params = log(alpha), a scalar
@@ -47,25 +46,49 @@ class Agent(struct.PyTreeNode):
     def alpha(self) -> jnp.ndarray:
         return jnp.exp(self.temperature.params)
 
+    @classmethod
+    def create(
+        cls,
+        key: jax.Array,
+        obs_dim: int,
+        act_dim: int,
+        config: SACConfig,
+        *,
+        obs_norm: Normalizer | None = None,
+        reward_scale: float = 1.0,
+    ) -> SAC:
+        obs_norm = common.check_create_args(
+            "sac", obs_dim, act_dim, config, SACConfig, obs_norm, reward_scale
+        )
+        return build(key, obs_dim, act_dim, config, obs_norm, reward_scale)
 
-def create(
-    key: jax.Array,
-    obs_dim: int,
-    act_dim: int,
-    config: SACConfig,
-    *,
-    obs_norm: Normalizer | None = None,
-    reward_scale: float = 1.0,
-    decay_steps: int = 0,  # IQL's actor-lr decay horizon; SAC has none (kept for one signature)
-) -> Agent:
-    obs_norm = common.check_create_args(
-        "sac", obs_dim, act_dim, config, SACConfig, obs_norm, reward_scale
-    )
-    return build(key, obs_dim, act_dim, config, obs_norm, reward_scale)
+    def update(self, batch: Transition) -> tuple[SAC, dict[str, jnp.ndarray]]:
+        """One critic step, then one actor and temperature step, then the Polyak target step."""
+        rng, critic_key, actor_key = jax.random.split(self.rng, 3)
+        agent = self.replace(rng=rng)
+        batch = prepare_batch(agent, batch)
+        agent, critic_info = update_critic(agent, batch, critic_key)
+        agent, actor_info = update_actor_and_temperature(agent, batch.obs, actor_key)
+        return update_target(agent), {**critic_info, **actor_info}
+
+    def act(self, key: jax.Array, obs: jnp.ndarray, deterministic: bool = False) -> jnp.ndarray:
+        """Action in [-1, 1]^act_dim for obs of shape (..., obs_dim): tanh(mean) or a sample."""
+        mean, log_std = self.actor_net.apply(self.actor.params, self.obs_norm.normalize(obs))
+        if deterministic:
+            return jnp.tanh(mean)
+        return tanh_gaussian_sample(key, mean, log_std)[0]
+
+    def log_prob(self, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+        mean, log_std = self.actor_net.apply(self.actor.params, self.obs_norm.normalize(obs))
+        return tanh_gaussian_log_prob(mean, log_std, action)
+
+    def to_online(self) -> SAC:
+        """Unchanged: SAC has no phase-dependent numbers."""
+        return self
 
 
-def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_scale) -> Agent:
-    """create() without argument checks; any config with SAC's fields (Cal-QL's too).
+def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_scale) -> SAC:
+    """SAC.create without argument checks; any config with SAC's fields (Cal-QL's too).
     reward_scale (from the data) multiplies the config's reward_scale."""
     actor_key, critic_key, rng = jax.random.split(key, 3)
     actor_net = TanhGaussianActor(tuple(config.hidden_dims), act_dim)
@@ -75,7 +98,7 @@ def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_
     )
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
     critic_params = critic_net.init(critic_key, obs, action)
-    return Agent(
+    return SAC(
         actor=Learner.create(actor_net.init(actor_key, obs), config.actor_lr),
         critic=Learner.create(critic_params, config.critic_lr),
         temperature=Learner.create(common.scalar(jnp.log(config.init_temperature)), config.temp_lr),
@@ -93,49 +116,10 @@ def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_
     )
 
 
-def update(agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jnp.ndarray]]:
-    """One critic step, then one actor and temperature step, then the Polyak target step."""
-    rng, critic_key, actor_key = jax.random.split(agent.rng, 3)
-    agent = agent.replace(rng=rng)
-    batch = prepare_batch(agent, batch)
-    agent, critic_info = update_critic(agent, batch, critic_key)
-    agent, actor_info = update_actor_and_temperature(agent, batch.obs, actor_key)
-    return update_target(agent), {**critic_info, **actor_info}
-
-
-def update_chunk(agent: Agent, mixture: Mixture, key: jax.Array, num_updates: int, batch_size: int):
-    return common.update_chunk(update, agent, mixture, key, num_updates, batch_size)
-
-
-def act(agent: Agent, key: jax.Array, obs: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
-    """Action in [-1, 1]^act_dim for obs of shape (..., obs_dim): tanh(mean) or a sample."""
-    mean, log_std = agent.actor_net.apply(agent.actor.params, agent.obs_norm.normalize(obs))
-    if deterministic:
-        return jnp.tanh(mean)
-    return tanh_gaussian_sample(key, mean, log_std)[0]
-
-
-def sample_action(agent: Agent, key: jax.Array, obs: jnp.ndarray) -> jnp.ndarray:
-    return act(agent, key, obs, deterministic=False)
-
-
-def deterministic_action(agent: Agent, key: jax.Array, obs: jnp.ndarray) -> jnp.ndarray:
-    return act(agent, key, obs, deterministic=True)
-
-
-def log_prob(agent: Agent, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-    mean, log_std = agent.actor_net.apply(agent.actor.params, agent.obs_norm.normalize(obs))
-    return tanh_gaussian_log_prob(mean, log_std, action)
-
-
-def set_online(agent: Agent) -> Agent:
-    return agent
-
-
 # ------------------------------------------------------------------- pieces Cal-QL reuses
 
 
-def prepare_batch(agent: Agent, batch: Transition) -> Transition:
+def prepare_batch(agent: SAC, batch: Transition) -> Transition:
     """Normalise observations; rewards become reward * scale + bias. The MC return is only
     scaled: the run computes it from reward + bias / scale (and applies the sparse-reward rule),
     so that scaled it is the discounted return of the transformed rewards."""
@@ -148,7 +132,7 @@ def prepare_batch(agent: Agent, batch: Transition) -> Transition:
     )
 
 
-def update_critic(agent: Agent, batch: Transition, key: jax.Array):
+def update_critic(agent: SAC, batch: Transition, key: jax.Array):
     """Soft TD step on a prepared batch: r + gamma (1 - terminal) (min Q'(s', a') - alpha log pi)."""
     policy_key, subset_key = jax.random.split(key)
     next_action, next_logp = sample_policy(agent, agent.actor.params, batch.next_obs, policy_key)
@@ -168,7 +152,7 @@ def update_critic(agent: Agent, batch: Transition, key: jax.Array):
     return agent, {"critic_loss": loss, "q_mean": qs.mean(), "target_q": target.mean()}
 
 
-def update_actor_and_temperature(agent: Agent, obs: jnp.ndarray, key: jax.Array):
+def update_actor_and_temperature(agent: SAC, obs: jnp.ndarray, key: jax.Array):
     """Actor: min alpha log pi - Q(s, pi(s)); temperature: match entropy to the target."""
     alpha = agent.alpha
 
@@ -193,13 +177,13 @@ def update_actor_and_temperature(agent: Agent, obs: jnp.ndarray, key: jax.Array)
     return agent.replace(actor=actor, temperature=temperature), info
 
 
-def update_target(agent: Agent) -> Agent:
+def update_target(agent: SAC) -> SAC:
     return agent.replace(
         target_critic=common.polyak(agent.target_critic, agent.critic.params, agent.tau)
     )
 
 
-def sample_policy(agent: Agent, actor_params, obs: jnp.ndarray, key: jax.Array):
+def sample_policy(agent: SAC, actor_params, obs: jnp.ndarray, key: jax.Array):
     """Reparameterised tanh-Gaussian sample and its log-probability, obs already normalised."""
     mean, log_std = agent.actor_net.apply(actor_params, obs)
     return tanh_gaussian_sample(key, mean, log_std)

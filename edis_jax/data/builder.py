@@ -286,9 +286,7 @@ def _sac_policy(agent, env_id: str, seed: int) -> Callable[[np.ndarray], np.ndar
     The agent acts in [-1, 1]^da (edis_jax.train.behaviour); the env's bounds are restored."""
     import jax
 
-    from edis_jax.agents import sac
-
-    sample = jax.jit(sac.sample_action)
+    sample = jax.jit(lambda agent, key, obs: agent.act(key, obs))
     key = jax.random.PRNGKey(seed)
     to_env = _unit_to_env_actions(env_id)
 

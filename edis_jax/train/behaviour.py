@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax.agents import sac
+from edis_jax.agents import SAC
 from edis_jax.config import SACConfig
 from edis_jax.data import buffer as replay
 from edis_jax.data.transition import Transition
@@ -31,7 +31,7 @@ MAX_CAPACITY = 1_000_000
 
 @dataclass
 class SACRun:
-    agent: sac.Agent
+    agent: SAC
     steps: int  # env steps done
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, mean eval return)
     # With record_episodes: every finished episode as numpy arrays (observations (T+1, ds),
@@ -52,7 +52,7 @@ def train_sac_online(
     eval_episodes: int = 10,
     stop_return: float | None = None,
     record_episodes: bool = False,
-    agent: sac.Agent | None = None,
+    agent: SAC | None = None,
     progress: bool = True,
 ) -> SACRun:
     """Train SAC online for `steps` env steps (fewer if an evaluation reaches `stop_return`).
@@ -67,7 +67,7 @@ def train_sac_online(
     key = jax.random.PRNGKey(seed)
     key, init_key = jax.random.split(key)
     if agent is None:
-        agent = sac.create(init_key, obs_dim, act_dim, config)
+        agent = SAC.create(init_key, obs_dim, act_dim, config)
         random_steps = config.start_steps
     else:
         _check_agent(agent, obs_dim, act_dim, env_id)
@@ -146,7 +146,7 @@ def _train_step(agent, buffer, obs, action, row, key, random, *, num_updates, ba
     key, step_key = jax.random.split(key)
     update_key, act_key = jax.random.split(step_key)
     agent, mixture, obs, action, _ = env_step.learn_and_act(
-        sac, agent, replay.Mixture.of(buffer), (0,), obs, action, row, update_key,
+        agent, replay.Mixture.of(buffer), (0,), obs, action, row, update_key,
         (act_key, act_key), random, num_updates=num_updates, batch_size=batch_size,
     )  # fmt: skip
     return agent, mixture.buffers[0], obs, action, key
@@ -154,12 +154,12 @@ def _train_step(agent, buffer, obs, action, row, key, random, *, num_updates, ba
 
 @jax.jit
 def _first_action(agent, key, obs, random):
-    return env_step.explore(sac, agent, obs, key, key, random)
+    return env_step.explore(agent, obs, key, key, random)
 
 
 @jax.jit
 def _greedy(agent, obs):
-    return sac.deterministic_action(agent, jax.random.PRNGKey(0), obs)
+    return agent.act(None, obs, deterministic=True)
 
 
 def _evaluate(agent, env_id: str, episodes: int, seed: int) -> float:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edis_jax import agents
 from edis_jax.data import buffer as rb
 from edis_jax.data.transition import Transition
 
@@ -30,12 +31,12 @@ def env_row(next_obs, final_obs, reward, terminated) -> np.ndarray:
 
 
 def learn_and_act(
-    module, agent, mixture: rb.Mixture, into: tuple[int, ...], obs, action, row, update_key,
+    agent, mixture: rb.Mixture, into: tuple[int, ...], obs, action, row, update_key,
     act_keys, random, *, num_updates: int, batch_size: int,
 ):  # fmt: skip
     """One env step of one seed: add the transition (obs, action, then `row`'s reward, next
     observation and termination) to the mixture's buffers `into`, run `num_updates` updates of
-    `module`'s agent on the mixture, and draw the action for `row`'s next observation.
+    the agent on the mixture, and draw the action for `row`'s next observation.
 
     Returns (agent, mixture, next observation, next action, metrics ({} without updates)).
     """
@@ -49,13 +50,13 @@ def learn_and_act(
     mixture = mixture.replace(buffers=buffers)
     metrics = {}
     if num_updates:
-        agent, metrics = module.update_chunk(agent, mixture, update_key, num_updates, batch_size)
-    return agent, mixture, next_obs, explore(module, agent, next_obs, *act_keys, random), metrics
+        agent, metrics = agents.update_chunk(agent, mixture, update_key, num_updates, batch_size)
+    return agent, mixture, next_obs, explore(agent, next_obs, *act_keys, random), metrics
 
 
-def explore(module, agent, obs, sample_key, uniform_key, random) -> jnp.ndarray:
+def explore(agent, obs, sample_key, uniform_key, random) -> jnp.ndarray:
     """The exploration action for obs: a policy sample, or uniform in [-1, 1] while `random`
     (a bool leaf: SAC's start steps, in the same compiled program)."""
-    action = module.sample_action(agent, sample_key, obs)
+    action = agent.act(sample_key, obs)
     uniform = jax.random.uniform(uniform_key, action.shape, minval=-1.0, maxval=1.0)
     return jnp.where(random, uniform, action)

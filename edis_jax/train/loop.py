@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import __version__, checkpoint, edis, envs, parallel
+from edis_jax import __version__, agents, checkpoint, edis, envs, parallel
 from edis_jax.config import RunConfig, from_dict, to_dict
 from edis_jax.data import datasets
 from edis_jax.data import scores as reference
@@ -467,7 +467,7 @@ class _Run:
             )
             keys = S.step_key(self.keys, S.OFFLINE_STREAM, p.offline_step)
             self.state, metrics = S.update_chunk(
-                self.state, keys, algo=cfg.algo, num_updates=n, batch_size=cfg.batch_size
+                self.state, keys, num_updates=n, batch_size=cfg.batch_size
             )
             metrics = jax.device_get(metrics)
             self._check_finite("offline", p.offline_step + n, metrics)
@@ -495,7 +495,7 @@ class _Run:
         vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds, self.dataset.env_kwargs)
         obs, episodes = self._restore_envs(vec_env)
         if p.online_step == 0:
-            self.state = S.with_online_phase(self.state, S.real_weights(cfg), algo=algo)
+            self.state = S.with_online_phase(self.state, S.real_weights(cfg))
             if self.use_edis and cfg.diffusion.initial_steps > 0:
                 self.pretrain_generator()
             if not p.evals or p.evals[-1]["phase"] != "offline":
@@ -513,7 +513,7 @@ class _Run:
             t = p.online_step
             if action is None:
                 action = S.choose_action(
-                    self.state.agent, obs, self.keys, np.int32(t), t < random_steps, algo=algo
+                    self.state.agent, obs, self.keys, np.int32(t), t < random_steps
                 )
             next_obs, reward, terminated, truncated, info = vec_env.step(
                 self.actions.to_env(np.asarray(action))
@@ -528,7 +528,6 @@ class _Run:
                 self.keys,
                 np.int32(t),
                 t + 1 < random_steps,
-                algo=algo,
                 utd=o.utd,
                 batch_size=cfg.batch_size,
             )
@@ -583,7 +582,7 @@ class _Run:
         cfg, p = self.cfg, self.progress
         timings: dict[str, float] = {}
         keys = S.step_key(self.keys, S.RETRAIN_STREAM, p.online_step)
-        policy = S.policy_for_generator(cfg.algo, self.state.agent)
+        policy = agents.policy(self.state.agent)
         generator, metrics = edis.retrain_with_progress(
             self.state.generator,
             self.state.real,
@@ -636,7 +635,6 @@ class _Run:
         mixed, _ = S.update_chunk(
             mixed,
             keys,
-            algo=cfg.algo,
             num_updates=cfg.online.utd_retrain,
             batch_size=cfg.batch_size,
         )
@@ -675,7 +673,7 @@ class _Run:
         agent = self.state.agent
 
         def policy(obs):
-            action = S.greedy_action(agent, jnp.asarray(obs, jnp.float32), algo=cfg.algo)
+            action = S.greedy_action(agent, jnp.asarray(obs, jnp.float32))
             return self.actions.to_env(np.asarray(action))
 
         returns, successes = envs.episode_outcomes(

@@ -95,7 +95,6 @@ def synthetic_weights(cfg: RunConfig) -> jnp.ndarray:
 def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunState:
     """The state at step 0 for every seed: fresh agents and generators, filled buffers."""
     obs_dim, act_dim = offline.obs_dim, offline.act_dim
-    module = agents.get(cfg.algo)
     fit = cfg.agent.normalize_obs and len(offline) > 1
     obs_norm = Normalizer.fit(offline.obs) if fit else Normalizer.identity(obs_dim)
     offline = jax.tree.map(jnp.asarray, offline)
@@ -103,14 +102,15 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
 
     def one_seed(key):
         k_agent, k_gen = jax.random.split(key)
-        agent = module.create(
+        agent = agents.create(
+            cfg.algo,
             k_agent,
             obs_dim,
             act_dim,
             cfg.agent,
             obs_norm=obs_norm,
             reward_scale=reward_scale,
-            decay_steps=cfg.offline_steps,
+            offline_steps=cfg.offline_steps,
         )
         generator = None
         if use_edis:
@@ -140,22 +140,19 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
 # ----------------------------------------------------------------------- jitted seed programs
 
 
-@functools.partial(jax.jit, static_argnames=("algo", "num_updates", "batch_size"))
-def update_chunk(state: RunState, keys, *, algo: str, num_updates: int, batch_size: int):
+@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"))
+def update_chunk(state: RunState, keys, *, num_updates: int, batch_size: int):
     """num_updates agent updates per seed on the current mixture: one device call."""
-    module = agents.get(algo)
 
     def one_seed(s: RunState, key):
         mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
-        return module.update_chunk(s.agent, mixture, key, num_updates, batch_size)
+        return agents.update_chunk(s.agent, mixture, key, num_updates, batch_size)
 
     agent, metrics = jax.vmap(one_seed)(state, keys)
     return state.replace(agent=agent), metrics
 
 
-@functools.partial(
-    jax.jit, static_argnames=("algo", "utd", "batch_size"), donate_argnames=("state",)
-)
+@functools.partial(jax.jit, static_argnames=("utd", "batch_size"), donate_argnames=("state",))
 def online_step(
     state: RunState,
     obs: jax.Array,
@@ -165,7 +162,6 @@ def online_step(
     t,
     random_next,
     *,
-    algo: str,
     utd: int,
     batch_size: int,
 ):
@@ -176,15 +172,13 @@ def online_step(
     Returns (state, next obs, next action, metrics); the next obs and action stay on the device
     for the next call.
     """
-    module = agents.get(algo)
 
     def one_seed(s: RunState, o, a, r, key):
         mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
         update_key = jax.random.fold_in(key, ONLINE_STREAM + t)
-        act_keys = jax.random.split(jax.random.fold_in(key, ACT_STREAM + t + 1))
         agent, mixture, next_obs, next_action, metrics = env_step.learn_and_act(
-            module, s.agent, mixture, (ONLINE, REAL), o, a, r, update_key, act_keys,
-            random_next, num_updates=utd, batch_size=batch_size,
+            s.agent, mixture, (ONLINE, REAL), o, a, r, update_key,
+            _act_keys(key, t + 1), random_next, num_updates=utd, batch_size=batch_size,
         )  # fmt: skip
         synthetic, online, real = mixture.buffers
         s = s.replace(agent=agent, synthetic=synthetic, online=online, real=real)
@@ -211,33 +205,30 @@ def write_returns(state: RunState, steps: jax.Array, returns: jax.Array) -> RunS
     return jax.vmap(one_seed)(state, steps, returns)
 
 
-@functools.partial(jax.jit, static_argnames=("algo",))
-def choose_action(agent, obs, keys, t, random, *, algo: str):
+@jax.jit
+def choose_action(agent, obs, keys, t, random):
     """The exploration actions of online step t, for an online phase's first step (or after
     the agent changed outside `online_step`): the draw `online_step` makes for its next step."""
-    module = agents.get(algo)
 
     def one_seed(a, o, key):
-        sample_key, uniform_key = jax.random.split(jax.random.fold_in(key, ACT_STREAM + t))
-        return env_step.explore(module, a, o, sample_key, uniform_key, random)
+        return env_step.explore(a, o, *_act_keys(key, t), random)
 
     return jax.vmap(one_seed)(agent, obs, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("algo",))
-def greedy_action(agent, obs, *, algo: str):
+@jax.jit
+def greedy_action(agent, obs):
     """Deterministic actions for evaluation, one observation per seed."""
-    module = agents.get(algo)
-    dummy = jax.random.PRNGKey(0)  # unused by deterministic acting
-    return jax.vmap(lambda a, o: module.act(a, dummy, o, True))(agent, obs)
+    return jax.vmap(lambda a, o: a.act(None, o, deterministic=True))(agent, obs)
 
 
-@functools.partial(jax.jit, static_argnames=("algo",))
-def with_online_phase(state: RunState, weights: jnp.ndarray, *, algo: str) -> RunState:
+@jax.jit
+def with_online_phase(state: RunState, weights: jnp.ndarray) -> RunState:
     """Switch phase-dependent agent leaves (Cal-QL's alpha) and the batch mixture (`weights`,
     the online phase's real-data mix) for the online phase."""
-    agent = jax.vmap(agents.get(algo).set_online)(state.agent)
-    return state.replace(agent=agent, weights=jnp.broadcast_to(weights, state.weights.shape))
+    return state.replace(
+        agent=state.agent.to_online(), weights=jnp.broadcast_to(weights, state.weights.shape)
+    )
 
 
 def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) -> RunState:
@@ -247,6 +238,6 @@ def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) ->
     return state.replace(synthetic=synthetic, weights=jnp.broadcast_to(weights, (seeds, 3)))
 
 
-def policy_for_generator(algo: str, agent) -> Any:
-    """The current policy as a pytree callable (seed-batched leaves), for E_a's positives."""
-    return agents.policy(algo, agent)
+def _act_keys(key: jax.Array, t) -> jax.Array:
+    """The (policy sample, uniform) keys of one seed's action at online step t."""
+    return jax.random.split(jax.random.fold_in(key, ACT_STREAM + t))
