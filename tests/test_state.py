@@ -1,0 +1,46 @@
+"""train/state.py: the run state at step 0."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from edis_jax import config
+from edis_jax.data.transition import Transition
+from edis_jax.train import state as S
+
+OBS_DIM, ACT_DIM, ROWS = 3, 2, 200
+
+
+def offline_data() -> Transition:
+    """Observations far from zero mean and unit scale, so that normalising them matters."""
+    rng = np.random.default_rng(0)
+    obs = 5.0 + rng.normal(size=(ROWS, OBS_DIM)) * np.array([0.5, 3.0, 10.0])
+    action = rng.uniform(-1, 1, size=(ROWS, ACT_DIM))
+    return Transition.from_arrays(obs, action, rng.normal(size=ROWS), obs, np.zeros(ROWS))
+
+
+@pytest.mark.parametrize("algo", ["iql", "sac", "calql"])
+def test_normalize_obs_fits_the_offline_states_and_the_policy_sees_them_normalised(algo):
+    offline = offline_data()
+    cfg = config.preset("tiny").replace(algo=algo, seeds=2, online_steps=0)
+    on = S.init_state(cfg, offline, 1.0).agent
+    off = S.init_state(config.with_values(cfg, {f"{algo}.normalize_obs": False}), offline, 1.0)
+    off = off.agent
+    obs = np.asarray(offline.obs)
+    norm_on, norm_off = (getattr(a, "sac", a).obs_norm for a in (on, off))  # Cal-QL wraps SAC
+    # Normalizer.fit's eps floor (1e-3) on the std; one fit shared by the seeds.
+    np.testing.assert_allclose(norm_on.mean, np.tile(obs.mean(0), (2, 1)), rtol=1e-5)
+    np.testing.assert_allclose(norm_on.std, np.tile(obs.std(0) + 1e-3, (2, 1)), rtol=1e-4)
+    np.testing.assert_array_equal(norm_off.mean, np.zeros((2, OBS_DIM)))
+    np.testing.assert_array_equal(norm_off.std, np.ones((2, OBS_DIM)))
+
+    # Same key, same networks: the normalising agent acting on s acts as the other one does on
+    # its normalised s, so the normaliser sits in front of the policy and nowhere else.
+    def greedy(agent, x):
+        return jax.vmap(lambda a: a.act(None, x, deterministic=True))(agent)
+
+    x = jnp.asarray(obs[:16])
+    normalised = (x - norm_on.mean[0]) / norm_on.std[0]
+    np.testing.assert_allclose(greedy(on, x), greedy(off, normalised), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(greedy(on, x), greedy(off, x), atol=1e-3)
