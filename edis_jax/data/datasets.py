@@ -507,9 +507,27 @@ def _ensure_local(dataset_id: str, download: bool | None) -> None:
         return
     raise DatasetNotFoundError(
         f"dataset {dataset_id!r} is not in {_datasets_root()} (MINARI_DATASETS_PATH){reason}: "
-        f"build it with `{_make_command_hint(dataset_id)}`, or, with internet, download it "
-        f"with `pip install 'minari[hf]' && minari download {dataset_id}`"
+        + _missing_dataset_hint(dataset_id)
     )
+
+
+# Namespaces of ids that only `data make` writes (tasks.py's local/ ids, the tests' test/ ids):
+# the Minari hub has none of them. D4RL's AntMaze and Adroit data (human demonstrations, cloned
+# policies, maze planners) cannot be rebuilt by `data make`: those are download only.
+LOCAL_NAMESPACES = ("local", "test")
+DOWNLOAD_ONLY_NAMESPACES = ("D4RL",)
+
+
+def _missing_dataset_hint(dataset_id: str) -> str:
+    """How to get the dataset: `data make` and/or a download from the Minari hub."""
+    namespace = dataset_id.split("/")[0]
+    download = f"`pip install 'minari[hf]' && minari download {dataset_id}`"
+    if namespace in DOWNLOAD_ONLY_NAMESPACES:
+        return f"download it (needs internet) with {download}"
+    build = f"build it with `{_make_command_hint(dataset_id)}`"
+    if namespace in LOCAL_NAMESPACES:
+        return build
+    return f"{build}, or, with internet, download it with {download}"
 
 
 def _download(dataset_id: str, download: bool | None) -> str | None:
