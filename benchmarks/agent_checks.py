@@ -81,7 +81,7 @@ def sac_pendulum(args) -> dict:
 
 def sac_hopper(args) -> dict:
     from edis_jax.config import SACConfig
-    from edis_jax.train.behaviour import train_sac_online
+    from edis_jax.train.behaviour import reaches, train_sac_online
 
     config = SACConfig()
     if args.hopper_critic_lr is not None:
@@ -94,7 +94,7 @@ def sac_hopper(args) -> dict:
         config=config,
         eval_every=5000,
         eval_episodes=5,
-        stop_return=args.hopper_stop,
+        stop_when=reaches(args.hopper_stop),
     )
     best = max(r for _, r in run.evals)
     return {
@@ -137,7 +137,7 @@ def calql_pendulum(args) -> dict:
 def _medium_pendulum(args):
     """A medium Pendulum dataset: (Transition, episode returns, description)."""
     from edis_jax.config import SACConfig
-    from edis_jax.train.behaviour import train_sac_online
+    from edis_jax.train.behaviour import reaches, train_sac_online
 
     # Pendulum-v1 reference returns: random policy about -1250, expert SAC about -130. SAC learns
     # Pendulum abruptly (-900 to -130 within 1000 steps), so evaluate every 250 steps and stop at
@@ -150,7 +150,7 @@ def _medium_pendulum(args):
         config=SACConfig(start_steps=1000),
         eval_every=250,
         eval_episodes=5,
-        stop_return=-800.0,
+        stop_when=reaches(-800.0),
         progress=False,
     )
     data, returns = _rollout_dataset(behaviour.agent, "Pendulum-v1", 50, args.seed)

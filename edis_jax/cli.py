@@ -86,7 +86,11 @@ class MakeArgs:
     # Defaults are the builder's own (builder.DEFAULTS), so the CLI and the Python API agree.
     medium_fraction: float = BUILD["medium_fraction"]  # medium = SAC stopped at this fraction
     expert_return: float | None = None  # expert return that sets the medium target
-    expert_steps: int = BUILD["expert_steps"]  # env steps of SAC training behind the expert
+    expert_steps: int = BUILD["expert_steps"]  # cap on the expert SAC's env steps
+    # The expert stops once the best of its last max(W, n/4) evaluations is within tol x the
+    # return spread of the best before them (builder.plateau).
+    plateau_window: int = BUILD["plateau_window"]  # W: evaluations without progress to stop
+    plateau_tol: float = BUILD["plateau_tol"]  # progress below this fraction of the spread
     max_train_steps: int = BUILD["max_train_steps"]  # budget for SAC to reach the medium target
     eval_every: int = BUILD["eval_every"]  # env steps between SAC evaluations
     eval_episodes: int = BUILD["eval_episodes"]  # per evaluation and per reference score (>= 10)
@@ -153,7 +157,8 @@ def data_make(args: list[str]) -> int:
         medium_fraction=a.medium_fraction, expert_return=a.expert_return,
         expert_steps=a.expert_steps, max_train_steps=a.max_train_steps, eval_every=a.eval_every,
         eval_episodes=a.eval_episodes, ref_min_score=a.ref_min_score,
-        ref_max_score=a.ref_max_score, sac_critic_lr=a.sac_critic_lr, overwrite=a.overwrite,
+        ref_max_score=a.ref_max_score, sac_critic_lr=a.sac_critic_lr,
+        plateau_window=a.plateau_window, plateau_tol=a.plateau_tol, overwrite=a.overwrite,
         progress=a.progress,
     )  # fmt: skip
     t = summary["timings"]

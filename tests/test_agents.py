@@ -301,7 +301,7 @@ def test_bad_input_gives_one_line_errors():
 
 
 def test_train_sac_online_records_episodes_and_stops_at_the_target():
-    from edis_jax.train.behaviour import train_sac_online
+    from edis_jax.train.behaviour import reaches, train_sac_online
 
     config = SACConfig(hidden_dims=(32, 32), start_steps=100)
     run = train_sac_online(
@@ -323,7 +323,7 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
     # The recorded observations chain: the last one is the final next observation.
     assert run.train_returns[0][1] == pytest.approx(float(episode["rewards"].sum()), rel=1e-5)
 
-    # Continuing an existing agent; stop_return below any return stops at the first evaluation.
+    # Continuing an existing agent; a target below any return stops at the first evaluation.
     more = train_sac_online(
         "Pendulum-v1",
         400,
@@ -331,7 +331,7 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
         batch_size=32,
         eval_every=100,
         eval_episodes=1,
-        stop_return=-1e9,
+        stop_when=reaches(-1e9),
         progress=False,
     )
     assert more.steps == 100 and len(more.evals) == 1

@@ -2,12 +2,15 @@
 
 Kinds (after D4RL, Fu et al. 2020):
 - random: uniform random actions.
-- medium: a SAC behaviour policy trained until its (deterministic) evaluation return reaches
-  `medium_fraction` (default 1/3) of the expert return, then rolled out stochastically.
+- medium: a SAC behaviour policy whose return, with actions sampled as the rollout samples
+  them, is the closest found to `medium_fraction` (default 1/3) of the expert return; rolled
+  out stochastically. SAC trains until a stochastic evaluation reaches the target; the policies
+  of that last evaluation interval (kept every eval_every / MEDIUM_SNAPSHOTS steps) are then
+  bisected for the crossing, and the evaluated one closest to the target is kept.
 - medium-replay: every transition SAC collected up to that medium point (its replay buffer);
   its size is set by the training, not by `steps`.
-- expert: SAC trained for `expert_steps` env steps in all (continuing from the medium policy),
-  rolled out stochastically.
+- expert: SAC trained, continuing from the medium policy, until its evaluation return stops
+  improving (`plateau`) or `expert_steps` env steps in all; rolled out stochastically.
 - medium-expert: `steps` medium transitions followed by `steps` expert ones (2 x steps, as D4RL).
 
 "A fraction f of the expert return" is measured from the random policy's return:
@@ -16,9 +19,10 @@ random return is near zero (Hopper: -20 against 3234) this is f R_expert; for ta
 negative returns (Pendulum) it is the only reading that makes sense.
 
 The expert return is, in order: `expert_return` if given; D4RL's published expert score for
-Hopper, HalfCheetah, Walker2d and Ant; otherwise an expert is trained first (SAC for
-`expert_steps`, its final evaluation over `eval_episodes` episodes), and then also serves as the
-expert of the expert kinds.
+Hopper, HalfCheetah, Walker2d and Ant; otherwise an expert is trained first (SAC until its
+deterministic evaluation return reaches a plateau, at most `expert_steps` steps; its final
+evaluation over `eval_episodes` episodes), and then also serves as the expert of the expert
+kinds. The metadata's expert_stop says which ended the training.
 
 Reference scores: D4RL's constants for those four tasks (edis_jax.data.scores); for other envs
 ref_min = the random policy's mean return and ref_max = the expert return above, each over
@@ -57,7 +61,19 @@ DEFAULTS = {
     # The behaviour SAC's critic lr; None: SACConfig's. local/hopper/medium-v0 (shipped) was
     # built when that default was 3e-4, and its rebuild command says so.
     "sac_critic_lr": None,
+    # The expert's plateau rule (`plateau`). Window 3: at eval_every 2000 that is 6000 steps
+    # without progress, the longest flat stretch of SAC on Pendulum after it has learned; the
+    # window grows to a quarter of the evaluations so far, so slow learners (steps to the best
+    # return in the 100k) also get a patience of a quarter of their run. Tolerance 1% of the
+    # return spread seen: the expert return sets ref_max_score, so an expert stopped 1% early
+    # moves normalised scores by about 1 point, less than their spread over seeds.
+    "plateau_window": 3,
+    "plateau_tol": 0.01,
 }
+# Policies kept per evaluation interval of the medium run: the crossing of the target is then
+# found to within eval_every / 8 steps (SAC on Pendulum goes from -1100 to -250 in 1000 steps)
+# by log2(8) = 3 more evaluations.
+MEDIUM_SNAPSHOTS = 8
 
 
 def make_dataset(
@@ -76,6 +92,8 @@ def make_dataset(
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
     sac_critic_lr: float | None = None,
+    plateau_window: int = DEFAULTS["plateau_window"],
+    plateau_tol: float = DEFAULTS["plateau_tol"],
     sac_config=None,
     overwrite: bool = False,
     progress: bool = True,
@@ -87,6 +105,7 @@ def make_dataset(
         medium_fraction=medium_fraction, expert_return=expert_return, expert_steps=expert_steps,
         max_train_steps=max_train_steps, eval_every=eval_every, eval_episodes=eval_episodes,
         ref_min_score=ref_min_score, ref_max_score=ref_max_score, sac_critic_lr=sac_critic_lr,
+        plateau_window=plateau_window, plateau_tol=plateau_tol,
     )  # fmt: skip
     _validate(env_id, kind, steps, dataset_id, overwrite, **options)
     t_start = time.perf_counter()
@@ -219,11 +238,11 @@ def rollout(
 def _behaviour_episodes(
     env_id, kind, steps, seed, random_return, timings, sac_config, progress, *,
     medium_fraction, expert_return, expert_steps, max_train_steps, eval_every, eval_episodes,
-    sac_critic_lr, **_refs,
+    sac_critic_lr, plateau_window, plateau_tol, **_refs,
 ):  # fmt: skip
     """Train SAC as the kind needs and roll it out. Returns (episodes, expert return, info)."""
     from edis_jax.config import SACConfig
-    from edis_jax.train.behaviour import train_sac_online
+    from edis_jax.train.behaviour import evaluate_agent, reaches, train_sac_online
 
     sac_config = SACConfig() if sac_config is None else sac_config
     if sac_critic_lr is not None:
@@ -234,6 +253,20 @@ def _behaviour_episodes(
     info: dict = {}
     d4rl = d4rl_ref_scores(env_id)
 
+    def train_expert(steps_, seed_, agent=None):
+        # Evaluations before learning starts (uniform random actions) say nothing of a plateau.
+        after = sac_config.start_steps if agent is None else 0
+        stop = _plateau_stop(plateau_window, plateau_tol, after)
+        run = train_sac_online(env_id, steps_, seed=seed_, agent=agent, stop_when=stop, **train)
+        plateaued = stop(run.evals)
+        info["expert_stop"] = (
+            f"plateau at step {run.steps} (window >= {plateau_window} evaluations, tol "
+            f"{plateau_tol} of the return spread)"
+            if plateaued
+            else f"cap reached ({steps_} steps)"
+        )
+        return run
+
     t0 = time.perf_counter()
     expert = None
     if expert_return is not None:
@@ -242,27 +275,50 @@ def _behaviour_episodes(
         expert_return, info["expert_return_source"] = d4rl[1], "D4RL ref_max_score"
     else:
         # No published expert score: train the expert first; its return sets the target.
-        expert = train_sac_online(env_id, expert_steps, seed=seed + 1000, **train)
+        expert = train_expert(expert_steps, seed + 1000)
         expert_return = _last_eval(expert)
-        info["expert_return_source"] = f"SAC trained {expert.steps} steps (seed {seed + 1000})"
+        info["expert_return_source"] = (
+            f"SAC trained {expert.steps} steps (seed {seed + 1000}), {info['expert_stop']}"
+        )
     target = random_return + medium_fraction * (expert_return - random_return)
     info.update(expert_return=float(expert_return), medium_target=float(target))
 
+    # Stochastic evaluations: the medium dataset samples its actions, and its mean return is
+    # what should land on the target (the mean action scores higher: Pendulum -650 vs -800).
+    every = max(1, eval_every // MEDIUM_SNAPSHOTS)
     medium = train_sac_online(
-        env_id, max_train_steps, seed=seed, stop_return=target,
+        env_id, max_train_steps, seed=seed, stop_when=reaches(target), eval_stochastic=True,
+        snapshot_every=every,
         record_episodes=kind == "medium-replay", **train,
     )  # fmt: skip
-    info.update(medium_train_steps=medium.steps, medium_eval_return=_last_eval(medium))
     if _last_eval(medium) < target:
         info["medium_target_reached"] = False
+        info["medium_selection"] = "the final policy (target not reached)"
+        medium_step, medium_agent, medium_return = medium.steps, medium.agent, _last_eval(medium)
         print(
             f"warning: SAC reached {_last_eval(medium):.1f} < target {target:.1f} within "
             f"{max_train_steps} steps; the medium policy is the final one (raise --max-train-steps)"
         )
+    else:
+        policies = [*medium.snapshots, (medium.steps, medium.agent)]
+        known = {len(policies) - 1: _last_eval(medium)}
+        if len(medium.evals) > 1 and policies[0][0] == medium.evals[-2][0]:
+            known[0] = medium.evals[-2][1]  # the evaluation before: below the target
+        evaluated = bisect_crossing(
+            known, target, lambda i: evaluate_agent(policies[i][1], env_id, eval_episodes, seed, True)
+        )  # fmt: skip
+        best = closest_to_target(evaluated, target)
+        medium_step, medium_agent = policies[best]
+        medium_return = evaluated[best]
+        info["medium_selection"] = (
+            f"closest to the target of {len(evaluated)} evaluated policies between steps "
+            f"{policies[0][0]} and {medium.steps} (kept every {every} steps, bisected for the "
+            "crossing)"
+        )
+    info.update(medium_train_steps=medium_step, medium_eval_return=float(medium_return))
     if kind in ("expert", "medium-expert") and expert is None:
-        more = max(expert_steps - medium.steps, 1)
-        expert = train_sac_online(env_id, more, seed=seed, agent=medium.agent, **train)
-        info["expert_train_steps"] = medium.steps + expert.steps
+        expert = train_expert(max(expert_steps - medium_step, 1), seed, medium_agent)
+        info["expert_train_steps"] = medium_step + expert.steps
     if expert is not None:
         info["expert_eval_return"] = _last_eval(expert)
     timings["train_s"] = time.perf_counter() - t0
@@ -270,15 +326,57 @@ def _behaviour_episodes(
     t0 = time.perf_counter()
     if kind == "medium-replay":
         to_env = _unit_to_env_actions(env_id)
-        episodes = [{**ep, "actions": to_env(ep["actions"])} for ep in medium.episodes]
+        episodes = [
+            {**ep, "actions": to_env(ep["actions"])}
+            for ep, (end, _) in zip(medium.episodes, medium.train_returns, strict=True)
+            if end <= medium_step
+        ]
     else:
         episodes = []
         if kind in ("medium", "medium-expert"):
-            episodes += rollout(env_id, _sac_policy(medium.agent, env_id, seed), steps, seed + 2)
+            episodes += rollout(env_id, _sac_policy(medium_agent, env_id, seed), steps, seed + 2)
         if kind in ("expert", "medium-expert"):
             episodes += rollout(env_id, _sac_policy(expert.agent, env_id, seed), steps, seed + 3)
     timings["rollout_s"] = time.perf_counter() - t0
     return episodes, expert_return, info
+
+
+def plateau(returns, window: int, tol: float) -> bool:
+    """Whether an evaluation curve has stopped improving: the best of its last w evaluations
+    is at most `tol` x (max - min of all of them) above the best of the ones before, with
+    w = max(window, len(returns) // 4) (so patience grows with the run). False until there
+    are more than w evaluations."""
+    r = np.asarray(returns, np.float64)
+    w = max(window, len(r) // 4)
+    if len(r) <= w:
+        return False
+    return bool(r[-w:].max() - r[:-w].max() <= tol * (r.max() - r.min()))
+
+
+def bisect_crossing(
+    known: dict[int, float], target: float, evaluate: Callable[[int], float]
+) -> dict[int, float]:
+    """Policies 0..n-1 in training order, the last one's return (known[n-1]) at or above
+    `target` and possibly the first's below it: evaluate the middle ones by bisection until
+    two neighbours straddle the target (a crossing). Returns every return known then."""
+    known = dict(known)
+    lo = 0 if 0 in known and known[0] < target else -1
+    hi = max(known)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        known[mid] = evaluate(mid)
+        lo, hi = (lo, mid) if known[mid] >= target else (mid, hi)
+    return known
+
+
+def closest_to_target(returns: dict[int, float], target: float) -> int:
+    """The key of the return closest to `target`; on a tie the smaller key (less training)."""
+    return min(returns, key=lambda k: (abs(returns[k] - target), k))
+
+
+def _plateau_stop(window: int, tol: float, after: int):
+    """A stop_when: `plateau` of the evaluations made after step `after`."""
+    return lambda evals: plateau([r for step, r in evals if step > after], window, tol)
 
 
 def _sac_policy(agent, env_id: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -356,6 +454,11 @@ def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
         value = steps if name == "steps" else options[name]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    window = options["plateau_window"]
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"--plateau-window must be a positive integer, got {window}")
+    if not options["plateau_tol"] >= 0:
+        raise ValueError(f"--plateau-tol must be >= 0, got {options['plateau_tol']}")
     if options["sac_critic_lr"] is not None and not options["sac_critic_lr"] > 0:
         raise ValueError(f"--sac-critic-lr must be > 0, got {options['sac_critic_lr']}")
     if not 0.0 < options["medium_fraction"] <= 1.0:

@@ -11,6 +11,7 @@ agent took.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -38,6 +39,10 @@ class SACRun:
     # actions (T, da) in [-1, 1], rewards, terminations, truncations (T,)).
     episodes: list[dict] = field(default_factory=list)
     train_returns: list[tuple[int, float]] = field(default_factory=list)  # (step, return)
+    # With snapshot_every: copies of the agent taken every snapshot_every steps since the
+    # evaluation before the last one (that evaluation's agent first), as (step, agent); the last
+    # evaluation's agent is `agent`. The builder searches them for the policy closest to a target.
+    snapshots: list[tuple[int, sac.Agent]] = field(default_factory=list)
 
 
 def train_sac_online(
@@ -50,18 +55,30 @@ def train_sac_online(
     batch_size: int = 256,
     eval_every: int = 5000,
     eval_episodes: int = 10,
-    stop_return: float | None = None,
+    eval_stochastic: bool = False,
+    stop_when: Callable[[list[tuple[int, float]]], bool] | None = None,
+    snapshot_every: int | None = None,
     record_episodes: bool = False,
     agent: SAC | None = None,
     progress: bool = True,
 ) -> SACRun:
-    """Train SAC online for `steps` env steps (fewer if an evaluation reaches `stop_return`).
+    """Train SAC online for `steps` env steps (fewer once `stop_when(run.evals)` is true after
+    an evaluation).
 
     Uniform random actions for config.start_steps steps (none when continuing `agent`), updates
-    from then on (once the buffer holds a batch), deterministic evaluations every `eval_every`
-    steps. Terminal = termination only; a truncated episode still bootstraps.
+    from then on (once the buffer holds a batch), evaluations every `eval_every` steps:
+    deterministic (the mean action), or with eval_stochastic sampled as a dataset's rollout
+    samples them. Terminal = termination only; a truncated episode still bootstraps.
     """
-    _check_args(steps, utd, batch_size, eval_every, eval_episodes)
+    _check_args(
+        steps=steps,
+        utd=utd,
+        batch_size=batch_size,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+    )
+    if snapshot_every is not None:
+        _check_args(snapshot_every=snapshot_every)
     env = _unit_action_env(make_env(env_id, seed))
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     key = jax.random.PRNGKey(seed)
@@ -71,7 +88,7 @@ def train_sac_online(
         random_steps = config.start_steps
     else:
         _check_agent(agent, obs_dim, act_dim, env_id)
-        agent = jax.tree.map(jnp.copy, agent)  # the caller's agent survives the donation below
+        agent = _copy(agent)  # the caller's agent survives the donation below
         random_steps = 0
     update_after = max(random_steps, batch_size)
     buffer = replay.create(Transition.zeros(obs_dim, act_dim), max(1, min(steps, MAX_CAPACITY)))
@@ -84,7 +101,7 @@ def train_sac_online(
     obs_acted = _f32(obs)
     action = _first_action(agent, act_key, obs_acted, random_steps > 0)
     episode_return = 0.0
-    # With a stop_return, `steps` is a budget that training usually stops well short of: no
+    # With stop_when, `steps` is a budget that training usually stops well short of: no
     # remaining-time estimate from it (it promised 1-2 h for 5-12 min builds).
     budget = "{desc}: {n_fmt} of at most {total_fmt} steps [{elapsed}, {rate_fmt}{postfix}]"
     bar = tqdm(
@@ -92,8 +109,10 @@ def train_sac_online(
         desc=f"SAC {env_id}",
         disable=not progress,
         mininterval=1.0,
-        bar_format=budget if stop_return is not None else None,
+        bar_format=budget if stop_when is not None else None,
     )
+    if snapshot_every is not None:
+        run.snapshots.append((0, _copy(agent)))
     try:
         for t in range(steps):
             action_np = np.asarray(action)
@@ -123,17 +142,27 @@ def train_sac_online(
             )
             run.steps = t + 1
             bar.update(1)
-            if (t + 1) % eval_every == 0 or t + 1 == steps:
-                mean_return = _evaluate(agent, env_id, eval_episodes, seed)
+            evaluating = (t + 1) % eval_every == 0 or t + 1 == steps
+            if evaluating:
+                mean_return = evaluate_agent(agent, env_id, eval_episodes, seed, eval_stochastic)
                 run.evals.append((t + 1, mean_return))
                 bar.set_postfix(eval_return=f"{mean_return:.1f}", refresh=False)
-                if stop_return is not None and mean_return >= stop_return:
+                if stop_when is not None and stop_when(run.evals):
                     break
+            if snapshot_every is not None and (evaluating or (t + 1) % snapshot_every == 0):
+                if evaluating:  # a new interval starts with the agent just evaluated
+                    run.snapshots.clear()
+                run.snapshots.append((t + 1, _copy(agent)))
     finally:
         bar.close()
         env.close()
     run.agent = agent
     return run
+
+
+def reaches(target: float) -> Callable[[list[tuple[int, float]]], bool]:
+    """A stop_when: stop at the first evaluation at or above `target`."""
+    return lambda evals: evals[-1][1] >= target
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -162,12 +191,23 @@ def _greedy(agent, obs):
     return agent.act(None, obs, deterministic=True)
 
 
-def _evaluate(agent, env_id: str, episodes: int, seed: int) -> float:
-    """Mean return of `episodes` deterministic episodes, run side by side in a vector env."""
+_sampled = jax.jit(sac.sample_action)
+
+
+def evaluate_agent(agent, env_id: str, episodes: int, seed: int, stochastic: bool = False):
+    """Mean return of `episodes` episodes, run side by side in a vector env: deterministic (the
+    mean action) or stochastic (sampled actions; the same keys at every call, so evaluations of
+    different agents share their noise as they share their initial states)."""
     low, high = _bounds(env_id)
+    key = jax.random.PRNGKey(seed + 20_000)
 
     def policy(obs):
-        unit = np.asarray(_greedy(agent, _f32(obs)))
+        nonlocal key
+        if stochastic:
+            key, sub = jax.random.split(key)
+            unit = np.asarray(_sampled(agent, sub, _f32(obs)))
+        else:
+            unit = np.asarray(_greedy(agent, _f32(obs)))
         return low + (unit + 1.0) * (high - low) / 2.0
 
     # Evaluation episodes use seeds disjoint from training's (seed) reset.
@@ -215,18 +255,17 @@ class _EpisodeRecorder:
         return episode
 
 
+def _copy(agent: sac.Agent) -> sac.Agent:
+    """A copy that survives the donation of `agent` to the next step."""
+    return jax.tree.map(jnp.copy, agent)
+
+
 def _f32(x) -> jnp.ndarray:
     return jnp.asarray(x, jnp.float32)
 
 
-def _check_args(steps, utd, batch_size, eval_every, eval_episodes) -> None:
-    for name, value in (
-        ("steps", steps),
-        ("utd", utd),
-        ("batch_size", batch_size),
-        ("eval_every", eval_every),
-        ("eval_episodes", eval_episodes),
-    ):
+def _check_args(**values) -> None:
+    for name, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"train_sac_online: {name} must be a positive int, got {value!r}")
 
