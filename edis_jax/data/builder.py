@@ -259,6 +259,8 @@ def _behaviour_episodes(
         stop = _plateau_stop(plateau_window, plateau_tol, after)
         run = train_sac_online(env_id, steps_, seed=seed_, agent=agent, stop_when=stop, **train)
         plateaued = stop(run.evals)
+        # The curve the rule saw (step, deterministic mean return), to judge the stop later.
+        info["expert_evals"] = [(step, round(r, 1)) for step, r in run.evals]
         info["expert_stop"] = (
             f"plateau at step {run.steps} (window >= {plateau_window} evaluations, tol "
             f"{plateau_tol} of the return spread)"
