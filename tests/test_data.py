@@ -219,6 +219,87 @@ def test_sac_kinds_with_a_tiny_learner(minari_path):
         assert np.abs(actions).max() <= 2.0 and np.abs(actions).max() > 1.2
 
 
+def test_plateau_rule_on_made_up_evaluation_curves():
+    flat = [-150.0] * 12
+    # Stops once there are W evaluations after the first, none better: at evaluation W + 1.
+    assert [builder.plateau(flat[:n], 3, 0.01) for n in range(1, 7)] == [False] * 3 + [True] * 3
+    assert builder.plateau(flat[:3], 2, 0.01) and not builder.plateau(flat[:2], 2, 0.01)
+    # A rising curve never stops, slowing down (sqrt) or not, nor one that jumped 3 evals ago.
+    rising = np.sqrt(np.arange(60.0)) * 100.0 - 1200.0
+    assert not any(builder.plateau(rising[:n], 3, 0.01) for n in range(1, 61))
+    assert not any(builder.plateau(np.arange(float(n)), 3, 0.01) for n in range(1, 61))
+    assert not builder.plateau([-1200, -1100, -300, -150, -150], 3, 0.01)
+    # SAC on Pendulum: learns, then flat within the tolerance (1% of the 1380 spread = 13.8);
+    # it stops three evaluations after its last real gain.
+    curve = [-1490, -1256, -152, -110, -109, -108.3, -108.6, -108.0, -109.0]
+    stops = [n for n in range(1, len(curve) + 1) if builder.plateau(curve[:n], 3, 0.01)]
+    assert stops[0] == 7 and not builder.plateau(curve[:7], 3, 0.001)
+    # The window grows to a quarter of the run: a slow learner whose last gain is evaluation 36
+    # stops at evaluation 47 (window 11), not 39 (window 3).
+    late = [float(min(i, 35)) for i in range(60)]
+    stops = [n for n in range(1, 61) if builder.plateau(late[:n], 3, 0.01)]
+    assert stops[0] == 47
+    # The builder's stop ignores evaluations made before learning starts (random actions).
+    stop = builder._plateau_stop(3, 0.01, after=5000)
+    assert not stop([(1000, -1500.0), (2000, -1500.0), (3000, -1500.0), (4000, -1500.0)])
+    assert stop([(6000, -900.0), (7000, -900.0), (8000, -900.0), (9000, -900.0)])
+
+
+def test_medium_policy_closest_to_the_target_found_by_bisection():
+    assert builder.closest_to_target({0: -1000.0, 3: -860.0, 5: -700.0, 8: -200.0}, -850) == 3
+    assert builder.closest_to_target({2: -860.0, 1: -840.0}, -850) == 1  # tie: less trained
+    # Policies 0..8 of one evaluation interval; 0 (the evaluation before) and 8 are known.
+    curve = [-1200, -1100, -1000, -900, -800, -600, -400, -300, -200]
+    asked = []
+
+    def evaluate(i):
+        asked.append(i)
+        return curve[i]
+
+    known = builder.bisect_crossing({0: -1200, 8: -200}, -850, evaluate)
+    assert asked == [4, 2, 3]  # log2(8) evaluations, ending at a straddling pair (3, 4)
+    assert known == {i: curve[i] for i in (0, 2, 3, 4, 8)}
+    assert builder.closest_to_target(known, -850) == 3  # -900 and -800 tie: the earlier
+    # The first interval: policy 0 (the untrained one) is not known, and may be the answer.
+    asked.clear()
+    known = builder.bisect_crossing({8: -200}, -1500, evaluate)
+    assert asked == [3, 1, 0] and builder.closest_to_target(known, -1500) == 0
+
+
+def test_metadata_records_how_the_expert_stopped_and_how_medium_was_chosen(minari_path):
+    sac = SACConfig(hidden_dims=(16, 16), start_steps=100)
+    small = dict(max_train_steps=200, eval_every=100, sac_config=sac, progress=False)
+    # A huge tolerance: a plateau as soon as the window is full (evaluations 200-500).
+    flat = builder.make_dataset(
+        "Pendulum-v1", "medium", 50, "test/pendulum/plateau-v0", expert_steps=900,
+        plateau_tol=1e9, **small,
+    )["build"]  # fmt: skip
+    assert flat["expert_stop"] == (
+        "plateau at step 500 (window >= 3 evaluations, tol 1000000000.0 of the return spread)"
+    )
+    assert flat["expert_return_source"].startswith("SAC trained 500 steps (seed 1000), plateau")
+    assert [step for step, _ in flat["expert_evals"]] == [100, 200, 300, 400, 500]
+    assert flat["expert_return"] == pytest.approx(flat["expert_evals"][-1][1], abs=0.05)
+    # A window longer than the run: the cap ends it.
+    capped = builder.make_dataset(
+        "Pendulum-v1", "medium", 50, "test/pendulum/cap-v0", expert_steps=300,
+        plateau_window=50, **small,
+    )["build"]  # fmt: skip
+    assert capped["expert_stop"] == "cap reached (300 steps)"
+    assert capped["expert_return_source"].endswith("cap reached (300 steps)")
+    # A target below every return (expert return under the random one) is reached at the first
+    # evaluation; the policies kept every 100 / 8 = 12 steps since step 0 are bisected.
+    low = builder.make_dataset(
+        "Pendulum-v1", "medium", 50, "test/pendulum/low-v0", expert_return=-1e5, **small
+    )["build"]  # fmt: skip
+    assert low["medium_selection"] == (
+        "closest to the target of 4 evaluated policies between steps 0 and 100 (kept every 12 "
+        "steps, bisected for the crossing)"
+    )
+    assert low["medium_train_steps"] in (0, 12, 48, 100)  # the ones bisection evaluated
+    assert "medium_target_reached" not in low
+
+
 def test_rebuild_command_records_the_behaviour_critic_lr():
     # Datasets built before SAC's default critic lr changed are rebuilt with --sac-critic-lr.
     options = {**builder.DEFAULTS, "sac_critic_lr": 3e-4, "eval_every": 5000}

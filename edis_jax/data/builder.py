@@ -7,8 +7,8 @@ Kinds (after D4RL, Fu et al. 2020):
   out stochastically. SAC trains until a stochastic evaluation reaches the target; the policies
   of that last evaluation interval (kept every eval_every / MEDIUM_SNAPSHOTS steps) are then
   bisected for the crossing, and the evaluated one closest to the target is kept.
-- medium-replay: every transition SAC collected up to that medium point (its replay buffer);
-  its size is set by the training, not by `steps`.
+- medium-replay: every transition SAC collected up to its first (stochastic) evaluation at the
+  medium target (its replay buffer); its size is set by the training, not by `steps`.
 - expert: SAC trained, continuing from the medium policy, until its evaluation return stops
   improving (`plateau`) or `expert_steps` env steps in all; rolled out stochastically.
 - medium-expert: `steps` medium transitions followed by `steps` expert ones (2 x steps, as D4RL).
@@ -36,6 +36,7 @@ Every rollout is cut at exactly `steps` transitions; a cut episode ends with tru
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -286,36 +287,31 @@ def _behaviour_episodes(
     info.update(expert_return=float(expert_return), medium_target=float(target))
 
     # Stochastic evaluations: the medium dataset samples its actions, and its mean return is
-    # what should land on the target (the mean action scores higher: Pendulum -650 vs -800).
+    # what should land on the target (the mean action usually scores higher).
+    replay = kind == "medium-replay"
     every = max(1, eval_every // MEDIUM_SNAPSHOTS)
     medium = train_sac_online(
         env_id, max_train_steps, seed=seed, stop_when=reaches(target), eval_stochastic=True,
-        snapshot_every=every,
-        record_episodes=kind == "medium-replay", **train,
+        snapshot_every=None if replay else every,
+        record_episodes=replay, **train,
     )  # fmt: skip
-    if _last_eval(medium) < target:
+    medium_step, medium_agent, medium_return = medium.steps, medium.agent, _last_eval(medium)
+    if medium_return < target:
         info["medium_target_reached"] = False
         info["medium_selection"] = "the final policy (target not reached)"
-        medium_step, medium_agent, medium_return = medium.steps, medium.agent, _last_eval(medium)
         print(
-            f"warning: SAC reached {_last_eval(medium):.1f} < target {target:.1f} within "
+            f"warning: SAC reached {medium_return:.1f} < target {target:.1f} within "
             f"{max_train_steps} steps; the medium policy is the final one (raise --max-train-steps)"
         )
+    elif replay:
+        # The replay buffer up to the first evaluation at the target, as D4RL's medium-replay.
+        info["medium_selection"] = "the first evaluation at or above the target"
     else:
-        policies = [*medium.snapshots, (medium.steps, medium.agent)]
-        known = {len(policies) - 1: _last_eval(medium)}
-        if len(medium.evals) > 1 and policies[0][0] == medium.evals[-2][0]:
-            known[0] = medium.evals[-2][1]  # the evaluation before: below the target
-        evaluated = bisect_crossing(
-            known, target, lambda i: evaluate_agent(policies[i][1], env_id, eval_episodes, seed, True)
-        )  # fmt: skip
-        best = closest_to_target(evaluated, target)
-        medium_step, medium_agent = policies[best]
-        medium_return = evaluated[best]
-        info["medium_selection"] = (
-            f"closest to the target of {len(evaluated)} evaluated policies between steps "
-            f"{policies[0][0]} and {medium.steps} (kept every {every} steps, bisected for the "
-            "crossing)"
+        evaluate = functools.partial(
+            evaluate_agent, env_id=env_id, episodes=eval_episodes, seed=seed, stochastic=True
+        )
+        medium_step, medium_agent, medium_return, info["medium_selection"] = _closest_policy(
+            medium, target, evaluate, every
         )
     info.update(medium_train_steps=medium_step, medium_eval_return=float(medium_return))
     if kind in ("expert", "medium-expert") and expert is None:
@@ -328,11 +324,7 @@ def _behaviour_episodes(
     t0 = time.perf_counter()
     if kind == "medium-replay":
         to_env = _unit_to_env_actions(env_id)
-        episodes = [
-            {**ep, "actions": to_env(ep["actions"])}
-            for ep, (end, _) in zip(medium.episodes, medium.train_returns, strict=True)
-            if end <= medium_step
-        ]
+        episodes = [{**ep, "actions": to_env(ep["actions"])} for ep in medium.episodes]
     else:
         episodes = []
         if kind in ("medium", "medium-expert"):
@@ -341,6 +333,24 @@ def _behaviour_episodes(
             episodes += rollout(env_id, _sac_policy(expert.agent, env_id, seed), steps, seed + 3)
     timings["rollout_s"] = time.perf_counter() - t0
     return episodes, expert_return, info
+
+
+def _closest_policy(run, target: float, evaluate: Callable, every: int):
+    """The policy of a run stopped at its first evaluation at or above `target` whose return is
+    closest to it, from the policies it kept since the evaluation before (run.snapshots):
+    (step, agent, return, how it was found)."""
+    policies = [*run.snapshots, (run.steps, run.agent)]
+    known = {len(policies) - 1: _last_eval(run)}
+    if len(run.evals) > 1 and policies[0][0] == run.evals[-2][0]:
+        known[0] = run.evals[-2][1]  # the evaluation before, below the target
+    known = bisect_crossing(known, target, lambda i: evaluate(policies[i][1]))
+    best = closest_to_target(known, target)
+    how = (
+        f"closest to the target of {len(known)} evaluated policies between steps "
+        f"{policies[0][0]} and {run.steps} (kept every {every} steps, bisected for the "
+        "crossing)"
+    )
+    return *policies[best], known[best], how
 
 
 def plateau(returns, window: int, tol: float) -> bool:
