@@ -538,7 +538,8 @@ def _format_info(info: dict) -> str:
     build = info.get("build")
     if build:
         lines.append(f"built by        {build.get('command', '')}")
-        extra = {k: v for k, v in build.items() if k not in ("command", "env_id", "steps", "seed")}
+        hidden = ("command", "env_id", "steps", "seed", "expert_evals")  # the curve: in --json
+        extra = {k: v for k, v in build.items() if k not in hidden}
         lines.append(f"build info      {json.dumps(extra, default=str)}")
     return "\n".join(lines)
 

@@ -277,7 +277,7 @@ def test_metadata_records_how_the_expert_stopped_and_how_medium_was_chosen(minar
     assert flat["expert_stop"] == (
         "plateau at step 500 (window >= 3 evaluations, tol 1000000000.0 of the return spread)"
     )
-    assert flat["expert_return_source"].startswith("SAC trained 500 steps (seed 1000), plateau")
+    assert flat["expert_return_source"] == "SAC trained 500 steps (seed 1000)"
     assert [step for step, _ in flat["expert_evals"]] == [100, 200, 300, 400, 500]
     assert flat["expert_return"] == pytest.approx(flat["expert_evals"][-1][1], abs=0.05)
     # A window longer than the run: the cap ends it.
@@ -286,7 +286,7 @@ def test_metadata_records_how_the_expert_stopped_and_how_medium_was_chosen(minar
         plateau_window=50, **small,
     )["build"]  # fmt: skip
     assert capped["expert_stop"] == "cap reached (300 steps)"
-    assert capped["expert_return_source"].endswith("cap reached (300 steps)")
+    assert capped["expert_return_source"] == "SAC trained 300 steps (seed 1000)"
     # A target below every return (expert return under the random one) is reached at the first
     # evaluation; the policies kept every 100 / 8 = 12 steps since step 0 are bisected.
     low = builder.make_dataset(
