@@ -42,7 +42,7 @@ class SACRun:
     # With snapshot_every: copies of the agent taken every snapshot_every steps since the
     # evaluation before the last one (that evaluation's agent first), as (step, agent); the last
     # evaluation's agent is `agent`. The builder searches them for the policy closest to a target.
-    snapshots: list[tuple[int, sac.Agent]] = field(default_factory=list)
+    snapshots: list[tuple[int, SAC]] = field(default_factory=list)
 
 
 def train_sac_online(
@@ -191,7 +191,9 @@ def _greedy(agent, obs):
     return agent.act(None, obs, deterministic=True)
 
 
-_sampled = jax.jit(sac.sample_action)
+@jax.jit
+def _sampled(agent, key, obs):
+    return agent.act(key, obs)
 
 
 def evaluate_agent(agent, env_id: str, episodes: int, seed: int, stochastic: bool = False):
@@ -255,7 +257,7 @@ class _EpisodeRecorder:
         return episode
 
 
-def _copy(agent: sac.Agent) -> sac.Agent:
+def _copy(agent: SAC) -> SAC:
     """A copy that survives the donation of `agent` to the next step."""
     return jax.tree.map(jnp.copy, agent)
 
