@@ -309,6 +309,19 @@ def test_rebuild_command_records_the_behaviour_critic_lr():
     assert "--sac-critic-lr" not in plain and "--eval-every" not in plain
     with pytest.raises(ValueError, match="--sac-critic-lr must be > 0"):
         builder.make_dataset("Hopper-v5", "medium", 100, "a/b/c-v0", sac_critic_lr=0.0)
+    # The plateau settings: in the command when not the defaults, refused when meaningless.
+    options = {**builder.DEFAULTS, "plateau_window": 5, "plateau_tol": 0.02}
+    command = builder.make_command("Pendulum-v1", "medium", 100, "a/b/c-v0", 0, **options)
+    assert command.endswith("--plateau-window 5 --plateau-tol 0.02")
+    with pytest.raises(ValueError, match="--plateau-tol must be >= 0, got -0.1"):
+        builder.make_dataset("Pendulum-v1", "medium", 100, "a/b/c-v0", plateau_tol=-0.1)
+
+
+def test_bad_plateau_window_is_one_line(capsys):
+    argv = ["data", "make", "--env", "Pendulum-v1", "--kind", "medium", "--steps", "10"]
+    assert cli.main([*argv, "--id", "test/x/y-v0", "--plateau-window", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "edis-jax: error: --plateau-window must be a positive integer, got 0\n"
 
 
 def test_transition_codec_round_trips_absolute_and_delta_vectors():
