@@ -380,7 +380,11 @@ def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
              "100", "--online-steps", "120", "--eval-every", "60", "--log-every", "30",
              "--checkpoint-every", "60", "--online.retrain-every", "60",
              "--online.num-samples", "256"]  # fmt: skip
-    real_retrain, real_generate, before = loop._Run.retrain, loop.edis.generate_with_progress, {}
+    real_retrain, real_generate, before = (
+        loop._Run.retrain,
+        loop.generator.generate_with_progress,
+        {},
+    )
 
     def retrain(self):
         before.update(tree_hashes(out))
@@ -391,7 +395,7 @@ def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
         return jax.tree.map(lambda x: x.at[1, 0].set(jnp.nan), samples), metrics
 
     monkeypatch.setattr(loop._Run, "retrain", retrain)
-    monkeypatch.setattr(loop.edis, "generate_with_progress", generate)
+    monkeypatch.setattr(loop.generator, "generate_with_progress", generate)
     assert cli.main(["train", *flags]) == 1
     line = one_error_line(capsys)
     assert "the retrain's generated (synthetic) data became NaN or inf for seed(s) [1]" in line

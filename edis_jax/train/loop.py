@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import __version__, agents, checkpoint, edis, envs, parallel
+from edis_jax import __version__, agents, checkpoint, envs, generator, sharding
 from edis_jax.config import RunConfig, from_dict, to_dict
 from edis_jax.data import datasets
 from edis_jax.data import scores as reference
@@ -374,7 +374,7 @@ class _Run:
     def __init__(self, cfg: RunConfig, dataset, run_dir: Path, progress: bool):
         self.cfg, self.dataset, self.run_dir, self.show = cfg, dataset, run_dir, progress
         self.ref = _reference_scores(cfg, dataset)
-        self.keys = parallel.shard_seeds(S.seed_keys(cfg))
+        self.keys = sharding.shard_seeds(S.seed_keys(cfg))
         self.actions = envs.ActionScale(dataset.env_id)
         offline = dataset.transitions.replace(
             action=self.actions.to_unit(np.asarray(dataset.transitions.action))
@@ -391,7 +391,7 @@ class _Run:
                 )
             )
         # With several devices the seed axis is split across them; one device: unchanged.
-        self.state = parallel.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
+        self.state = sharding.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
         self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
@@ -421,7 +421,7 @@ class _Run:
         p.evals = [e for e in host["evals"] if e["phase"] == "offline"]
         p.records = [r for r in host["records"] if r["phase"] == "offline"]
         p.wall["offline"] = host["wall"]["offline"]
-        self.state = self.state.replace(agent=parallel.shard_seeds(agent))
+        self.state = self.state.replace(agent=sharding.shard_seeds(agent))
         self._write_records_file()
         self.save(self._global_step())
         self.save_offline()
@@ -570,10 +570,10 @@ class _Run:
         redoes it with the same keys."""
         t0 = time.perf_counter()
         keys = S.step_key(self.keys, S.PRETRAIN_STREAM, 0)
-        generator, _ = edis.pretrain_with_progress(
+        gen, _ = generator.pretrain_with_progress(
             self.state.generator, self.state.real, keys, progress=self.show
         )
-        self.state = self.state.replace(generator=jax.block_until_ready(generator))
+        self.state = self.state.replace(generator=jax.block_until_ready(gen))
         self.progress.wall["generator_pretrain"] = time.perf_counter() - t0
 
     def retrain(self) -> None:
@@ -583,7 +583,7 @@ class _Run:
         timings: dict[str, float] = {}
         keys = S.step_key(self.keys, S.RETRAIN_STREAM, p.online_step)
         policy = agents.policy(self.state.agent)
-        generator, metrics = edis.retrain_with_progress(
+        gen, metrics = generator.retrain_with_progress(
             self.state.generator,
             self.state.real,
             self.state.online,
@@ -594,8 +594,8 @@ class _Run:
         )
         t0 = time.perf_counter()
         keys = S.step_key(self.keys, S.GENERATE_STREAM, p.online_step)
-        samples, sample_metrics = edis.generate_with_progress(
-            generator,
+        samples, sample_metrics = generator.generate_with_progress(
+            gen,
             keys,
             cfg.online.num_samples,
             terminal_fn=self.terminal_fn,
@@ -618,7 +618,7 @@ class _Run:
         )
         timings["health"] = time.perf_counter() - t0
         weights = S.synthetic_weights(cfg) if S.synthetic_every_update(cfg) else S.real_weights(cfg)
-        self.state = S.set_synthetic(self.state.replace(generator=generator), samples, weights)
+        self.state = S.set_synthetic(self.state.replace(generator=gen), samples, weights)
         p.retrains += 1
         for phase, seconds in timings.items():
             p.wall[phase] = p.wall.get(phase, 0.0) + seconds
