@@ -53,6 +53,7 @@ from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.envs import dynamics_error
 from edis_jax.train import loop
+from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
 # Rows of the table: the guidance each batch is generated with ("none" = plain SynthER).
 GUIDANCE_ROWS: tuple[str, ...] = ("none", "state", "policy", "transition", "all")
@@ -179,7 +180,7 @@ def _load_run(run_dir: str):
 def _check_policy_env(run_dir: str, offline) -> None:
     """Refuse, before any work, a --policy run trained on another env than --dataset's."""
 
-    theirs = load_dataset(loop.read_config(Path(run_dir)).dataset)
+    theirs = load_dataset(read_config(Path(run_dir)).dataset)
     mine, other = offline.transitions, theirs.transitions
     if (theirs.env_id, other.obs_dim, other.act_dim) != (
         offline.env_id,
@@ -196,9 +197,9 @@ def _check_policy_env(run_dir: str, offline) -> None:
 def _load_target(target: str) -> tuple[Transition, str]:
     """TARGET is a dataset id, or a run directory whose online buffer (seed 0) is the target."""
 
-    if Path(target).is_dir() and not loop.is_run_dir(Path(target)):
+    if Path(target).is_dir() and not is_run_dir(Path(target)):
         raise ValueError(
-            f"--target {target} is a folder but not an edis-jax run (no {loop.RUN_MARKER}): "
+            f"--target {target} is a folder but not an edis-jax run (no {RUN_MARKER}): "
             "give a run directory (`edis-jax train --out`) or a dataset id (`edis-jax data list`)"
         )
     if not Path(target).is_dir():

@@ -433,7 +433,7 @@ def test_calql_critic_depth_sets_the_critic_only():
 def test_reward_scale_and_bias_and_the_sparse_mc_return():
     from edis_jax.config import RunConfig
     from edis_jax.data.datasets import returns_to_go
-    from edis_jax.train import loop
+    from edis_jax.train import scales
 
     config = tiny_config("calql", reward_scale=2.0, reward_bias=-1.0)
     agent = calql.CalQL.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config, reward_scale=3.0)
@@ -446,7 +446,7 @@ def test_reward_scale_and_bias_and_the_sparse_mc_return():
     cfg = RunConfig(
         algo="calql", calql=config.__class__(reward_scale=2.0, reward_bias=-1.0, sparse_reward=True)
     )  # noqa: E501
-    shift, fail = loop._return_options(cfg, 3.0, (0.0, 1.0))
+    shift, fail = scales.return_options(cfg, 3.0, (0.0, 1.0))
     assert shift == pytest.approx(-1.0 / 6.0) and fail == 0.0
     # Two AntMaze-like episodes: the goal never reached, and reached at the end.
     rewards, ends = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0, 0, 1, 0, 0, 1]

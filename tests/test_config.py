@@ -6,7 +6,7 @@ import pytest
 
 from edis_jax import config as C
 from edis_jax import make_run
-from edis_jax.train import loop
+from edis_jax.train import directory
 from edis_jax.train import state as S
 
 
@@ -80,7 +80,7 @@ def test_make_run_arms_share_the_baselines_offline_phase():
     assert [(a.edis, a.guide) for a in arms] == [(True, C.GUIDES), (True, ())]
     for arm in arms:
         assert arm.init_from == iql.out
-        for name in loop.OFFLINE_FIELDS:
+        for name in directory.OFFLINE_FIELDS:
             assert getattr(arm, name) == getattr(iql, name), name
         assert arm.iql == iql.iql
 

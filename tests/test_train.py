@@ -13,7 +13,7 @@ import pytest
 
 from edis_jax import checkpoint, config
 from edis_jax.data import datasets
-from edis_jax.train import loop
+from edis_jax.train import directory, loop
 
 DATASET = "test/hopper/random-v0"  # conftest.HOPPER: built once per session
 
@@ -204,7 +204,7 @@ def test_existing_run_dir_is_refused_without_overwrite(datasets_env, tmp_path):
     cfg = tiny(tmp_path, "exists", offline_steps=30, online_steps=0)
     loop.train(cfg, progress=False)
     marker = (Path(cfg.out) / "metrics.jsonl").read_text()
-    with pytest.raises(loop.RunDirError, match="already exists: pass --overwrite"):
+    with pytest.raises(directory.RunDirError, match="already exists: pass --overwrite"):
         loop.train(cfg, progress=False)
     assert (Path(cfg.out) / "metrics.jsonl").read_text() == marker
     loop.train(cfg.replace(overwrite=True), progress=False)  # allowed with --overwrite
@@ -215,7 +215,7 @@ def test_overwrite_never_deletes_a_foreign_directory(datasets_env, tmp_path):
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("do not delete")
     cfg = tiny(tmp_path, "precious", overwrite=True)
-    with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
+    with pytest.raises(directory.RunDirError, match="not an edis-jax run directory"):
         loop.train(cfg, progress=False)
     assert (foreign / "thesis.tex").read_text() == "do not delete"
 
@@ -266,7 +266,7 @@ def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, shared_run,
     rows = json.loads((tmp_path / "diag.json").read_text())["rows"]
     assert [r["guidance"] for r in rows] == ["none", "all"]
     assert all(r["n"] == 64 and r["dynamics_error"] is not None for r in rows)
-    with pytest.raises(loop.RunDirError, match="not a run directory"):
+    with pytest.raises(directory.RunDirError, match="not a run directory"):
         loop.load_run(tmp_path)
 
 
@@ -369,7 +369,7 @@ def test_init_from_refuses_another_offline_phase(datasets_env, tmp_path, change,
     (tmp_path / "source").mkdir()
     (tmp_path / "source" / "config.json").write_text(json.dumps(config.to_dict(source)))
     arm = source.replace(out=str(tmp_path / "arm"), init_from=source.out, **change)
-    with pytest.raises(loop.RunDirError, match=f"its {field} is"):
+    with pytest.raises(directory.RunDirError, match=f"its {field} is"):
         loop.train(arm, progress=False)
     assert not (tmp_path / "arm").exists()  # refused before touching the disk
 
@@ -388,7 +388,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_path):
     old = tiny(tmp_path, "old", offline_steps=30, online_steps=0)
     loop.train(old, progress=False)
-    assert (Path(old.out) / loop.RUN_MARKER).read_text().startswith("edis-jax ")
+    assert (Path(old.out) / directory.RUN_MARKER).read_text().startswith("edis-jax ")
     no_scores = "test/hopper/noscores-v0"
     if not datasets.dataset_path(no_scores).exists():
         datasets.write_dataset(no_scores, "Hopper-v5", [_hand_episode(5), _hand_episode(4)])
@@ -408,7 +408,7 @@ def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_p
         ({"dataset": "test/hopper/nowhere-v0"}, datasets.DatasetNotFoundError, "is not in"),
         ({"dataset": no_scores}, datasets.ReferenceScoreError, "has no reference scores"),
         ({"dataset": nan_data}, datasets.InvalidDatasetError, "1 rows of rewards hold NaN"),
-        ({"init_from": old.out, "seeds": 3}, loop.RunDirError, "its seeds is 2"),
+        ({"init_from": old.out, "seeds": 3}, directory.RunDirError, "its seeds is 2"),
         ({"init_from": str(broken)}, checkpoint.CheckpointError, "no usable checkpoint"),
         # The folders above --out made for the staging folder are removed again.
         ({"init_from": str(broken), "out": str(tmp_path / "a" / "b" / "run")},
@@ -445,10 +445,10 @@ def test_overwrite_refuses_folders_that_are_not_runs(datasets_env, tmp_path, mon
         (str(tmp_path / "notes.txt" / "run"), "lies below .*notes.txt, a file"),
     ]
     for out, match in cases:
-        with pytest.raises(loop.RunDirError, match=match):
+        with pytest.raises(directory.RunDirError, match=match):
             loop.train(tiny(tmp_path, "x", out=out, overwrite=True), progress=False)
     monkeypatch.chdir(project)  # `--out .` inside a project folder
-    with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
+    with pytest.raises(directory.RunDirError, match="not an edis-jax run directory"):
         loop.train(tiny(tmp_path, "x", out=".", overwrite=True), progress=False)
     assert tree_hashes(tmp_path) == before
 
@@ -459,7 +459,7 @@ def test_read_only_out_is_refused(datasets_env, tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        with pytest.raises(loop.RunDirError, match="cannot write in"):
+        with pytest.raises(directory.RunDirError, match="cannot write in"):
             loop.train(tiny(tmp_path, "locked/run"), progress=False)
         assert list(locked.iterdir()) == []
     finally:
@@ -471,12 +471,12 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_starts(datasets_env, tmp
     loop.train(first, progress=False)
     run_dir = Path(first.out)
     # A run made before the marker existed: config.json, metrics.jsonl and checkpoints/.
-    (run_dir / loop.RUN_MARKER).unlink()
+    (run_dir / directory.RUN_MARKER).unlink()
     (run_dir / "stale.txt").write_text("from the old run")
     second = first.replace(seed=1, overwrite=True)
     loop.train(second, progress=False)
     assert config.from_dict(json.loads((run_dir / "config.json").read_text())).seed == 1
-    assert (run_dir / loop.RUN_MARKER).is_file() and not (run_dir / "stale.txt").exists()
+    assert (run_dir / directory.RUN_MARKER).is_file() and not (run_dir / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
 
 
