@@ -104,7 +104,7 @@ def retrain(
     key_prepare, key_train, key_bank, key_cep = jax.random.split(key, 4)
     gen = prepare(gen, real, key_prepare, gen.diffusion_cfg.train_steps)
     sizes = _diffusion_chunk_sizes(gen.diffusion_cfg.train_steps, gen.diffusion_cfg.train_chunk)
-    metrics = {"diffusion_loss": jnp.full((), jnp.nan)}
+    metrics = {}  # train_steps 0 (a pretrained warm model): no step, no diffusion_loss
     if sum(sizes[:-1]):
         gen, _ = train_diffusion(gen, real, key_train, sum(sizes[:-1]))
     if sizes:
@@ -368,7 +368,7 @@ def _cep_steps_per_bank(gen: Generator) -> int:
 
 
 def _train_diffusion_with_bar(gen, real, key, steps, progress, seeds, desc="diffusion"):
-    metrics = {"diffusion_loss": jnp.full((seeds,), jnp.nan)}
+    metrics = {}  # no step trains: no diffusion_loss
     sizes = _diffusion_chunk_sizes(steps, gen.diffusion_cfg.train_chunk)
     with tqdm(total=steps, desc=f"{desc} x{seeds}", disable=not progress, leave=False) as bar:
         for n in sizes:

@@ -266,6 +266,24 @@ def test_pretrain_trains_the_warm_model_on_offline_data():
     np.testing.assert_allclose(trained.normalizer.mean, filled.mean(0), atol=1e-5)
 
 
+def test_no_diffusion_step_means_no_diffusion_loss():
+    """A pretrained warm model retrained with train_steps 0 trains no diffusion step: its
+    metrics leave diffusion_loss out, rather than holding a NaN."""
+    import dataclasses
+
+    _, real, online, _, keys = seed_inputs()
+    cfg = dataclasses.replace(DIFF, warm_start=True, initial_steps=30, train_steps=0)
+    gens = stack([generator.create(k, OBS, ACT, cfg, ENERGY, ()) for k in keys])
+    _, metrics = jax.eval_shape(
+        generator.retrain, seed(gens, 0), seed(real, 0), seed(online, 0), None, keys[0]
+    )
+    assert metrics == {}
+    trained, metrics = generator.retrain_with_progress(
+        gens, real, online, None, keys, progress=False
+    )
+    assert metrics == {} and np.all(np.asarray(trained.diffusion.step) == 0)
+
+
 def _toy_online(key, n, holdout_garbage=False, holdout_every=10):
     """Online data unlike the real data: states near 2 (real: N(0, 1)) and s' = s + 1 exactly
     (real: s + 0.1 tanh(...)): a density ratio the energies can learn. With `holdout_garbage`

@@ -177,6 +177,20 @@ def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, tmp_pat
     np.testing.assert_array_equal(resumed_returns, straight_returns)
 
 
+def test_a_generator_pretrained_once_logs_no_diffusion_loss_at_retrains(datasets_env, tmp_path):
+    """--diffusion.train-steps 0 with a warm start: pretrained before the online phase, never
+    trained after. Its retrains train no diffusion step, so their records hold no
+    diffusion_loss (no NaN for the divergence check to stop on), and the run finishes."""
+    cfg = tiny(tmp_path, "pretrained_once", algo="iql", edis=True)
+    diffusion = config.dataclasses.replace(
+        cfg.diffusion, warm_start=True, initial_steps=50, train_steps=0
+    )
+    summary = loop.train(cfg.replace(diffusion=diffusion), progress=False)
+    assert summary is not None and summary["retrains"] >= 1
+    retrains = [r for r in read_records(cfg.out) if r.get("event") == "retrain"]
+    assert retrains and all("diffusion_loss" not in r and "cep_state_acc" in r for r in retrains)
+
+
 def test_resume_falls_back_when_newest_checkpoint_is_damaged(datasets_env, tmp_path):
     cfg = tiny(tmp_path, "damaged", algo="iql", edis=False)
     loop.train(cfg, stop_at_online_step=115, progress=False)  # kept checkpoints: 100 and 160

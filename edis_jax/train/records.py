@@ -31,11 +31,6 @@ class Progress:
     wall: dict = field(default_factory=lambda: {"offline": 0.0, "online": 0.0})
 
 
-# Metrics that are NaN by design: no diffusion training chunk ran (a pretrained, warm-started
-# generator with --diffusion.train-steps 0).
-MAY_BE_NAN = ("diffusion_loss",)
-
-
 def check_finite(run_dir: Path, phase: str, step: int, metrics, what: str = "") -> None:
     """Stop, before anything is logged or checkpointed, when a training metric (losses,
     values: host copies of a log point's metrics) or generated data is NaN or inf. Costs
@@ -43,7 +38,6 @@ def check_finite(run_dir: Path, phase: str, step: int, metrics, what: str = "") 
     bad = sorted(
         (name, i)
         for name, value in (metrics or {}).items()
-        if name not in MAY_BE_NAN
         for i in np.flatnonzero(~np.isfinite(np.asarray(value, np.float64).reshape(-1)))
     )
     if not bad:
