@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make run` (the main job) and `make test`.
+# Two commands do all the set-up: `make run` (edis_jax/make_run.py) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m edis_jax.main_job
+	$(BIN)/python -m edis_jax.make_run
 
 # `make test` skips the @slow smoke tests (the full benchmark harness at tiny sizes, the diagnose
 # command on Pendulum, the GPU run at tiny size) to stay well inside CI's time; `make test-all`

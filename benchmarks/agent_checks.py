@@ -167,7 +167,7 @@ def _medium_pendulum(args):
 def _train_offline(algo: str, config, updates: int, data, args, reward_scale: float) -> dict:
     """Offline training on `data` in chunks of 1000 updates, 5 evaluations along the way."""
     from edis_jax import agents
-    from edis_jax.data import buffer as replay
+    from edis_jax.data import buffer
     from edis_jax.data.normalizer import Normalizer
 
     key = jax.random.PRNGKey(args.seed + 1)
@@ -181,7 +181,7 @@ def _train_offline(algo: str, config, updates: int, data, args, reward_scale: fl
         reward_scale=reward_scale,
         offline_steps=updates,
     )
-    mixture = replay.Mixture.of(replay.from_transitions(data))
+    mixture = buffer.Mixture.of(buffer.from_transitions(data))
     chunk = jax.jit(agents.update_chunk, static_argnums=(3, 4))
     start, curve = time.time(), []
     chunks = updates // 1000
@@ -257,7 +257,7 @@ def throughput(args) -> dict:
     """Updates per second of update_chunk (100 updates per call), Hopper-sized data."""
     from edis_jax import agents
     from edis_jax.config import CalQLConfig, IQLConfig, SACConfig
-    from edis_jax.data import buffer as replay
+    from edis_jax.data import buffer
     from edis_jax.data.transition import Transition
 
     obs_dim, act_dim, n, chunk_len = 11, 3, 10_000, 100
@@ -269,7 +269,7 @@ def throughput(args) -> dict:
         jax.random.normal(keys[3], (n, obs_dim)),
         jnp.zeros(n),
     )
-    mixture = replay.Mixture.of(replay.from_transitions(data))
+    mixture = buffer.Mixture.of(buffer.from_transitions(data))
     rows = {}
     for algo, config in (("iql", IQLConfig()), ("sac", SACConfig()), ("calql", CalQLConfig())):
         for seeds in (1, 8):

@@ -1,7 +1,7 @@
 """`python -m benchmarks.bitwise_check [--check | --write]`: do restructurings change results?
 
 Runs a fixed configuration and hashes what it writes: small versions of the `make run` arms
-(edis_jax/main_job.py: IQL owns the offline phase and continues online as the baseline; IQL-EDIS
+(edis_jax/make_run.py: IQL owns the offline phase and continues online as the baseline; IQL-EDIS
 and IQL-SynthER start online from its offline phase with --init-from), IQL-EDIS under the
 published schedule, the IQL-EDIS arm killed mid-run and resumed, and the dataset builder's
 behaviour SAC (a medium-replay `data make` and a continued agent). Hashes: metrics.jsonl,

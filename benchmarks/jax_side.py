@@ -3,7 +3,7 @@
 Every function builds the package's state (generator, agents, run state) with random data of
 Hopper's shapes, compiles the program ahead of time (`jit(...).lower(...).compile()`, so the
 long rows run once, not once more as warm-up) and returns milliseconds per call. The programs
-are the package's public functions (edis.generate, edis.train_diffusion, edis.train_energies,
+are the package's public functions (generator.generate, generator.train_diffusion, generator.train_energies,
 update_chunk, the run driver's online step) under one `jax.jit`.
 """
 
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import time_ms
-from edis_jax import agents, edis
+from edis_jax import agents, generator
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig, RunConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
@@ -62,15 +62,17 @@ def sampler_timing(
     repeats: int = 1,
     timed_steps: int | None = None,
 ) -> Timing:
-    """`edis.generate` of n rows in one batch (sample_batch = n), all three energies or none.
+    """`generator.generate` of n rows in one batch (sample_batch = n), all three energies or none.
     With `timed_steps` below dcfg.num_steps, runs that many steps and scales the time by the
     ratio of denoiser calls (the scan's cost per step is the same at every noise level)."""
     full = dcfg.num_steps
     steps = full if timed_steps is None else min(timed_steps, full)
     dcfg = dataclasses.replace(dcfg, sample_batch=n, num_steps=steps)
-    gen = edis.create(jax.random.key(0), obs_dim, act_dim, dcfg, ecfg, GUIDES if guided else ())
+    gen = generator.create(
+        jax.random.key(0), obs_dim, act_dim, dcfg, ecfg, GUIDES if guided else ()
+    )
     key = jax.random.key(1)
-    compiled, compile_s = compile_ahead(lambda g, k: edis.generate(g, k, n), gen, key)
+    compiled, compile_s = compile_ahead(lambda g, k: generator.generate(g, k, n), gen, key)
     ms = time_ms(lambda: compiled(gen, key), warmup=0, repeats=repeats)
     if steps == full:
         return Timing(ms, compile_s)
@@ -92,12 +94,12 @@ def diffusion_step_timing(data_dim: int, dcfg: DiffusionConfig, repeats: int) ->
 def diffusion_chunk_timing(
     obs_dim: int, act_dim: int, dcfg: DiffusionConfig, steps: int, repeats: int
 ) -> Timing:
-    """`edis.train_diffusion`: `steps` EDM steps in one scan, batches drawn from a device buffer."""
+    """`generator.train_diffusion`: `steps` EDM steps in one scan, batches drawn from a device buffer."""
     gen, real, _ = _generator_and_buffers(obs_dim, act_dim, dcfg, EnergyConfig())
     key = jax.random.key(3)
 
     def run(g, r, k):
-        return edis.train_diffusion(g, r, k, steps)
+        return generator.train_diffusion(g, r, k, steps)
 
     compiled, compile_s = compile_ahead(run, gen, real, key)
     return Timing(time_ms(lambda: compiled(gen, real, key), warmup=0, repeats=repeats), compile_s)
@@ -106,7 +108,7 @@ def diffusion_chunk_timing(
 def cep_timing(
     obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig, steps: int, repeats: int
 ) -> Timing:
-    """`steps` CEP steps over all three energies (`edis.train_energies`; steps=1 is one step),
+    """`steps` CEP steps over all three energies (`generator.train_energies`; steps=1 is one step),
     on a negative bank of the configured shape filled with random rows."""
     gen, _, online = _generator_and_buffers(obs_dim, act_dim, dcfg, ecfg)
     positives, condition = cep.bank_rows(jax.random.key(4), online, gen.codec, ecfg, GUIDES)
@@ -118,7 +120,7 @@ def cep_timing(
     key = jax.random.key(6)
 
     def run(g, b, o, p, k):
-        return edis.train_energies(g, b, o, p, k, steps)
+        return generator.train_energies(g, b, o, p, k, steps)
 
     compiled, compile_s = compile_ahead(run, gen, bank, online, policy, key)
     args = (gen, bank, online, policy, key)
@@ -169,11 +171,11 @@ def sampler_seeds_timing(
     seeds: int | None,
     repeats: int,
 ) -> Timing:
-    """Guided `edis.generate` of n rows per seed, vmapped over `seeds` generators (None: one,
+    """Guided `generator.generate` of n rows per seed, vmapped over `seeds` generators (None: one,
     unvmapped)."""
     dcfg = dataclasses.replace(dcfg, sample_batch=n)
-    make = lambda k: edis.create(k, obs_dim, act_dim, dcfg, ecfg)  # noqa: E731
-    run = lambda g, k: edis.generate(g, k, n)  # noqa: E731
+    make = lambda k: generator.create(k, obs_dim, act_dim, dcfg, ecfg)  # noqa: E731
+    run = lambda g, k: generator.generate(g, k, n)  # noqa: E731
     if seeds is None:
         gen, key = make(jax.random.key(0)), jax.random.key(1)
     else:
@@ -196,7 +198,7 @@ def online_step_timing(
     device copies, dispatch, packing the env's answer)."""
     from edis_jax import envs
     from edis_jax.train import env_step
-    from edis_jax.train import state as run_state
+    from edis_jax.train import state as S
 
     vec_env = envs.make_vector_env(env_id, 1)
     obs_dim = vec_env.single_observation_space.shape[0]
@@ -214,10 +216,10 @@ def online_step_timing(
     offline = jax.tree.map(
         np.asarray, random_transitions(jax.random.key(0), 10_000, obs_dim, act_dim)
     )
-    state = run_state.init_state(cfg, offline, 1.0)
-    keys = run_state.seed_keys(cfg)
+    state = S.init_state(cfg, offline, 1.0)
+    keys = S.seed_keys(cfg)
     obs = jnp.asarray(vec_env.reset(seed=0)[0], jnp.float32)
-    action = run_state.choose_action(state.agent, obs, keys, np.int32(0), False)
+    action = S.choose_action(state.agent, obs, keys, np.int32(0), False)
     env_s = 0.0
 
     def step(t):
@@ -227,7 +229,7 @@ def online_step_timing(
         next_obs, reward, terminated, truncated, _ = vec_env.step(action_host)
         env_s += time.perf_counter() - start
         row = env_step.env_row(next_obs, next_obs, reward, terminated)
-        state, obs, action, metrics = run_state.online_step(
+        state, obs, action, metrics = S.online_step(
             state, obs, action, row, keys, np.int32(t), False,
             utd=utd, batch_size=batch_size,
         )  # fmt: skip
@@ -236,7 +238,7 @@ def online_step_timing(
     def device_only(inputs):
         nonlocal state, obs, action
         row, t = inputs
-        state, obs, action, metrics = run_state.online_step(
+        state, obs, action, metrics = S.online_step(
             state, obs, action, row, keys, t, False, utd=utd, batch_size=batch_size
         )
         return action, metrics
@@ -284,7 +286,7 @@ def make_agent(algo: str, obs_dim: int, act_dim: int, key: jax.Array | None = No
 
 
 def _generator_and_buffers(obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig):
-    gen = edis.create(jax.random.key(0), obs_dim, act_dim, dcfg, ecfg)
+    gen = generator.create(jax.random.key(0), obs_dim, act_dim, dcfg, ecfg)
     real = buffer.from_transitions(random_transitions(jax.random.key(1), 10_000, obs_dim, act_dim))
     online = buffer.from_transitions(random_transitions(jax.random.key(2), 2_000, obs_dim, act_dim))
     return gen, real, online

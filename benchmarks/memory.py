@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from edis_jax import agents, edis
+from edis_jax import agents, generator
 from edis_jax.config import preset
 from edis_jax.data import buffer
 
@@ -37,16 +37,16 @@ def measure(quick: bool = False, preset_name: str = "paper") -> dict:
     )
     ecfg = dataclasses.replace(paper.energy, steps=2)
     base_mb = _rss_mb()
-    gen = edis.create(jax.random.key(0), OBS_DIM, ACT_DIM, dcfg, ecfg)
+    gen = generator.create(jax.random.key(0), OBS_DIM, ACT_DIM, dcfg, ecfg)
     real = buffer.from_transitions(random_transitions(jax.random.key(1), 100_000, OBS_DIM, ACT_DIM))
     online = buffer.from_transitions(
         random_transitions(jax.random.key(2), 10_000, OBS_DIM, ACT_DIM)
     )
     policy = agents.policy(make_agent("iql", OBS_DIM, ACT_DIM))
-    gen, _ = jax.jit(edis.retrain)(gen, real, online, policy, jax.random.key(3))
+    gen, _ = jax.jit(generator.retrain)(gen, real, online, policy, jax.random.key(3))
     jax.block_until_ready(gen)
     after_retrain_mb = _rss_mb()
-    samples = jax.jit(lambda g, k: edis.generate(g, k, rows))(gen, jax.random.key(4))
+    samples = jax.jit(lambda g, k: generator.generate(g, k, rows))(gen, jax.random.key(4))
     jax.block_until_ready(samples)
     out = {
         "what": f"{preset_name}-size generator ({dcfg.width}x{dcfg.depth} denoiser, 3 energies): "
@@ -98,10 +98,12 @@ def run_state(preset_name: str = "paper", seeds: int = 32, offline_rows: int = 1
     keys = S.seed_keys(cfg)
     state, _ = S.update_chunk(state, keys, num_updates=10, batch_size=cfg.batch_size)
     policy = agents.policy(state.agent)
-    gen, _ = edis.retrain_with_progress(
+    gen, _ = generator.retrain_with_progress(
         state.generator, state.real, state.online, policy, keys, progress=False
     )
-    samples, _ = edis.generate_with_progress(gen, keys, cfg.diffusion.sample_batch, progress=False)
+    samples, _ = generator.generate_with_progress(
+        gen, keys, cfg.diffusion.sample_batch, progress=False
+    )
     jax.block_until_ready(samples)
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")

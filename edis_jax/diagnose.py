@@ -43,9 +43,17 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from edis_jax import agents, generator
+from edis_jax.agents import IQL
 from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig, preset
+from edis_jax.data import buffer
+from edis_jax.data.buffer import Mixture
+from edis_jax.data.datasets import load_dataset
+from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.envs import dynamics_error
+from edis_jax.train import loop
+from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
 # Rows of the table: the guidance each batch is generated with ("none" = plain SynthER).
 GUIDANCE_ROWS: tuple[str, ...] = ("none", "state", "policy", "transition", "all")
@@ -103,7 +111,6 @@ class DiagnoseArgs:
 
 def diagnose_main(args: DiagnoseArgs) -> dict:
     """Load the datasets, run the diagnostic, print the table and write the JSON (if asked)."""
-    from edis_jax.data.datasets import load_dataset
 
     offline = load_dataset(args.dataset)
     target, target_env = _load_target(args.target)
@@ -166,17 +173,14 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
 
 
 def _load_run(run_dir: str):
-    from edis_jax.train import loop
 
     return loop.load_run(run_dir)
 
 
 def _check_policy_env(run_dir: str, offline) -> None:
     """Refuse, before any work, a --policy run trained on another env than --dataset's."""
-    from edis_jax.data.datasets import load_dataset
-    from edis_jax.train import loop
 
-    theirs = load_dataset(loop.read_config(Path(run_dir)).dataset)
+    theirs = load_dataset(read_config(Path(run_dir)).dataset)
     mine, other = offline.transitions, theirs.transitions
     if (theirs.env_id, other.obs_dim, other.act_dim) != (
         offline.env_id,
@@ -192,12 +196,10 @@ def _check_policy_env(run_dir: str, offline) -> None:
 
 def _load_target(target: str) -> tuple[Transition, str]:
     """TARGET is a dataset id, or a run directory whose online buffer (seed 0) is the target."""
-    from edis_jax.data.datasets import load_dataset
-    from edis_jax.train import loop
 
-    if Path(target).is_dir() and not loop.is_run_dir(Path(target)):
+    if Path(target).is_dir() and not is_run_dir(Path(target)):
         raise ValueError(
-            f"--target {target} is a folder but not an edis-jax run (no {loop.RUN_MARKER}): "
+            f"--target {target} is a folder but not an edis-jax run (no {RUN_MARKER}): "
             "give a run directory (`edis-jax train --out`) or a dataset id (`edis-jax data list`)"
         )
     if not Path(target).is_dir():
@@ -239,7 +241,6 @@ def run_diagnose(
     "scales"}; "reference" measures the offline and the target data themselves (what replaying
     them would give), "retrain" holds the generator's training metrics.
     """
-    from edis_jax import agents, edis
 
     offline, target = _as_jnp(offline), _as_jnp(target)
     k_agent, k_create, k_retrain, k_sample = jax.random.split(jax.random.PRNGKey(seed), 4)
@@ -248,7 +249,9 @@ def run_diagnose(
             "iql",
             quick_agent(target, config, k_agent, steps=policy_steps, progress=progress),
         )
-    gen = edis.create(k_create, offline.obs_dim, offline.act_dim, config.diffusion, config.energy)
+    gen = generator.create(
+        k_create, offline.obs_dim, offline.act_dim, config.diffusion, config.energy
+    )
     if scales is not None:
         gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
     policy = agents.policy(agent)
@@ -298,18 +301,16 @@ def _train_generator(gen, offline, target, policy, key, retrains: int, progress:
     warm-started model's pretraining on `offline` first, then retrain k on the offline data plus
     the first k / retrains of `target` (energies on that part). Buffers keep one capacity so
     that every retrain reuses the compiled programs."""
-    from edis_jax import edis
-    from edis_jax.data import buffer
 
     cfg = gen.diffusion_cfg
     if cfg.warm_start and cfg.warm_lr == "continue":
-        gen = edis.with_lr_horizon(gen, cfg.initial_steps + retrains * cfg.train_steps)
+        gen = generator.with_lr_horizon(gen, cfg.initial_steps + retrains * cfg.train_steps)
     gen = _with_seed_axis(gen)
     timings: dict[str, float] = {}
     if cfg.warm_start and cfg.initial_steps > 0:
         t0 = time.perf_counter()
         offline_buffer = _with_seed_axis(buffer.from_transitions(offline))
-        gen, _ = edis.pretrain_with_progress(
+        gen, _ = generator.pretrain_with_progress(
             gen, offline_buffer, _with_seed_axis(jax.random.fold_in(key, 0)), progress=progress
         )
         jax.block_until_ready(gen)
@@ -320,7 +321,7 @@ def _train_generator(gen, offline, target, policy, key, retrains: int, progress:
         both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offline, part)
         real = buffer.from_transitions(both, len(offline) + len(target))
         online = buffer.from_transitions(part, len(target))
-        gen, metrics = edis.retrain_with_progress(
+        gen, metrics = generator.retrain_with_progress(
             gen,
             *map(_with_seed_axis, (real, online, policy, jax.random.fold_in(key, k))),
             progress=progress,
@@ -338,11 +339,6 @@ def quick_agent(target: Transition, config: RunConfig, key, *, steps: int, progr
     """Behaviour cloning of `target`: the IQL agent with beta = 0 (every AWR weight is 1) trained
     for `steps` updates. A stand-in for the policy that collected the target data; its Gaussian
     log-std is learned, so `action_logprob` also reflects how noisy that policy was."""
-    from edis_jax import agents
-    from edis_jax.agents import IQL
-    from edis_jax.data import buffer
-    from edis_jax.data.buffer import Mixture
-    from edis_jax.data.normalizer import Normalizer
 
     k_create, k_train = jax.random.split(key)
     agent = IQL.create(
@@ -438,9 +434,8 @@ def _without_seed_axis(tree):
 
 @functools.partial(jax.jit, static_argnums=2)
 def _generate(gen, key, n: int) -> tuple[Transition, dict]:
-    from edis_jax import edis
 
-    return edis.generate(gen, key, n)
+    return generator.generate(gen, key, n)
 
 
 def _row_label(row: dict) -> str:

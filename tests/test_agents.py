@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edis_jax import agents
-from edis_jax.agents import calql, common, iql, sac
+from edis_jax.agents import calql, iql, sac
+from edis_jax.agents.learner import scalar
 from edis_jax.config import CalQLConfig, IQLConfig, SACConfig
-from edis_jax.data import buffer as replay
+from edis_jax.data import buffer
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 
@@ -59,7 +60,7 @@ def train_chunk(agent, mixture, key):
 
 
 def train(agent, data: Transition, key, num_updates: int):
-    mixture = replay.Mixture.of(replay.from_transitions(data))
+    mixture = buffer.Mixture.of(buffer.from_transitions(data))
     for i in range(num_updates // CHUNK):
         agent, metrics = train_chunk(agent, mixture, jax.random.fold_in(key, i))
     return agent, metrics
@@ -100,7 +101,7 @@ def test_calql_without_calibration_underestimates_the_constant_reward_probe():
     key = jax.random.PRNGKey(0)
     data = probe_data(key, lambda a: jnp.ones(a.shape[0]), terminal=0.0, mc_return=10.0)
     agent = make_agent("calql", key, tiny_config("calql", **CONSTANT_REWARD))
-    agent, metrics = train(agent.replace(calibrate=common.scalar(0.0)), data, key, 2000)
+    agent, metrics = train(agent.replace(calibrate=scalar(0.0)), data, key, 2000)
     assert float(q_values("calql", agent, data.obs, data.action).mean()) < 9.3
     assert float(metrics["calibration_rate"]) > 0.9  # its Q-values sit below the true return
 
@@ -130,7 +131,7 @@ def test_one_step_bandit_policy_picks_the_better_action(algo):
 def test_seeds_differ_vmap_equals_separate_runs_and_numbers_never_retrace(algo):
     config = tiny_config(algo)
     data = probe_data(jax.random.PRNGKey(2), lambda a: a[:, 0], terminal=0.0)
-    mixture = replay.Mixture.of(replay.from_transitions(data))
+    mixture = buffer.Mixture.of(buffer.from_transitions(data))
     init_keys = jax.random.split(jax.random.PRNGKey(3), 2)
     chunk_keys = jax.random.split(jax.random.PRNGKey(4), 2)
     traces = 0
@@ -201,10 +202,10 @@ def assert_seeds_differ(algo, stacked):
 def test_calibration_bound_is_active_exactly_where_q_is_below_the_return():
     q = jnp.array([[-2.0, 0.0, 3.0], [1.0, 5.0, -4.0]])
     mc = jnp.array([1.0, 1.0, 1.0])
-    bounded, below = calql.calibration_bound(q, mc, enabled=common.scalar(1.0))
+    bounded, below = calql.calibration_bound(q, mc, enabled=scalar(1.0))
     np.testing.assert_array_equal(below, np.asarray(q) < 1.0)
     np.testing.assert_array_equal(bounded, np.maximum(np.asarray(q), 1.0))
-    off, _ = calql.calibration_bound(q, mc, enabled=common.scalar(0.0))
+    off, _ = calql.calibration_bound(q, mc, enabled=scalar(0.0))
     np.testing.assert_array_equal(off, q)
 
 
@@ -217,7 +218,7 @@ def test_calql_loss_uses_the_bound_only_where_q_is_below_the_return():
     def loss(mc_return, calibrate):
         prepared = sac.prepare_batch(agent.sac, batch.replace(mc_return=mc_return))
         return calql.critic_loss(
-            agent.replace(calibrate=common.scalar(calibrate)),
+            agent.replace(calibrate=scalar(calibrate)),
             agent.sac.critic.params,
             prepared,
             key,
@@ -245,7 +246,7 @@ def test_to_online_switches_calql_alpha_only_as_leaves():
 
 
 def test_iql_actor_lr_follows_corl_cosine_annealing():
-    scale = lambda step, horizon: float(iql.actor_lr_scale(step, common.scalar(horizon)))  # noqa: E731
+    scale = lambda step, horizon: float(iql.actor_lr_scale(step, scalar(horizon)))  # noqa: E731
     assert scale(0.0, 100) == pytest.approx(1.0)
     assert scale(50.0, 100) == pytest.approx(0.5)
     assert scale(100.0, 100) == pytest.approx(0.0, abs=1e-7)
@@ -256,7 +257,7 @@ def test_iql_actor_lr_follows_corl_cosine_annealing():
 def test_iql_expectile_loss_minimiser_is_the_expectile():
     x = jnp.array([0.0, 1.0])
     grid = jnp.linspace(-0.5, 1.5, 2001)
-    losses = jax.vmap(lambda v: iql.expectile_loss(x - v, common.scalar(0.9)))(grid)
+    losses = jax.vmap(lambda v: iql.expectile_loss(x - v, scalar(0.9)))(grid)
     assert float(grid[jnp.argmin(losses)]) == pytest.approx(0.9, abs=2e-3)
 
 
@@ -353,12 +354,12 @@ def test_calql_clip_diff_bounds_the_cql_gap_of_every_row():
     loss = jax.jit(_calql_loss)
     plain, info = loss(agent, batch)
     assert abs(float(info["cql_gap"])) < 50.0  # a small untrained critic: gaps well inside +-50
-    same, _ = loss(agent.replace(cql_clip_min=common.scalar(-1e3)), batch)
+    same, _ = loss(agent.replace(cql_clip_min=scalar(-1e3)), batch)
     assert float(same) == float(plain)  # a bound no row reaches changes nothing
     alpha = float(agent.cql_alpha)
     for bound in ("cql_clip_min", "cql_clip_max"):
         c = 100.0 if bound == "cql_clip_min" else -100.0  # every row's gap is raised/lowered to c
-        clipped, info_c = loss(agent.replace(**{bound: common.scalar(c)}), batch)
+        clipped, info_c = loss(agent.replace(**{bound: scalar(c)}), batch)
         assert float(info_c["cql_gap"]) == pytest.approx(c)
         # By hand: TD loss plus alpha * (c per critic, two critics).
         assert float(clipped) == pytest.approx(float(info_c["td_loss"]) + alpha * 2 * c, rel=1e-6)
@@ -372,18 +373,17 @@ def test_calql_lagrange_alpha_rises_above_the_target_gap_and_falls_below():
     agent = make_agent("calql", jax.random.PRNGKey(7), config)
     assert agent.cql_lagrange and float(agent.alpha_prime.params) == 1.0  # log alpha' = 1
     step = jax.jit(calql.lagrange_step)
-    up = step(agent, common.scalar(1.0))  # gap 1 above the target 0
-    down = step(agent, common.scalar(-1.0))
+    up = step(agent, scalar(1.0))  # gap 1 above the target 0
+    down = step(agent, scalar(-1.0))
     assert float(up.params) > 1.0 > float(down.params)
     # Through update: a target far below / above any gap moves alpha' the same ways.
     batch = probe_data(jax.random.PRNGKey(8), lambda a: a[:, 0], terminal=0.0, n=16)
     update = jax.jit(calql.CalQL.update)
-    low = agent.replace(cql_target_gap=common.scalar(-1e3))
+    low = agent.replace(cql_target_gap=scalar(-1e3))
     after, info = update(low, batch)
     assert float(after.alpha_prime.params) > 1.0
     assert (
-        float(update(agent.replace(cql_target_gap=common.scalar(1e3)), batch)[0].alpha_prime.params)
-        < 1.0
+        float(update(agent.replace(cql_target_gap=scalar(1e3)), batch)[0].alpha_prime.params) < 1.0
     )  # noqa: E501
     # The critic's penalty is alpha' * cql_alpha * (gap - target), per critic, alpha' = e.
     assert float(info["alpha_prime"]) == pytest.approx(np.e, rel=1e-6)
@@ -407,7 +407,7 @@ def test_calql_max_target_backup_takes_the_max_over_the_sampled_actions():
     q = agent.sac.critic_net.apply(agent.sac.target_critic, obs, next_actions).min(0)  # (4, 16)
     key = jax.random.PRNGKey(2)
     best = calql._td_target(
-        agent.replace(max_backup=common.scalar(1.0)), batch, next_actions, next_logp, key
+        agent.replace(max_backup=scalar(1.0)), batch, next_actions, next_logp, key
     )  # noqa: E501
     first = calql._td_target(agent, batch, next_actions, next_logp, key)
     gamma = float(agent.sac.discount)
@@ -433,7 +433,7 @@ def test_calql_critic_depth_sets_the_critic_only():
 def test_reward_scale_and_bias_and_the_sparse_mc_return():
     from edis_jax.config import RunConfig
     from edis_jax.data.datasets import returns_to_go
-    from edis_jax.train import loop
+    from edis_jax.train import scales
 
     config = tiny_config("calql", reward_scale=2.0, reward_bias=-1.0)
     agent = calql.CalQL.create(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config, reward_scale=3.0)
@@ -446,7 +446,7 @@ def test_reward_scale_and_bias_and_the_sparse_mc_return():
     cfg = RunConfig(
         algo="calql", calql=config.__class__(reward_scale=2.0, reward_bias=-1.0, sparse_reward=True)
     )  # noqa: E501
-    shift, fail = loop._return_options(cfg, 3.0, (0.0, 1.0))
+    shift, fail = scales.return_options(cfg, 3.0, (0.0, 1.0))
     assert shift == pytest.approx(-1.0 / 6.0) and fail == 0.0
     # Two AntMaze-like episodes: the goal never reached, and reached at the end.
     rewards, ends = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0, 0, 1, 0, 0, 1]

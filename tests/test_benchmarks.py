@@ -159,12 +159,12 @@ def test_torch_sampler_schedule_matches_jax():
 def test_torch_networks_have_the_jax_sizes(name):
     from benchmarks import torch_agents, torch_diffusion
     from benchmarks.jax_side import make_agent
-    from edis_jax import edis
+    from edis_jax import generator
 
     cfg = preset(name)
     count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
     torch_count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    gen = edis.create(jax.random.key(0), 11, 3, cfg.diffusion, cfg.energy)
+    gen = generator.create(jax.random.key(0), 11, 3, cfg.diffusion, cfg.energy)
     denoiser = torch_diffusion.ElucidatedDiffusion(26, cfg.diffusion)
     assert torch_count(denoiser) == count(gen.diffusion.params)
     energies = torch_diffusion.make_energies(11, 3, cfg.energy)[0]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edis_jax.data import buffer as rb
+from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
 
 
@@ -23,8 +23,8 @@ def _rows(values, obs_dim=3, act_dim=2) -> Transition:
 
 
 def test_add_wraps_around_and_keeps_newest():
-    buf = rb.create(jax.tree.map(lambda x: x[0], _rows([0.0])), capacity=5)
-    add = jax.jit(rb.add)
+    buf = buffer.create(jax.tree.map(lambda x: x[0], _rows([0.0])), capacity=5)
+    add = jax.jit(buffer.add)
     for i in range(1, 8):  # 7 single adds into 5 slots
         buf = add(buf, jax.tree.map(lambda x: x[0], _rows([float(i)])))
     assert int(buf.size) == 5 and int(buf.ptr) == 2
@@ -35,26 +35,26 @@ def test_add_wraps_around_and_keeps_newest():
 
 
 def test_add_batch_wraps_and_rejects_oversized_batch():
-    buf = rb.from_transitions(_rows([1, 2, 3]), capacity=4)
-    buf = jax.jit(rb.add_batch)(buf, _rows([4, 5, 6]))
+    buf = buffer.from_transitions(_rows([1, 2, 3]), capacity=4)
+    buf = jax.jit(buffer.add_batch)(buf, _rows([4, 5, 6]))
     np.testing.assert_array_equal(buf.data.reward, [5, 6, 3, 4])
     assert int(buf.ptr) == 2 and int(buf.size) == 4
     with pytest.raises(ValueError, match="exceeds the buffer capacity"):
-        rb.add_batch(buf, _rows(range(5)))
+        buffer.add_batch(buf, _rows(range(5)))
 
 
 def test_sample_only_from_filled_rows():
-    buf = rb.from_transitions(_rows([7, 8]), capacity=100)
-    batch = rb.sample(buf, jax.random.PRNGKey(0), 1000)
+    buf = buffer.from_transitions(_rows([7, 8]), capacity=100)
+    batch = buffer.sample(buf, jax.random.PRNGKey(0), 1000)
     assert set(np.unique(batch.reward).tolist()) == {7.0, 8.0}
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.9, 1.0])
 def test_mixture_gives_exact_ratio(ratio):
-    a = rb.from_transitions(_rows(np.ones(10)))
-    b = rb.from_transitions(_rows(-np.ones(10)))
-    mix = rb.Mixture.of(a, b, weights=[ratio, 1 - ratio])
-    batch = jax.jit(rb.sample_mixture, static_argnums=2)(mix, jax.random.PRNGKey(1), 256)
+    a = buffer.from_transitions(_rows(np.ones(10)))
+    b = buffer.from_transitions(_rows(-np.ones(10)))
+    mix = buffer.Mixture.of(a, b, weights=[ratio, 1 - ratio])
+    batch = jax.jit(buffer.sample_mixture, static_argnums=2)(mix, jax.random.PRNGKey(1), 256)
     assert int((batch.reward > 0).sum()) == round(ratio * 256)
 
 
@@ -64,28 +64,30 @@ def test_mixture_ratio_change_does_not_retrace():
     @jax.jit
     def draw(mix, key):
         traces.append(1)
-        return rb.sample_mixture(mix, key, 64)
+        return buffer.sample_mixture(mix, key, 64)
 
-    a, b = rb.from_transitions(_rows(np.ones(4))), rb.from_transitions(_rows(-np.ones(4)))
+    a, b = buffer.from_transitions(_rows(np.ones(4))), buffer.from_transitions(_rows(-np.ones(4)))
     for w in (0.1, 0.5, 0.7):
-        draw(rb.Mixture.of(a, b, weights=[w, 1 - w]), jax.random.PRNGKey(0))
+        draw(buffer.Mixture.of(a, b, weights=[w, 1 - w]), jax.random.PRNGKey(0))
     assert len(traces) == 1
 
 
 def test_empty_buffer_with_zero_weight_is_never_used():
-    full = rb.from_transitions(_rows([3, 4, 5]))
-    empty = rb.create(jax.tree.map(lambda x: x[0], _rows([0])), 8)
-    batch = rb.sample_mixture(rb.Mixture.of(empty, full, weights=[0, 1]), jax.random.PRNGKey(2), 50)
+    full = buffer.from_transitions(_rows([3, 4, 5]))
+    empty = buffer.create(jax.tree.map(lambda x: x[0], _rows([0])), 8)
+    batch = buffer.sample_mixture(
+        buffer.Mixture.of(empty, full, weights=[0, 1]), jax.random.PRNGKey(2), 50
+    )
     assert bool(jnp.all(batch.reward >= 3))
 
 
 def test_vmap_over_seeds_keeps_buffers_independent():
     data = jax.tree.map(lambda x: jnp.stack([x, x + 100]), _rows([1, 2, 3]))
-    bufs = jax.vmap(lambda d: rb.from_transitions(d, capacity=4))(data)
+    bufs = jax.vmap(lambda d: buffer.from_transitions(d, capacity=4))(data)
     extra = jax.tree.map(lambda x: jnp.stack([x, x + 100]), _rows([9, 10]))
-    bufs = jax.vmap(rb.add_batch)(bufs, extra)
+    bufs = jax.vmap(buffer.add_batch)(bufs, extra)
     np.testing.assert_array_equal(bufs.data.reward[0], [10, 2, 3, 9])
     np.testing.assert_array_equal(bufs.data.reward[1], [110, 102, 103, 109])
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    batch = jax.vmap(lambda b, k: rb.sample(b, k, 200))(bufs, keys)
+    batch = jax.vmap(lambda b, k: buffer.sample(b, k, 200))(bufs, keys)
     assert bool(jnp.all(batch.reward[0] < 50)) and bool(jnp.all(batch.reward[1] > 50))

@@ -5,6 +5,9 @@ import dataclasses
 import pytest
 
 from edis_jax import config as C
+from edis_jax import make_run
+from edis_jax.train import directory
+from edis_jax.train import state as S
 
 
 @pytest.mark.parametrize("name", C.PRESET_NAMES)
@@ -72,15 +75,12 @@ def test_configs_are_frozen():
 
 
 def test_make_run_arms_share_the_baselines_offline_phase():
-    from edis_jax import main_job
-    from edis_jax.train import loop
-
-    iql, *arms = main_job.main_job_configs()
+    iql, *arms = make_run.arm_configs()
     assert iql.init_from is None and not iql.edis and iql.seeds >= 4
     assert [(a.edis, a.guide) for a in arms] == [(True, C.GUIDES), (True, ())]
     for arm in arms:
         assert arm.init_from == iql.out
-        for name in loop.OFFLINE_FIELDS:
+        for name in directory.OFFLINE_FIELDS:
             assert getattr(arm, name) == getattr(iql, name), name
         assert arm.iql == iql.iql
 
@@ -129,8 +129,6 @@ def test_empty_or_zero_width_networks_are_refused(part, widths):
 
 
 def test_retrain_schedule_of_each_loop():
-    from edis_jax.train import state as S
-
     clean = C.preset("tiny").replace(online_steps=300)  # retrain_every 100
     calql = clean.replace(
         algo="calql", online=dataclasses.replace(clean.online, schedule="published")

@@ -7,13 +7,13 @@ import numpy as np
 import optax
 
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig
-from edis_jax.data import buffer as buffer_lib
+from edis_jax.data import buffer
 from edis_jax.data.normalizer import Normalizer, TransitionCodec
 from edis_jax.data.transition import Transition
 from edis_jax.diffusion import sampler
 from edis_jax.diffusion.analytic import gmm_denoiser
 from edis_jax.energy import cep, guidance
-from edis_jax.energy import model as energy_lib
+from edis_jax.energy import model as energy_model
 from edis_jax.nets import EnergyNet
 
 OBS, ACT = 2, 1
@@ -24,7 +24,7 @@ SMALL = EnergyConfig(
 
 
 def test_guidance_masks_and_one_gradient_equals_the_masked_sum():
-    es = energy_lib.init(jax.random.PRNGKey(0), DIM, SMALL)
+    es = energy_model.init(jax.random.PRNGKey(0), DIM, SMALL)
     scales = jnp.array([2.0, 0.5, 0.1])
     x = jax.random.normal(jax.random.PRNGKey(1), (5, DIM))
     sigma = jnp.float32(0.7)
@@ -36,7 +36,7 @@ def test_guidance_masks_and_one_gradient_equals_the_masked_sum():
 
     @jax.jit
     def expected_fn(x):
-        grad = lambda name: jax.grad(lambda y: energy_lib.energy(es, name, y, sigma).sum())(x)  # noqa: E731
+        grad = lambda name: jax.grad(lambda y: energy_model.energy(es, name, y, sigma).sum())(x)  # noqa: E731
         return sum(scales[k] * masks[name] * grad(name) for k, name in enumerate(GUIDES))
 
     expected = expected_fn(x)
@@ -54,7 +54,7 @@ def test_guidance_rows_are_clipped_to_sqrt_d_times_factor():
     g = jnp.array([[30.0, 40.0], [0.3, 0.4]])
     out = guidance.clip_rows(g, 10.0)
     np.testing.assert_allclose(out, [[6.0, 8.0], [0.3, 0.4]], rtol=1e-6)
-    es = energy_lib.init(jax.random.PRNGKey(0), DIM, SMALL).replace(clip_factor=jnp.float32(1e-3))
+    es = energy_model.init(jax.random.PRNGKey(0), DIM, SMALL).replace(clip_factor=jnp.float32(1e-3))
     x = jax.random.normal(jax.random.PRNGKey(1), (5, DIM))
     g = guidance.make_guidance(es, jnp.full((3,), 1e3), OBS, ACT, GUIDES)(x, jnp.float32(1.0))
     np.testing.assert_allclose(jnp.linalg.norm(g, axis=1), np.sqrt(DIM) * 1e-3, rtol=1e-4)
@@ -156,7 +156,7 @@ def test_cep_steps_separate_online_data_from_a_shifted_bank():
     key = jax.random.PRNGKey(0)
     obs = 1.0 + 0.3 * jax.random.normal(key, (n, OBS))
     data = Transition.from_arrays(obs, jnp.ones((n, ACT)), jnp.ones(n), obs + 1.0, jnp.zeros(n))
-    online = buffer_lib.from_transitions(data)
+    online = buffer.from_transitions(data)
     norm = TransitionCodec(Normalizer.identity(DIM))
     groups = SMALL.negative_bank // SMALL.num_negatives
     far = lambda *shape: -1.0 + 0.3 * jax.random.normal(jax.random.PRNGKey(1), shape)  # noqa: E731
@@ -167,7 +167,7 @@ def test_cep_steps_separate_online_data_from_a_shifted_bank():
         transition=far(2, groups, SMALL.num_negatives, DIM),
     )  # fmt: skip
     policy = jax.tree_util.Partial(lambda k, o: jnp.ones(o.shape[:-1] + (ACT,)))
-    es = energy_lib.init(jax.random.PRNGKey(2), DIM, SMALL)
+    es = energy_model.init(jax.random.PRNGKey(2), DIM, SMALL)
     train = jax.jit(cep.train_chunk, static_argnames="num_steps")
     es, first = train(es, bank, online, norm, policy, jax.random.PRNGKey(3), num_steps=5)
     for _ in range(5):

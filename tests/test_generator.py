@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edis_jax import edis
+from edis_jax import generator
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig
-from edis_jax.data import buffer as buffer_lib
+from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
 from edis_jax.diffusion import sampler
-from edis_jax.energy import guidance as guidance_lib
+from edis_jax.energy import guidance
 
 OBS, ACT, SEEDS = 3, 2, 2
 DIFF = DiffusionConfig(
@@ -23,8 +23,8 @@ ENERGY = EnergyConfig(
 )
 N = 40  # generated rows: 3 batches of 14 (padded), exercising the batch loop
 
-retrain_jit = jax.jit(edis.retrain)
-generate_jit = jax.jit(edis.generate, static_argnames=("n", "terminal_fn"))
+retrain_jit = jax.jit(generator.retrain)
+generate_jit = jax.jit(generator.generate, static_argnames=("n", "terminal_fn"))
 
 
 def make_buffer(key, n, capacity, obs_dim=OBS):
@@ -34,13 +34,13 @@ def make_buffer(key, n, capacity, obs_dim=OBS):
     next_obs = obs + 0.1 * jnp.tanh(act.sum(-1, keepdims=True))
     reward = obs.sum(-1) + 0.1 * jax.random.normal(k3, (n,))
     data = Transition.from_arrays(obs, act, reward, next_obs, jnp.zeros(n))
-    return buffer_lib.from_transitions(data, capacity)
+    return buffer.from_transitions(data, capacity)
 
 
 def seed_inputs(guide=("state", "policy", "transition")):
     keys = jax.random.split(jax.random.PRNGKey(0), 4 * SEEDS).reshape(4, SEEDS, -1)
     # Created one by one and stacked: one compiled `create`, as the lead's driver can do.
-    gens = stack([edis.create(k, OBS, ACT, DIFF, ENERGY, guide) for k in keys[0]])
+    gens = stack([generator.create(k, OBS, ACT, DIFF, ENERGY, guide) for k in keys[0]])
     real = jax.jit(jax.vmap(lambda k: make_buffer(k, 50, 64)))(keys[1])
     online = jax.jit(jax.vmap(lambda k: make_buffer(k, 20, 32)))(keys[2])
     # A policy whose params differ per seed: a pytree callable with a leading seed axis.
@@ -103,8 +103,10 @@ def without_energy_output_bias(gen):
 @pytest.fixture(scope="module")
 def seed_run():
     gens, real, online, policy, keys = seed_inputs()
-    trained, metrics = edis.retrain_with_progress(gens, real, online, policy, keys, progress=False)
-    samples, _ = edis.generate_with_progress(trained, keys, N, progress=False)
+    trained, metrics = generator.retrain_with_progress(
+        gens, real, online, policy, keys, progress=False
+    )
+    samples, _ = generator.generate_with_progress(trained, keys, N, progress=False)
     return (gens, real, online, policy, keys), trained, metrics, samples
 
 
@@ -137,7 +139,7 @@ def test_seed_batched_generator_equals_separate_runs(seed_run):
     first = jax.tree.leaves(trained.diffusion.params)[0]
     assert not np.allclose(first[0], first[1])
     # The pure function vmaps too (traced only, to keep the suite short).
-    shapes = jax.eval_shape(jax.vmap(edis.retrain), gens, real, online, policy, keys)
+    shapes = jax.eval_shape(jax.vmap(generator.retrain), gens, real, online, policy, keys)
     assert jax.tree.structure(shapes[0]) == jax.tree.structure(trained)
     # The normaliser was refit on the filled rows of the real buffer only.
     filled = seed(real, 0).data.to_vector()[:50]
@@ -147,27 +149,27 @@ def test_seed_batched_generator_equals_separate_runs(seed_run):
 def test_guided_generation_compiles_once(seed_run, monkeypatch):
     _, trained, _, _ = seed_run
     traces = []
-    real_vector = guidance_lib.guidance_vector
+    real_vector = guidance.guidance_vector
 
     def counting(*args, **kwargs):
         traces.append(1)
         return real_vector(*args, **kwargs)
 
-    monkeypatch.setattr(guidance_lib, "guidance_vector", counting)
+    monkeypatch.setattr(guidance, "guidance_vector", counting)
     n = 45  # a batch shape not compiled yet: 3 batches of 15
     keys = jax.random.split(jax.random.PRNGKey(5), SEEDS)
     before = sampler._sample_rows_jit._cache_size()
-    edis.generate_with_progress(trained, keys, n, progress=False)
+    generator.generate_with_progress(trained, keys, n, progress=False)
     first = len(traces)
     assert first > 0  # the guidance was traced (in the Heun step body)
     rescaled = trained.replace(scales=trained.scales * 3.0)  # leaves change, not structure
     other_keys = jax.random.split(jax.random.PRNGKey(6), SEEDS)
-    out, _ = edis.generate_with_progress(rescaled, other_keys, n, progress=False)
+    out, _ = generator.generate_with_progress(rescaled, other_keys, n, progress=False)
     assert len(traces) == first  # 2 calls x 3 batches, traced once
     assert sampler._sample_rows_jit._cache_size() == before + 1
     assert out.obs.shape == (SEEDS, n, OBS)
     assert not np.allclose(
-        out.obs, edis.generate_with_progress(trained, other_keys, n, progress=False)[0].obs
+        out.obs, generator.generate_with_progress(trained, other_keys, n, progress=False)[0].obs
     )
 
 
@@ -181,7 +183,9 @@ def test_terminals_and_plain_synther(seed_run):
     plain = gen.replace(guide=())  # SynthER: no guidance, no CEP
     assert plain.guidance is None
     assert generate_jit(plain, keys[0], 30)[0].obs.shape == (30, OBS)
-    _, metrics = jax.eval_shape(edis.retrain, plain, seed(real, 0), seed(online, 0), None, keys[0])
+    _, metrics = jax.eval_shape(
+        generator.retrain, plain, seed(real, 0), seed(online, 0), None, keys[0]
+    )
     assert set(metrics) == {"diffusion_loss"}
 
 
@@ -193,12 +197,12 @@ def test_bad_input_gets_clear_errors(seed_run):
     _, trained, _, _ = seed_run
     gen = seed(trained, 0)
     with pytest.raises(ValueError, match="invalid guide"):
-        edis.create(jax.random.PRNGKey(0), OBS, ACT, DIFF, ENERGY, ("state", "reward"))
+        generator.create(jax.random.PRNGKey(0), OBS, ACT, DIFF, ENERGY, ("state", "reward"))
     buf = make_buffer(jax.random.PRNGKey(1), 10, 10, obs_dim=OBS + 1)
     with pytest.raises(ValueError, match="create it with the dataset's dims"):
-        edis.retrain(gen, buf, buf, None, jax.random.PRNGKey(2))
+        generator.retrain(gen, buf, buf, None, jax.random.PRNGKey(2))
     with pytest.raises(ValueError, match="one key per seed"):
-        edis.generate_with_progress(gen, jax.random.PRNGKey(2), 10)
+        generator.generate_with_progress(gen, jax.random.PRNGKey(2), 10)
 
 
 # --------------------------------------------------------------------- generator fidelity
@@ -231,10 +235,10 @@ def test_warm_start_keeps_the_model_and_normaliser_from_scratch_does_not():
     warm_cfg = dataclasses.replace(DIFF, warm_start=True)
     for warm in (False, True):
         cfg = warm_cfg if warm else DIFF
-        gen = edis.create(jax.random.PRNGKey(0), OBS, ACT, cfg, ENERGY)
+        gen = generator.create(jax.random.PRNGKey(0), OBS, ACT, cfg, ENERGY)
         first, _ = retrain_jit(gen, seed(real, 0), seed(online, 0), seed(policy, 0), keys[0])
         other_real = seed(real, 1)  # other data: a from-scratch normaliser would move
-        prepared = edis.prepare(first, other_real, jax.random.PRNGKey(7), DIFF.train_steps)
+        prepared = generator.prepare(first, other_real, jax.random.PRNGKey(7), DIFF.train_steps)
         same_params = jax.tree.map(
             np.array_equal, first.diffusion.params, prepared.diffusion.params
         )
@@ -255,11 +259,29 @@ def test_pretrain_trains_the_warm_model_on_offline_data():
 
     _, real, _, _, _ = seed_inputs()
     cfg = dataclasses.replace(DIFF, warm_start=True, initial_steps=30)
-    gen = edis.create(jax.random.PRNGKey(0), OBS, ACT, cfg, ENERGY)
-    trained, metrics = jax.jit(edis.pretrain)(gen, seed(real, 0), jax.random.PRNGKey(1))
+    gen = generator.create(jax.random.PRNGKey(0), OBS, ACT, cfg, ENERGY)
+    trained, metrics = jax.jit(generator.pretrain)(gen, seed(real, 0), jax.random.PRNGKey(1))
     assert int(trained.diffusion.step) == 30 and np.isfinite(metrics["diffusion_loss"])
     filled = seed(real, 0).data.to_vector()[:50]
     np.testing.assert_allclose(trained.normalizer.mean, filled.mean(0), atol=1e-5)
+
+
+def test_no_diffusion_step_means_no_diffusion_loss():
+    """A pretrained warm model retrained with train_steps 0 trains no diffusion step: its
+    metrics leave diffusion_loss out, rather than holding a NaN."""
+    import dataclasses
+
+    _, real, online, _, keys = seed_inputs()
+    cfg = dataclasses.replace(DIFF, warm_start=True, initial_steps=30, train_steps=0)
+    gens = stack([generator.create(k, OBS, ACT, cfg, ENERGY, ()) for k in keys])
+    _, metrics = jax.eval_shape(
+        generator.retrain, seed(gens, 0), seed(real, 0), seed(online, 0), None, keys[0]
+    )
+    assert metrics == {}
+    trained, metrics = generator.retrain_with_progress(
+        gens, real, online, None, keys, progress=False
+    )
+    assert metrics == {} and np.all(np.asarray(trained.diffusion.step) == 0)
 
 
 def _toy_online(key, n, holdout_garbage=False, holdout_every=10):
@@ -275,7 +297,7 @@ def _toy_online(key, n, holdout_garbage=False, holdout_every=10):
         obs = jnp.where(held, jax.random.normal(k1, obs.shape), obs)
         next_obs = jnp.where(held, obs, next_obs)
     data = Transition.from_arrays(obs, act, jnp.zeros(n), next_obs, jnp.zeros(n))
-    return buffer_lib.from_transitions(data)
+    return buffer.from_transitions(data)
 
 
 @pytest.mark.parametrize("garbage", [False, True])
@@ -284,7 +306,7 @@ def test_heldout_accuracy_beats_chance_on_rows_cep_never_saw(garbage):
 
     diff = dataclasses.replace(DIFF, train_steps=200, train_chunk=200)
     energy = dataclasses.replace(ENERGY, steps=300, batch_size=32, heldout_groups=32)
-    gen = edis.create(jax.random.PRNGKey(0), OBS, ACT, diff, energy, ("state", "transition"))
+    gen = generator.create(jax.random.PRNGKey(0), OBS, ACT, diff, energy, ("state", "transition"))
     real = make_buffer(jax.random.PRNGKey(1), 400, 400)
     online = _toy_online(jax.random.PRNGKey(2), 200, holdout_garbage=garbage)
     policy = jax.tree_util.Partial(_linear_policy, jnp.zeros((OBS, ACT)))

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from edis_jax import checkpoint, cli, config, envs
-from edis_jax.train import loop
+from edis_jax import checkpoint, cli, config, envs, generator
+from edis_jax.train import directory, loop, synthetic
+from edis_jax.train.records import DivergedError
 
 DATASET = "test/hopper/random-v0"  # conftest.HOPPER
 OTHER_ENV = "test/pendulum/random-v0"  # conftest.PENDULUM
@@ -300,7 +301,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_start(
 
 def test_a_second_writer_is_refused(run_copy, capsys):
     before = tree_hashes(run_copy)
-    with loop._locked(run_copy):
+    with directory.locked(run_copy):
         assert cli.main(["resume", str(run_copy)]) == 2
         assert "is in use by another" in one_error_line(capsys)
         assert cli.main(["train", *cli_flags(run_copy), "--overwrite"]) == 2
@@ -326,7 +327,7 @@ def test_two_trains_into_one_new_out_start_one_run(datasets_env, tmp_path, capsy
     monkeypatch.setattr(loop._Run, "execute", lambda self, stop_at: None)  # start, no training
     assert cli.main(["train", *cli_flags(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
-    assert loop.is_run_dir(out) and not (out / "theirs").exists()
+    assert directory.is_run_dir(out) and not (out / "theirs").exists()
 
     # The other start swapped its run in after this one's checks passed.
     other = tmp_path / "other"
@@ -359,7 +360,7 @@ def test_nan_in_training_stops_before_saving_it(datasets_env, tmp_path, monkeypa
 
     monkeypatch.setattr(loop.S, "update_chunk", diverging)
     cfg = tiny(tmp_path / "nan")
-    with pytest.raises(loop.DivergedError, match="offline step 40") as err:
+    with pytest.raises(DivergedError, match="offline step 40") as err:
         loop.train(cfg, progress=False)
     message = str(err.value)
     assert "NaN or inf" in message and "last checkpoint (step 20) is intact" in message
@@ -380,18 +381,18 @@ def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
              "100", "--online-steps", "120", "--eval-every", "60", "--log-every", "30",
              "--checkpoint-every", "60", "--online.retrain-every", "60",
              "--online.num-samples", "256"]  # fmt: skip
-    real_retrain, real_generate, before = loop._Run.retrain, loop.edis.generate_with_progress, {}
+    real_retrain, real_generate, before = synthetic.retrain, generator.generate_with_progress, {}
 
-    def retrain(self):
+    def retrain(run):
         before.update(tree_hashes(out))
-        real_retrain(self)
+        real_retrain(run)
 
     def generate(*args, **kwargs):  # seed 1's first row becomes NaN
         samples, metrics = real_generate(*args, **kwargs)
         return jax.tree.map(lambda x: x.at[1, 0].set(jnp.nan), samples), metrics
 
-    monkeypatch.setattr(loop._Run, "retrain", retrain)
-    monkeypatch.setattr(loop.edis, "generate_with_progress", generate)
+    monkeypatch.setattr(synthetic, "retrain", retrain)
+    monkeypatch.setattr(generator, "generate_with_progress", generate)
     assert cli.main(["train", *flags]) == 1
     line = one_error_line(capsys)
     assert "the retrain's generated (synthetic) data became NaN or inf for seed(s) [1]" in line

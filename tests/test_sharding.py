@@ -1,4 +1,4 @@
-"""Seed-axis sharding (edis_jax.parallel): a sharded vmapped run equals the unsharded one.
+"""Seed-axis sharding (edis_jax.sharding): a sharded vmapped run equals the unsharded one.
 
 Several CPU devices need XLA_FLAGS set before jax is imported, so the multi-device checks run
 in a fresh subprocess with --xla_force_host_platform_device_count=4.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from edis_jax import parallel
+from edis_jax import sharding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from edis_jax import parallel
+    from edis_jax import sharding
     from edis_jax.agents import SAC, update_chunk
     from edis_jax.config import SACConfig
     from edis_jax.data import buffer
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent(
     chunk = jax.jit(jax.vmap(lambda a, m, k: update_chunk(a, m, k, 20, 32)))
 
     plain = chunk(agents, mixtures, keys)
-    sharded_inputs = parallel.shard_seeds((agents, mixtures, keys))
+    sharded_inputs = sharding.shard_seeds((agents, mixtures, keys))
     sharded = chunk(*sharded_inputs)
 
     def numpy_leaves(tree):
@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent(
     errors = []
     for bad in (jax.tree.map(lambda x: x[:3], agents), {"a": jnp.zeros(4), "b": jnp.zeros(())}):
         try:
-            parallel.shard_seeds(bad)
+            sharding.shard_seeds(bad)
         except ValueError as e:
             errors.append(str(e))
     print(json.dumps({
@@ -114,12 +114,12 @@ def test_uneven_seeds_and_missing_seed_axis_are_clear_errors(sharded_run):
 
 def test_one_device_is_a_no_op():
     tree = {"w": jnp.arange(6.0).reshape(3, 2), "k": jax.random.split(jax.random.key(0), 3)}
-    out = parallel.shard_seeds(tree, devices=jax.devices()[:1])
+    out = sharding.shard_seeds(tree, devices=jax.devices()[:1])
     assert out is tree
-    assert parallel.replicate(tree, devices=jax.devices()[:1]) is tree
+    assert sharding.replicate(tree, devices=jax.devices()[:1]) is tree
 
 
 def test_seed_count_reads_the_leading_axis():
-    assert parallel.seed_count({"a": jnp.zeros((5, 2)), "b": [jnp.zeros(5)]}) == 5
+    assert sharding.seed_count({"a": jnp.zeros((5, 2)), "b": [jnp.zeros(5)]}) == 5
     with pytest.raises(ValueError, match="disagree on the leading seed axis"):
-        parallel.seed_count({"a": jnp.zeros((5, 2)), "b": jnp.zeros(4)})
+        sharding.seed_count({"a": jnp.zeros((5, 2)), "b": jnp.zeros(4)})

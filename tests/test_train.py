@@ -1,35 +1,19 @@
 """The run driver end to end at the tiny preset: every algorithm with and without EDIS, exact
-resume after a kill, overwrite refusal, damaged checkpoints."""
+resume after a kill, damaged checkpoints, arms that share an offline phase, strict JSON records.
+The run directory's refusals are in test_directory.py."""
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from tiny_runs import DATASET, tiny
 
 from edis_jax import checkpoint, config
 from edis_jax.data import datasets
-from edis_jax.train import loop
-
-DATASET = "test/hopper/random-v0"  # conftest.HOPPER: built once per session
-
-
-def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
-    base = config.preset("tiny").replace(
-        dataset=DATASET,
-        out=str(tmp_path / name),
-        offline_steps=100,
-        online_steps=120,
-        eval_every=60,
-        log_every=30,
-        checkpoint_every=60,
-        online=config.OnlineConfig(utd=1, retrain_every=60, num_samples=256),
-    )
-    return base.replace(**changes)
+from edis_jax.train import directory, loop
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +161,20 @@ def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, tmp_pat
     np.testing.assert_array_equal(resumed_returns, straight_returns)
 
 
+def test_a_generator_pretrained_once_logs_no_diffusion_loss_at_retrains(datasets_env, tmp_path):
+    """--diffusion.train-steps 0 with a warm start: pretrained before the online phase, never
+    trained after. Its retrains train no diffusion step, so their records hold no
+    diffusion_loss (no NaN for the divergence check to stop on), and the run finishes."""
+    cfg = tiny(tmp_path, "pretrained_once", algo="iql", edis=True)
+    diffusion = config.dataclasses.replace(
+        cfg.diffusion, warm_start=True, initial_steps=50, train_steps=0
+    )
+    summary = loop.train(cfg.replace(diffusion=diffusion), progress=False)
+    assert summary is not None and summary["retrains"] >= 1
+    retrains = [r for r in read_records(cfg.out) if r.get("event") == "retrain"]
+    assert retrains and all("diffusion_loss" not in r and "cep_state_acc" in r for r in retrains)
+
+
 def test_resume_falls_back_when_newest_checkpoint_is_damaged(datasets_env, tmp_path):
     cfg = tiny(tmp_path, "damaged", algo="iql", edis=False)
     loop.train(cfg, stop_at_online_step=115, progress=False)  # kept checkpoints: 100 and 160
@@ -198,26 +196,6 @@ def test_corrupt_checkpoint_gives_clear_error_and_touches_nothing(datasets_env, 
     with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint"):
         loop.resume(run_dir, progress=False)
     assert (run_dir / "metrics.jsonl").read_text() == before
-
-
-def test_existing_run_dir_is_refused_without_overwrite(datasets_env, tmp_path):
-    cfg = tiny(tmp_path, "exists", offline_steps=30, online_steps=0)
-    loop.train(cfg, progress=False)
-    marker = (Path(cfg.out) / "metrics.jsonl").read_text()
-    with pytest.raises(loop.RunDirError, match="already exists: pass --overwrite"):
-        loop.train(cfg, progress=False)
-    assert (Path(cfg.out) / "metrics.jsonl").read_text() == marker
-    loop.train(cfg.replace(overwrite=True), progress=False)  # allowed with --overwrite
-
-
-def test_overwrite_never_deletes_a_foreign_directory(datasets_env, tmp_path):
-    foreign = tmp_path / "precious"
-    foreign.mkdir()
-    (foreign / "thesis.tex").write_text("do not delete")
-    cfg = tiny(tmp_path, "precious", overwrite=True)
-    with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
-        loop.train(cfg, progress=False)
-    assert (foreign / "thesis.tex").read_text() == "do not delete"
 
 
 def test_cli_train_then_report(datasets_env, tmp_path, capsys):
@@ -266,7 +244,7 @@ def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, shared_run,
     rows = json.loads((tmp_path / "diag.json").read_text())["rows"]
     assert [r["guidance"] for r in rows] == ["none", "all"]
     assert all(r["n"] == 64 and r["dynamics_error"] is not None for r in rows)
-    with pytest.raises(loop.RunDirError, match="not a run directory"):
+    with pytest.raises(directory.RunDirError, match="not a run directory"):
         loop.load_run(tmp_path)
 
 
@@ -360,124 +338,7 @@ def test_init_from_shares_the_offline_phase_exactly(datasets_env, shared_run, tm
     assert first_online[0] == first_online[1]
 
 
-@pytest.mark.parametrize(
-    "change, field",
-    [({"algo": "calql"}, "algo"), ({"seeds": 3}, "seeds"), ({"dataset": "x/y/z-v0"}, "dataset")],
-)
-def test_init_from_refuses_another_offline_phase(datasets_env, tmp_path, change, field):
-    source = tiny(tmp_path, "source", algo="iql", edis=False)
-    (tmp_path / "source").mkdir()
-    (tmp_path / "source" / "config.json").write_text(json.dumps(config.to_dict(source)))
-    arm = source.replace(out=str(tmp_path / "arm"), init_from=source.out, **change)
-    with pytest.raises(loop.RunDirError, match=f"its {field} is"):
-        loop.train(arm, progress=False)
-    assert not (tmp_path / "arm").exists()  # refused before touching the disk
-
-
-# ------------------------------------------------------------- a refused start changes nothing
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """Every file and folder under root, with a hash of each file's bytes."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
-        for p in sorted(root.rglob("*"))
-    }
-
-
-def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_path):
-    old = tiny(tmp_path, "old", offline_steps=30, online_steps=0)
-    loop.train(old, progress=False)
-    assert (Path(old.out) / loop.RUN_MARKER).read_text().startswith("edis-jax ")
-    no_scores = "test/hopper/noscores-v0"
-    if not datasets.dataset_path(no_scores).exists():
-        datasets.write_dataset(no_scores, "Hopper-v5", [_hand_episode(5), _hand_episode(4)])
-    nan_data = "test/hopper/nanreward-v0"
-    if not datasets.dataset_path(nan_data).exists():
-        bad = _hand_episode(5)
-        bad["rewards"][2] = np.nan
-        datasets.write_dataset(nan_data, "Hopper-v5", [bad], ref_min_score=0.0, ref_max_score=1.0)
-    # An --init-from source whose offline checkpoint is unreadable: the new run fails while
-    # it is being built in its staging folder, after every check before it passed.
-    broken = tmp_path / "broken"
-    shutil.copytree(old.out, broken)
-    for step in (broken / checkpoint.OFFLINE_DIR).iterdir():
-        shutil.rmtree(step)
-    before = tree_hashes(tmp_path)
-    refused = [
-        ({"dataset": "test/hopper/nowhere-v0"}, datasets.DatasetNotFoundError, "is not in"),
-        ({"dataset": no_scores}, datasets.ReferenceScoreError, "has no reference scores"),
-        ({"dataset": nan_data}, datasets.InvalidDatasetError, "1 rows of rewards hold NaN"),
-        ({"init_from": old.out, "seeds": 3}, loop.RunDirError, "its seeds is 2"),
-        ({"init_from": str(broken)}, checkpoint.CheckpointError, "no usable checkpoint"),
-        # The folders above --out made for the staging folder are removed again.
-        ({"init_from": str(broken), "out": str(tmp_path / "a" / "b" / "run")},
-         checkpoint.CheckpointError, "no usable checkpoint"),
-    ]  # fmt: skip
-    for changes, error, match in refused:
-        with pytest.raises(error, match=match):
-            loop.train(old.replace(overwrite=True, **changes), progress=False)
-        assert tree_hashes(tmp_path) == before, changes
-
-
-def _hand_episode(n_steps: int) -> dict:
-    rng = np.random.default_rng(n_steps)
-    return {
-        "observations": rng.normal(size=(n_steps + 1, 11)),
-        "actions": rng.uniform(-1, 1, size=(n_steps, 3)).astype(np.float32),
-        "rewards": rng.normal(size=n_steps),
-        "terminations": np.zeros(n_steps, bool),
-        "truncations": np.arange(n_steps) == n_steps - 1,
-    }
-
-
-def test_overwrite_refuses_folders_that_are_not_runs(datasets_env, tmp_path, monkeypatch):
-    project = tmp_path / "project"
-    (project / "src").mkdir(parents=True)
-    (project / "README.md").write_text("my project")
-    (project / "src" / "main.py").write_text("print(1)")
-    (project / "config.json").write_text("{}")  # a config.json alone does not make a run
-    (tmp_path / "notes.txt").write_text("a file")
-    before = tree_hashes(tmp_path)
-    cases = [
-        (str(project), "not an edis-jax run directory \\(no .edis-jax-run\\)"),
-        (str(tmp_path / "notes.txt"), "is a file: give a folder path"),
-        (str(tmp_path / "notes.txt" / "run"), "lies below .*notes.txt, a file"),
-    ]
-    for out, match in cases:
-        with pytest.raises(loop.RunDirError, match=match):
-            loop.train(tiny(tmp_path, "x", out=out, overwrite=True), progress=False)
-    monkeypatch.chdir(project)  # `--out .` inside a project folder
-    with pytest.raises(loop.RunDirError, match="not an edis-jax run directory"):
-        loop.train(tiny(tmp_path, "x", out=".", overwrite=True), progress=False)
-    assert tree_hashes(tmp_path) == before
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_out_is_refused(datasets_env, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        with pytest.raises(loop.RunDirError, match="cannot write in"):
-            loop.train(tiny(tmp_path, "locked/run"), progress=False)
-        assert list(locked.iterdir()) == []
-    finally:
-        locked.chmod(0o700)
-
-
-def test_overwrite_replaces_a_run_only_once_the_new_one_starts(datasets_env, tmp_path):
-    first = tiny(tmp_path, "run", offline_steps=30, online_steps=0)
-    loop.train(first, progress=False)
-    run_dir = Path(first.out)
-    # A run made before the marker existed: config.json, metrics.jsonl and checkpoints/.
-    (run_dir / loop.RUN_MARKER).unlink()
-    (run_dir / "stale.txt").write_text("from the old run")
-    second = first.replace(seed=1, overwrite=True)
-    loop.train(second, progress=False)
-    assert config.from_dict(json.loads((run_dir / "config.json").read_text())).seed == 1
-    assert (run_dir / loop.RUN_MARKER).is_file() and not (run_dir / "stale.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+# --------------------------------------------------------------------- what a run records
 
 
 def test_summary_and_metrics_are_strict_json_when_scores_are_not_finite(

@@ -15,8 +15,8 @@ from __future__ import annotations
 import jax
 
 from edis_jax.agents.calql import CalQL
-from edis_jax.agents.common import update_chunk
 from edis_jax.agents.iql import IQL
+from edis_jax.agents.learner import update_chunk
 from edis_jax.agents.sac import SAC
 from edis_jax.data.normalizer import Normalizer
 

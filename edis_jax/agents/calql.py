@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edis_jax.agents import common, sac
-from edis_jax.agents.common import Learner
+from edis_jax.agents import sac
+from edis_jax.agents.learner import Learner, check_create_args, scalar
 from edis_jax.config import CalQLConfig
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
@@ -52,23 +52,23 @@ class CalQL(struct.PyTreeNode):
         obs_norm: Normalizer | None = None,
         reward_scale: float = 1.0,
     ) -> CalQL:
-        obs_norm = common.check_create_args(
+        obs_norm = check_create_args(
             "calql", obs_dim, act_dim, config, CalQLConfig, obs_norm, reward_scale
         )
         return cls(
             sac=sac.build(key, obs_dim, act_dim, config, obs_norm, reward_scale),
-            cql_alpha=common.scalar(config.cql_alpha),
-            cql_alpha_online=common.scalar(config.cql_alpha_online),
-            cql_temperature=common.scalar(config.cql_temperature),
-            calibrate=common.scalar(config.calibrate),
-            calibrate_online=common.scalar(config.calibrate_online),
-            max_backup=common.scalar(config.max_target_backup),
-            max_backup_online=common.scalar(config.max_target_backup_online),
-            cql_clip_min=common.scalar(_or(config.cql_clip_diff_min, -math.inf)),
-            cql_clip_max=common.scalar(_or(config.cql_clip_diff_max, math.inf)),
-            cql_target_gap=common.scalar(config.cql_target_action_gap),
+            cql_alpha=scalar(config.cql_alpha),
+            cql_alpha_online=scalar(config.cql_alpha_online),
+            cql_temperature=scalar(config.cql_temperature),
+            calibrate=scalar(config.calibrate),
+            calibrate_online=scalar(config.calibrate_online),
+            max_backup=scalar(config.max_target_backup),
+            max_backup_online=scalar(config.max_target_backup_online),
+            cql_clip_min=scalar(_or(config.cql_clip_diff_min, -math.inf)),
+            cql_clip_max=scalar(_or(config.cql_clip_diff_max, math.inf)),
+            cql_target_gap=scalar(config.cql_target_action_gap),
             # log alpha' starts at 1 with the critic's lr (published cal_ql_edis.py).
-            alpha_prime=Learner.create(common.scalar(1.0), config.critic_lr),
+            alpha_prime=Learner.create(scalar(1.0), config.critic_lr),
             cql_n_actions=config.cql_n_actions,
             cql_lagrange=config.cql_lagrange,
         )

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edis_jax.agents import common
-from edis_jax.agents.common import Learner
+from edis_jax.agents.learner import Learner, check_create_args, polyak, scalar
 from edis_jax.config import IQLConfig
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
@@ -55,7 +54,7 @@ class IQL(struct.PyTreeNode):
     ) -> IQL:
         """decay_steps: period of the actor's cosine lr annealing (the driver passes the offline
         steps); 0, or config.actor_cosine_decay False, keeps the actor lr constant."""
-        obs_norm = common.check_create_args(
+        obs_norm = check_create_args(
             "iql", obs_dim, act_dim, config, IQLConfig, obs_norm, reward_scale
         )
         if decay_steps < 0:
@@ -74,15 +73,15 @@ class IQL(struct.PyTreeNode):
             value=Learner.create(value_net.init(value_key, obs), config.value_lr),
             target_critic=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation-safe)
             obs_norm=obs_norm,
-            discount=common.scalar(config.discount),
-            tau=common.scalar(config.tau),
-            expectile=common.scalar(config.expectile),
-            beta=common.scalar(config.beta),
-            max_exp_adv=common.scalar(config.max_exp_adv),
-            reward_scale=common.scalar(reward_scale * config.reward_scale),
-            reward_bias=common.scalar(config.reward_bias),
-            actor_decay_steps=common.scalar(decay_steps if config.actor_cosine_decay else 0),
-            step=common.scalar(0),
+            discount=scalar(config.discount),
+            tau=scalar(config.tau),
+            expectile=scalar(config.expectile),
+            beta=scalar(config.beta),
+            max_exp_adv=scalar(config.max_exp_adv),
+            reward_scale=scalar(reward_scale * config.reward_scale),
+            reward_bias=scalar(config.reward_bias),
+            actor_decay_steps=scalar(decay_steps if config.actor_cosine_decay else 0),
+            step=scalar(0),
             actor_net=actor_net,
             critic_net=critic_net,
             value_net=value_net,
@@ -130,7 +129,7 @@ class IQL(struct.PyTreeNode):
             value=self.value.apply_gradients(value_grads),
             critic=critic,
             actor=self.actor.apply_gradients(actor_grads, lr_scale),
-            target_critic=common.polyak(self.target_critic, critic.params, self.tau),
+            target_critic=polyak(self.target_critic, critic.params, self.tau),
             step=self.step + 1.0,
         )
         info = {

@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edis_jax.agents import common
-from edis_jax.agents.common import Learner
+from edis_jax.agents.learner import Learner, check_create_args, polyak, scalar
 from edis_jax.config import SACConfig
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
@@ -57,7 +56,7 @@ class SAC(struct.PyTreeNode):
         obs_norm: Normalizer | None = None,
         reward_scale: float = 1.0,
     ) -> SAC:
-        obs_norm = common.check_create_args(
+        obs_norm = check_create_args(
             "sac", obs_dim, act_dim, config, SACConfig, obs_norm, reward_scale
         )
         return build(key, obs_dim, act_dim, config, obs_norm, reward_scale)
@@ -101,15 +100,15 @@ def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_
     return SAC(
         actor=Learner.create(actor_net.init(actor_key, obs), config.actor_lr),
         critic=Learner.create(critic_params, config.critic_lr),
-        temperature=Learner.create(common.scalar(jnp.log(config.init_temperature)), config.temp_lr),
+        temperature=Learner.create(scalar(jnp.log(config.init_temperature)), config.temp_lr),
         target_critic=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation-safe)
         obs_norm=obs_norm,
         rng=rng,
-        discount=common.scalar(config.discount),
-        tau=common.scalar(config.tau),
-        target_entropy=common.scalar(-act_dim),  # SAC's heuristic: -dim(A)
-        reward_scale=common.scalar(reward_scale * config.reward_scale),
-        reward_bias=common.scalar(config.reward_bias),
+        discount=scalar(config.discount),
+        tau=scalar(config.tau),
+        target_entropy=scalar(-act_dim),  # SAC's heuristic: -dim(A)
+        reward_scale=scalar(reward_scale * config.reward_scale),
+        reward_bias=scalar(config.reward_bias),
         actor_net=actor_net,
         critic_net=critic_net,
         backup_entropy=config.backup_entropy,
@@ -178,9 +177,7 @@ def update_actor_and_temperature(agent: SAC, obs: jnp.ndarray, key: jax.Array):
 
 
 def update_target(agent: SAC) -> SAC:
-    return agent.replace(
-        target_critic=common.polyak(agent.target_critic, agent.critic.params, agent.tau)
-    )
+    return agent.replace(target_critic=polyak(agent.target_critic, agent.critic.params, agent.tau))
 
 
 def sample_policy(agent: SAC, actor_params, obs: jnp.ndarray, key: jax.Array):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edis_jax import agents
-from edis_jax.data import buffer as rb
+from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
 
 
@@ -31,7 +31,7 @@ def env_row(next_obs, final_obs, reward, terminated) -> np.ndarray:
 
 
 def learn_and_act(
-    agent, mixture: rb.Mixture, into: tuple[int, ...], obs, action, row, update_key,
+    agent, mixture: buffer.Mixture, into: tuple[int, ...], obs, action, row, update_key,
     act_keys, random, *, num_updates: int, batch_size: int,
 ):  # fmt: skip
     """One env step of one seed: add the transition (obs, action, then `row`'s reward, next
@@ -45,7 +45,7 @@ def learn_and_act(
     reward, terminal = row[2 * obs_dim], row[2 * obs_dim + 1]
     transition = Transition(obs, action, reward, final_obs, terminal, jnp.zeros_like(reward))
     buffers = tuple(
-        rb.add(b, transition) if i in into else b for i, b in enumerate(mixture.buffers)
+        buffer.add(b, transition) if i in into else b for i, b in enumerate(mixture.buffers)
     )
     mixture = mixture.replace(buffers=buffers)
     metrics = {}

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edis_jax import agents, edis
+from edis_jax import agents, generator
 from edis_jax.config import RunConfig
-from edis_jax.data import buffer as rb
+from edis_jax.data import buffer
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.train import env_step
@@ -37,10 +37,10 @@ SYNTHETIC, ONLINE, REAL = 0, 1, 2
 
 class RunState(struct.PyTreeNode):
     agent: Any
-    generator: Any  # an edis.Generator, or None for the baseline
-    real: rb.ReplayBuffer  # offline data + everything seen online
-    online: rb.ReplayBuffer  # online transitions only, in arrival order (never wraps)
-    synthetic: rb.ReplayBuffer  # the generator's latest samples (1 row for the baseline)
+    generator: Any  # an generator.Generator, or None for the baseline
+    real: buffer.ReplayBuffer  # offline data + everything seen online
+    online: buffer.ReplayBuffer  # online transitions only, in arrival order (never wraps)
+    synthetic: buffer.ReplayBuffer  # the generator's latest samples (1 row for the baseline)
     weights: jnp.ndarray  # (3,) batch fractions drawn from (synthetic, online, real)
 
 
@@ -112,29 +112,29 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
             reward_scale=reward_scale,
             offline_steps=cfg.offline_steps,
         )
-        generator = None
+        gen = None
         if use_edis:
-            generator = edis.create(k_gen, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
+            gen = generator.create(k_gen, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
             if cfg.diffusion.warm_start and cfg.diffusion.warm_lr == "continue":
                 total = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
-                generator = edis.with_lr_horizon(generator, total)
-        return agent, generator
+                gen = generator.with_lr_horizon(gen, total)
+        return agent, gen
 
-    agent, generator = jax.jit(jax.vmap(one_seed))(seed_keys(cfg))
+    agent, gen = jax.jit(jax.vmap(one_seed))(seed_keys(cfg))
     row = Transition.zeros(obs_dim, act_dim)
     capacity_online = max(cfg.online_steps, 1)
-    real = rb.from_transitions(offline, len(offline) + capacity_online)
+    real = buffer.from_transitions(offline, len(offline) + capacity_online)
     synthetic_capacity = cfg.online.num_samples if use_edis else 1
     per_seed = RunState(
         agent=None,
         generator=None,
         real=real,
-        online=rb.create(row, capacity_online),
-        synthetic=rb.create(row, synthetic_capacity),
+        online=buffer.create(row, capacity_online),
+        synthetic=buffer.create(row, synthetic_capacity),
         weights=jnp.asarray(OFFLINE_WEIGHTS, jnp.float32),
     )
     per_seed = jax.tree.map(lambda x: jnp.broadcast_to(x, (cfg.seeds, *x.shape)), per_seed)
-    return per_seed.replace(agent=agent, generator=generator)
+    return per_seed.replace(agent=agent, generator=gen)
 
 
 # ----------------------------------------------------------------------- jitted seed programs
@@ -145,7 +145,7 @@ def update_chunk(state: RunState, keys, *, num_updates: int, batch_size: int):
     """num_updates agent updates per seed on the current mixture: one device call."""
 
     def one_seed(s: RunState, key):
-        mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
+        mixture = buffer.Mixture((s.synthetic, s.online, s.real), s.weights)
         return agents.update_chunk(s.agent, mixture, key, num_updates, batch_size)
 
     agent, metrics = jax.vmap(one_seed)(state, keys)
@@ -174,7 +174,7 @@ def online_step(
     """
 
     def one_seed(s: RunState, o, a, r, key):
-        mixture = rb.Mixture((s.synthetic, s.online, s.real), s.weights)
+        mixture = buffer.Mixture((s.synthetic, s.online, s.real), s.weights)
         update_key = jax.random.fold_in(key, ONLINE_STREAM + t)
         agent, mixture, next_obs, next_action, metrics = env_step.learn_and_act(
             s.agent, mixture, (ONLINE, REAL), o, a, r, update_key,
@@ -198,8 +198,8 @@ def write_returns(state: RunState, steps: jax.Array, returns: jax.Array) -> RunS
     def one_seed(s: RunState, rows, values):
         offline_size = s.real.size - s.online.size
         return s.replace(
-            online=rb.set_mc_return(s.online, rows, values),
-            real=rb.set_mc_return(s.real, rows + offline_size, values),
+            online=buffer.set_mc_return(s.online, rows, values),
+            real=buffer.set_mc_return(s.real, rows + offline_size, values),
         )
 
     return jax.vmap(one_seed)(state, steps, returns)
@@ -233,7 +233,7 @@ def with_online_phase(state: RunState, weights: jnp.ndarray) -> RunState:
 
 def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) -> RunState:
     """Replace the synthetic buffer by fresh samples (leading seed axis) and set the mixture."""
-    synthetic = jax.jit(jax.vmap(rb.from_transitions))(samples)
+    synthetic = jax.jit(jax.vmap(buffer.from_transitions))(samples)
     seeds = samples.reward.shape[0]
     return state.replace(synthetic=synthetic, weights=jnp.broadcast_to(weights, (seeds, 3)))
 

@@ -32,15 +32,15 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig
-from edis_jax.data import buffer as buffer_lib
+from edis_jax.data import buffer
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.normalizer import Normalizer, TransitionCodec
 from edis_jax.data.transition import Transition
-from edis_jax.diffusion import model as diffusion_lib
+from edis_jax.diffusion import model as diffusion_model
 from edis_jax.diffusion import sampler
 from edis_jax.diffusion.model import DiffusionState
 from edis_jax.energy import cep
-from edis_jax.energy import model as energy_lib
+from edis_jax.energy import model as energy_model
 from edis_jax.energy.cep import NegativeBank, Policy
 from edis_jax.energy.guidance import Guidance, make_guidance
 from edis_jax.energy.model import EnergySet
@@ -104,7 +104,7 @@ def retrain(
     key_prepare, key_train, key_bank, key_cep = jax.random.split(key, 4)
     gen = prepare(gen, real, key_prepare, gen.diffusion_cfg.train_steps)
     sizes = _diffusion_chunk_sizes(gen.diffusion_cfg.train_steps, gen.diffusion_cfg.train_chunk)
-    metrics = {"diffusion_loss": jnp.full((), jnp.nan)}
+    metrics = {}  # train_steps 0 (a pretrained warm model): no step, no diffusion_loss
     if sum(sizes[:-1]):
         gen, _ = train_diffusion(gen, real, key_train, sum(sizes[:-1]))
     if sizes:
@@ -159,12 +159,12 @@ def prepare(gen: Generator, real: ReplayBuffer, key: jax.Array, num_steps: int) 
     fitted = Normalizer.fit(gen.codec.vector(real.data), mask=rows)
     cfg = gen.diffusion_cfg
     if not cfg.warm_start:
-        return gen.replace(normalizer=fitted, diffusion=diffusion_lib.reinit(gen.diffusion, key))
+        return gen.replace(normalizer=fitted, diffusion=diffusion_model.reinit(gen.diffusion, key))
     fresh = gen.diffusion.step == 0
     normalizer = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), fitted, gen.normalizer)
     diffusion = gen.diffusion
     if cfg.warm_lr == "restart":
-        diffusion = diffusion_lib.restart_schedule(diffusion, num_steps)
+        diffusion = diffusion_model.restart_schedule(diffusion, num_steps)
     return gen.replace(normalizer=normalizer, diffusion=diffusion)
 
 
@@ -184,10 +184,10 @@ def train_diffusion(
     """`num_steps` EDM steps on normalised batches of `real`; metrics: mean loss of the chunk."""
 
     def batch_fn(k):
-        rows = buffer_lib.sample(real, k, gen.diffusion_cfg.batch_size)
+        rows = buffer.sample(real, k, gen.diffusion_cfg.batch_size)
         return gen.codec.encode(rows)
 
-    diffusion, loss = diffusion_lib.train_chunk(gen.diffusion, batch_fn, key, num_steps)
+    diffusion, loss = diffusion_model.train_chunk(gen.diffusion, batch_fn, key, num_steps)
     return gen.replace(diffusion=diffusion), {"diffusion_loss": loss}
 
 
@@ -321,8 +321,8 @@ def _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide) -> Generato
     key_diffusion, key_energy = jax.random.split(key)
     scales = (energy_cfg.scale_state, energy_cfg.scale_policy, energy_cfg.scale_transition)
     return Generator(
-        diffusion=diffusion_lib.init(key_diffusion, dim, diffusion_cfg),
-        energies=energy_lib.init(key_energy, dim, energy_cfg),
+        diffusion=diffusion_model.init(key_diffusion, dim, diffusion_cfg),
+        energies=energy_model.init(key_energy, dim, energy_cfg),
         normalizer=Normalizer.identity(dim),
         scales=jnp.asarray(scales, jnp.float32),
         obs_dim=obs_dim,
@@ -368,7 +368,7 @@ def _cep_steps_per_bank(gen: Generator) -> int:
 
 
 def _train_diffusion_with_bar(gen, real, key, steps, progress, seeds, desc="diffusion"):
-    metrics = {"diffusion_loss": jnp.full((seeds,), jnp.nan)}
+    metrics = {}  # no step trains: no diffusion_loss
     sizes = _diffusion_chunk_sizes(steps, gen.diffusion_cfg.train_chunk)
     with tqdm(total=steps, desc=f"{desc} x{seeds}", disable=not progress, leave=False) as bar:
         for n in sizes:

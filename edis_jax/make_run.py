@@ -23,7 +23,7 @@ OUT = Path("runs/make_run")
 SEEDS = 4
 
 
-def main_job_configs() -> list[config.RunConfig]:
+def arm_configs() -> list[config.RunConfig]:
     """The baseline first (it owns the shared offline phase), then the arms started from it."""
     # overwrite=True: these folders belong to `make run`; a stale or changed run there is redone.
     base = config.preset("cpu").replace(
@@ -53,7 +53,7 @@ def run_or_continue(cfg: config.RunConfig) -> None:
 
 
 def main() -> int:
-    configs = main_job_configs()
+    configs = arm_configs()
     for cfg in configs:
         run_or_continue(cfg)
     result = report.report(

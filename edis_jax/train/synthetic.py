@@ -1,0 +1,129 @@
+"""The generator's part of the online phase: pretraining the warm-started diffusion model,
+each retrain (generator, fresh synthetic buffer, health record), the published schedule's extra
+updates on the synthetic mix, and the oracle arm's simulator relabelling. Each function takes the
+run (train/loop.py's _Run) and updates its state and progress."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from edis_jax import agents, envs, generator
+from edis_jax.data.transition import Transition
+from edis_jax.train import state as S
+from edis_jax.train.health import generator_health
+from edis_jax.train.records import check_finite
+
+
+def pretrain_generator(run) -> None:
+    """Train the warm-started diffusion model on the offline data before the first online
+    step. Not checkpointed on its own: a run killed before its first online checkpoint
+    redoes it with the same keys."""
+    t0 = time.perf_counter()
+    keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
+    gen, _ = generator.pretrain_with_progress(
+        run.state.generator, run.state.real, keys, progress=run.show
+    )
+    run.state = run.state.replace(generator=jax.block_until_ready(gen))
+    run.progress.wall["generator_pretrain"] = time.perf_counter() - t0
+
+
+def retrain(run) -> None:
+    """Retrain every seed's generator on its data, refill its synthetic buffer, and log the
+    generator's health (one record per seed, "event": "retrain")."""
+    cfg, p = run.cfg, run.progress
+    timings: dict[str, float] = {}
+    keys = S.step_key(run.keys, S.RETRAIN_STREAM, p.online_step)
+    policy = agents.policy(run.state.agent)
+    gen, metrics = generator.retrain_with_progress(
+        run.state.generator,
+        run.state.real,
+        run.state.online,
+        policy,
+        keys,
+        progress=run.show,
+        timings=timings,
+    )
+    t0 = time.perf_counter()
+    keys = S.step_key(run.keys, S.GENERATE_STREAM, p.online_step)
+    samples, sample_metrics = generator.generate_with_progress(
+        gen,
+        keys,
+        cfg.online.num_samples,
+        terminal_fn=run.terminal_fn,
+        progress=run.show,
+    )
+    timings["generate"] = elapsed(t0, samples)
+    check_finite(run.run_dir, "online", p.online_step, {**metrics, **sample_metrics})
+    finite = jax.device_get(jax.vmap(all_finite)(samples))  # one flag per seed
+    check_finite(
+        run.run_dir, "online", p.online_step, {"data": np.where(finite, 0.0, np.nan)},
+        what="the retrain's generated (synthetic) data",
+    )  # fmt: skip
+    if cfg.online.relabel == "simulator":
+        t0 = time.perf_counter()
+        samples = relabel(samples, run.dataset.env_id, run.actions, cfg.seeds)
+        timings["relabel"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    health = generator_health(
+        samples, run.state.real, run.state.online, run.dataset.env_id, run.actions
+    )
+    timings["health"] = time.perf_counter() - t0
+    weights = S.synthetic_weights(cfg) if S.synthetic_every_update(cfg) else S.real_weights(cfg)
+    run.state = S.set_synthetic(run.state.replace(generator=gen), samples, weights)
+    p.retrains += 1
+    for phase, seconds in timings.items():
+        p.wall[phase] = p.wall.get(phase, 0.0) + seconds
+    run.log("online", p.online_step, {**metrics, **sample_metrics, **health}, None,
+            event="retrain")  # fmt: skip
+
+
+def retrain_step_updates(run) -> None:
+    """IQL-EDIS's published schedule: `utd_retrain` agent updates on the synthetic mix right
+    after a retrain; every other update keeps drawing real data."""
+    cfg, p = run.cfg, run.progress
+    seeds = cfg.seeds
+    keys = S.step_key(run.keys, S.RETRAIN_UPDATE_STREAM, p.online_step)
+    mixed = run.state.replace(weights=jnp.broadcast_to(S.synthetic_weights(cfg), (seeds, 3)))
+    mixed, _ = S.update_chunk(
+        mixed,
+        keys,
+        num_updates=cfg.online.utd_retrain,
+        batch_size=cfg.batch_size,
+    )
+    run.state = mixed.replace(weights=jnp.broadcast_to(S.real_weights(cfg), (seeds, 3)))
+    p.synthetic_updates += cfg.online.utd_retrain
+
+
+def relabel(samples: Transition, env_id: str, actions: envs.ActionScale, seeds: int) -> Transition:
+    """The oracle arm: s', r and terminal of every synthetic row from the simulator set to
+    the row's (s, a). Rows the simulator cannot take (non-finite) keep the model's values."""
+    host = jax.device_get(samples)
+    next_obs, reward, terminal = (np.array(x) for x in (host.next_obs, host.reward, host.terminal))
+    for i in range(seeds):
+        sim_next, sim_reward, sim_term = envs.simulate(
+            env_id, host.obs[i], actions.to_env(host.action[i])
+        )
+        ok = np.isfinite(sim_next).all(-1)
+        next_obs[i, ok], reward[i, ok], terminal[i, ok] = (
+            sim_next[ok],
+            sim_reward[ok],
+            sim_term[ok],
+        )
+    return samples.replace(
+        next_obs=jnp.asarray(next_obs, jnp.float32),
+        reward=jnp.asarray(reward, jnp.float32),
+        terminal=jnp.asarray(terminal, jnp.float32),
+    )
+
+
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def elapsed(t0: float, ready) -> float:
+    jax.block_until_ready(ready)
+    return time.perf_counter() - t0

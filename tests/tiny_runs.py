@@ -1,0 +1,21 @@
+"""The tiny run configuration that test_train.py and test_directory.py start their runs from."""
+
+from pathlib import Path
+
+from edis_jax import config
+
+DATASET = "test/hopper/random-v0"  # conftest.HOPPER: built once per session
+
+
+def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
+    base = config.preset("tiny").replace(
+        dataset=DATASET,
+        out=str(tmp_path / name),
+        offline_steps=100,
+        online_steps=120,
+        eval_every=60,
+        log_every=30,
+        checkpoint_every=60,
+        online=config.OnlineConfig(utd=1, retrain_every=60, num_samples=256),
+    )
+    return base.replace(**changes)
