@@ -6,7 +6,7 @@ flags name (README "Comparisons that isolate one thing"). Default size: 8 seeds,
 steps, 5 evaluation episodes per point.
 
 Each arm is an ordinary run directory under `--out`: re-running continues an interrupted arm
-from its latest checkpoint and keeps finished ones (main_job.run_or_continue), so the whole
+from its latest checkpoint and keeps finished ones (make_run.run_or_continue), so the whole
 experiment may span several sessions. It ends with `edis-jax report` of the finished arms
 against IQL (IQM [95% CI], final score, online AUC, Welch p, wall time), written to
 `--out`/report.md and report.png.
@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edis_jax import config, main_job, report
+from edis_jax import config, make_run, report
 
-DATASET = main_job.DATASET  # shipped with the package
+DATASET = make_run.DATASET  # shipped with the package
 
 # arm -> RunConfig values beside `edis` (config.with_values keys); the baseline comes first.
 ARMS: dict[str, tuple[bool, dict]] = {
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
     if not args.report_only:
         for cfg in configs:
-            main_job.run_or_continue(cfg)
+            make_run.run_or_continue(cfg)
     finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
     if not finished:
         print("no arm has finished yet")
