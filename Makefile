@@ -22,9 +22,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/python -m edis_jax.make_run
 
-# `make test` skips the @slow smoke tests (the full benchmark harness at tiny sizes, the diagnose
-# command on Pendulum, the GPU run at tiny size) to stay well inside CI's time; `make test-all`
-# runs everything. The suite is mostly XLA compiling, one core per process: TEST_WORKERS pytest
+# `make test` skips the @slow tests (the full benchmark harness at tiny sizes, the diagnose command
+# on Pendulum, the tiny Adroit run) to stay well inside CI's time; `make test-all` runs everything. The suite is mostly XLA compiling, one core per process: TEST_WORKERS pytest
 # processes (pytest-xdist) take one test file each at a time.
 TEST_WORKERS ?= 2
 test: $(STAMP)
