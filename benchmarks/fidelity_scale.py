@@ -1,0 +1,165 @@
+"""`python -m benchmarks.fidelity_scale`: does a bigger or longer-trained generator reach #10's
+dynamics-error target (unguided synthetic rows at most 5x real data's error)?
+
+The `cpu` preset's generator (256x4, 15k warm-start steps, 3k per retrain) leaves the unguided
+dynamics error at 9.4x real data's (README "Generator fidelity"). This script measures the same
+quantity, with `diagnose.run_diagnose` after `--retrains 3`, over a grid of model size x training
+steps, two seeds each: on a GPU the paper-size model and long training cost seconds.
+
+Only the unguided row is generated: the dynamics error of unguided rows does not depend on the
+energies or the policy, so CEP runs its minimum and the policy is a short behaviour clone (its
+action log-likelihood column is not meaningful here and is not reported).
+
+The target (the online data of retrains 1..3) is a `.npz` of transitions written by
+`--export-target RUN_DIR` (seed 0's online buffer), so a GPU machine needs no run directory.
+Results go to `--out` as JSON after every setting (a timeout keeps the finished rows) and as a
+markdown table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (label, width, depth, initial_steps, train_steps per retrain), the most telling first: the
+# biggest generator (does scale reach the target at all?), then the cpu preset (the baseline).
+GRID = (
+    ("paper size, 4x steps", 1024, 6, 60_000, 12_000),
+    ("cpu preset", 256, 4, 15_000, 3_000),
+    ("paper size", 1024, 6, 15_000, 3_000),
+    ("cpu size, 4x steps", 256, 4, 60_000, 12_000),
+)
+TINY_GRID = (("tiny", 64, 2, 200, 100),)
+FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "mc_return")
+
+
+def export_target(run_dir: str, path: str) -> None:
+    """Seed 0's online buffer in RUN_DIR's newest checkpoint as an .npz of Transition fields.
+
+    Read as a raw orbax tree, so runs saved by older versions of the agents still export."""
+
+    import orbax.checkpoint as ocp
+
+    from edis_jax.data.datasets import load_dataset
+    from edis_jax.train.directory import read_config
+
+    steps = sorted(Path(run_dir, "checkpoints").resolve().iterdir(), key=lambda d: int(d.name))
+    online = ocp.PyTreeCheckpointer().restore(steps[-1] / "state")["online"]
+    size = int(online["size"][0])
+    rows = {f: np.asarray(online["data"][f][0, :size]) for f in FIELDS}
+    env_id = load_dataset(read_config(Path(run_dir)).dataset).env_id
+    np.savez(path, env_id=env_id, **rows)
+    print(f"wrote {path}: {size} online rows of {env_id} from {steps[-1]}")
+
+
+def _markdown(results: list[dict]) -> str:
+    lines = [
+        "| setting | width x depth | pretraining + per-retrain steps | seed | dyn. error "
+        "| offline data's | ratio | diffusion loss | seconds |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['label']} | {r['width']}x{r['depth']} | {r['initial_steps']} + "
+            f"{r['train_steps']} | {r['seed']} | {r['dynamics_error']:.3f} | "
+            f"{r['offline_dynamics_error']:.3f} | {r['ratio']:.1f}x | "
+            f"{r['diffusion_loss']:.4f} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="local/hopper/medium-v0")
+    p.add_argument("--target", default="runs/fidelity_target.npz")
+    p.add_argument("--export-target", metavar="RUN_DIR")
+    p.add_argument("--out", default="runs/fidelity_scale")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--tiny", action="store_true", help="one tiny setting (a CPU check)")
+    p.add_argument("--budget-s", type=float, default=300.0)
+    args = p.parse_args()
+    if args.export_target:
+        export_target(args.export_target, args.target)
+        return
+
+    import jax
+
+    from edis_jax.config import preset
+    from edis_jax.data.datasets import load_dataset
+    from edis_jax.data.transition import Transition
+    from edis_jax.diagnose import run_diagnose
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    offline = load_dataset(args.dataset)
+    with np.load(args.target) as z:
+        assert str(z["env_id"]) == offline.env_id, (str(z["env_id"]), offline.env_id)
+        target = Transition(**{f: z[f] for f in FIELDS})
+    base = preset("cpu")
+    device = jax.devices()[0].device_kind
+    results, seconds_of = [], {}
+    runs = [(seed, *row) for seed in args.seeds for row in (TINY_GRID if args.tiny else GRID)]
+    for seed, label, width, depth, initial, per_retrain in runs:
+        config = base.replace(
+            diffusion=dataclasses.replace(
+                base.diffusion,
+                width=width,
+                depth=depth,
+                initial_steps=initial,
+                train_steps=per_retrain,
+            ),
+            energy=dataclasses.replace(base.energy, steps=10, bank_refreshes=1),
+        )
+        left = args.budget_s - (time.perf_counter() - start)
+        need = seconds_of.get(label, 0.0)  # a setting not yet run is tried: JSON is kept per row
+        if left < need or left <= 0:
+            print(f"skipped {label} seed {seed}: {left:.0f} s left, {need:.0f} s needed")
+            continue
+        t0 = time.perf_counter()
+        r = run_diagnose(
+            offline.transitions,
+            target,
+            offline.env_id,
+            config=config,
+            policy_steps=10,
+            n=4096,
+            guidance=("none",),
+            retrains=3,
+            seed=seed,
+            progress=False,
+        )
+        seconds = time.perf_counter() - t0
+        ref = r["reference"][0]["dynamics_error"]
+        err = r["rows"][0]["dynamics_error"]
+        results.append(
+            {
+                "label": label,
+                "width": width,
+                "depth": depth,
+                "initial_steps": initial,
+                "train_steps": per_retrain,
+                "seed": seed,
+                "dynamics_error": err,
+                "offline_dynamics_error": ref,
+                "ratio": err / ref,
+                "diffusion_loss": r["retrain"].get("diffusion_loss", float("nan")),
+                "seconds": seconds,
+                "timings": r["timings"],
+            }
+        )
+        seconds_of[label] = seconds
+        doc = {"device": device, "dataset": args.dataset, "results": results}
+        (out / "results.json").write_text(json.dumps(doc, indent=1))
+        (out / "results.md").write_text(f"Device: {device}\n\n{_markdown(results)}\n")
+        print(json.dumps(results[-1]), flush=True)
+    print(_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
