@@ -41,7 +41,9 @@ def arm_configs() -> list[config.RunConfig]:
 def run_or_continue(cfg: config.RunConfig) -> None:
     run_dir = Path(cfg.out)
     saved = run_dir / "config.json"
-    same = saved.is_file() and json.loads(saved.read_text()) == config.to_dict(cfg)
+    # Compared as JSON, as saved: to_dict keeps tuples, which config.json reads back as lists.
+    wanted = json.loads(json.dumps(config.to_dict(cfg)))
+    same = saved.is_file() and json.loads(saved.read_text()) == wanted
     if same and (run_dir / "summary.json").is_file():
         print(f"{run_dir}: finished earlier, kept")
     elif same and checkpoint.latest_step(run_dir) is not None:

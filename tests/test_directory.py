@@ -2,7 +2,6 @@
 --init-from source must share the offline phase, a refused start changes nothing on disk, and
 --overwrite replaces a run only once the new one has started."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_runs import tiny
+from tiny_runs import tiny, tree_hashes
 
 from edis_jax import checkpoint, config
 from edis_jax.data import datasets
@@ -49,14 +48,6 @@ def test_init_from_refuses_another_offline_phase(datasets_env, tmp_path, change,
     with pytest.raises(directory.RunDirError, match=f"its {field} is"):
         loop.train(arm, progress=False)
     assert not (tmp_path / "arm").exists()  # refused before touching the disk
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """Every file and folder under root, with a hash of each file's bytes."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
-        for p in sorted(root.rglob("*"))
-    }
 
 
 def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_path):

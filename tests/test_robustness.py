@@ -4,7 +4,6 @@ any point resumes to the metrics of a run never stopped."""
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
+from tiny_runs import tree_hashes
 
 from edis_jax import checkpoint, cli, config, envs, generator
 from edis_jax.train import directory, loop, synthetic
@@ -60,14 +60,6 @@ def run_copy(finished_run, datasets_env, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy)
     return copy
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def one_error_line(capsys) -> str:

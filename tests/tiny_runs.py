@@ -1,5 +1,7 @@
-"""The tiny run configuration that test_train.py and test_directory.py start their runs from."""
+"""The tiny run configuration that test_train.py and test_directory.py start their runs from, and
+`tree_hashes`, which the tests use to prove a folder byte-identical before and after."""
 
+import hashlib
 from pathlib import Path
 
 from edis_jax import config
@@ -19,3 +21,11 @@ def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
         online=config.OnlineConfig(utd=1, retrain_every=60, num_samples=256),
     )
     return base.replace(**changes)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file and folder under root, with a hash of each file's bytes ("/" for a folder)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
+        for p in sorted(root.rglob("*"))
+    }
