@@ -18,9 +18,11 @@ a-priori choice, not tuned on any seed, so the reported seeds carry no selection
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edis_jax import config, make_run, report
+from edis_jax.train.directory import RunDirError
 
 DATASET = make_run.DATASET  # shipped with the package
 
@@ -64,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
     if not args.report_only:
         for cfg in configs:
-            make_run.run_or_continue(cfg)
+            try:
+                make_run.run_or_continue(cfg)
+            except RunDirError as err:  # an arm's folder holds a run of other settings
+                print(f"comparison: {err}", file=sys.stderr)
+                return 2
     finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
     if not finished:
         print("no arm has finished yet")
