@@ -1,10 +1,8 @@
 """`edis-jax report`: compare runs ("arms") over their seeds, plot learning curves and generator
 health.
 
-Statistics follow Agarwal et al. 2021 ("Deep RL at the edge of the statistical precipice", the
-rliable method): the interquartile mean (IQM) over seeds with a 95% percentile bootstrap interval,
-seeds resampled with replacement within each run (the stratified bootstrap with one task). Arms
-are compared with a baseline by Welch's t-test. The online learning curve's area (AUC) is the
+Per arm: the interquartile mean (IQM) over seeds with a 95% bootstrap interval, and Welch's
+t-test against a baseline arm (edis_jax/stats.py, the rliable method); figures in plots.py. The online learning curve's area (AUC) is the
 normalised score averaged over the online-phase evaluations, per seed.
 """
 
@@ -13,46 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 
-BOOTSTRAP_DRAWS = 2000  # as in rliable's examples
-BOOTSTRAP_SEED = 0  # fixed, so that a report is reproducible
-CONFIDENCE = 0.95
-SIGNIFICANCE = 0.05
-
-# Generator-health panels: (title, [(metric, line label, line style)], log scale).
-HEALTH_PANELS: list[tuple[str, list[tuple[str, str, str]], bool]] = [
-    ("diffusion loss", [("diffusion_loss", "", "-")], False),
-    *(
-        (
-            f"CEP accuracy, {energy} energy",
-            [(f"cep_{energy}_acc", "train", "-"), (f"cep_{energy}_heldout_acc", "held-out", "--")],
-            False,
-        )
-        for energy in ("state", "policy", "transition")
-    ),
-    ("clipped action fraction", [("clipped_action_frac", "", "-")], False),
-    (
-        "reward mean",
-        [("synthetic_reward_mean", "synthetic", "-"), ("real_reward_mean", "real", "--")],
-        False,
-    ),
-    (
-        "terminal rate",
-        [("synthetic_terminal_rate", "synthetic", "-"), ("real_terminal_rate", "real", "--")],
-        False,
-    ),
-    (
-        "dynamics error",
-        [("synthetic_dynamics_error", "synthetic", "-"), ("real_dynamics_error", "real", "--")],
-        True,
-    ),
-]
+from edis_jax import plots
+from edis_jax.stats import BOOTSTRAP_DRAWS, SIGNIFICANCE, iqm_ci, welch_p
 
 
 class ReportError(ValueError):
@@ -85,8 +50,9 @@ def report(run_dirs: list[str], out: str | None = None, baseline: str | None = N
     out_path = Path(out) if out else Path(dirs[0]).resolve().parent / "report.png"
     _check_writable(out_path)
     runs = [load_run(d) for d in dirs]
-    curves = plot(runs, out_path)
-    health = plot_health(runs, out_path.with_name(out_path.stem + "_health.png"))
+    names = labels(runs)
+    curves = plots.plot(runs, names, out_path)
+    health = plots.plot_health(runs, names, out_path.with_name(out_path.stem + "_health.png"))
     parts = [table(runs, base_index)]
     if base_index is not None:
         parts.append("\n".join(comparisons(runs, base_index)))
@@ -210,52 +176,6 @@ def statistics(run: dict, baseline: dict | None = None) -> dict:
     return stats
 
 
-def iqm(values, axis: int = -1):
-    """Interquartile mean: the mean of the middle 50% of values (scipy's trim_mean, 25% cut)."""
-    return scipy.stats.trim_mean(values, 0.25, axis=axis)
-
-
-def bootstrap_ci(
-    values,
-    statistic=iqm,
-    draws: int = BOOTSTRAP_DRAWS,
-    seed: int = BOOTSTRAP_SEED,
-    confidence: float = CONFIDENCE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of `statistic` over the last axis (seeds).
-
-    Seeds are resampled with replacement, each as a whole (its full curve if `values` has more
-    axes), `draws` times with a fixed numpy seed; the interval is the draws' central
-    `confidence` quantiles.
-    """
-    x = np.asarray(values, float)
-    n = x.shape[-1]
-    idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))
-    samples = statistic(x[..., idx], axis=-1)  # (..., draws)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail], axis=-1)
-    return low, high
-
-
-def iqm_ci(values) -> tuple[float, float, float]:
-    """(IQM, CI low, CI high) of per-seed values; NaNs if there are none."""
-    v = np.asarray(values, float)
-    if v.size == 0:
-        return (math.nan, math.nan, math.nan)
-    low, high = bootstrap_ci(v)
-    return (float(iqm(v)), float(low), float(high))
-
-
-def welch_p(a, b) -> float:
-    """Two-sided Welch's t-test p-value (unequal variances); NaN with under 2 seeds or no spread."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy's NaN is the answer
-        return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def table(runs: list[dict], baseline: int | None = None) -> str:
     """A markdown table, one row per run: scores as mean ± std and IQM [95% CI] over seeds,
     online AUC, Welch p against runs[baseline] (columns only with a baseline), wall time."""
@@ -309,89 +229,6 @@ def comparisons(runs: list[dict], baseline: int) -> list[str]:
     return sentences
 
 
-def plot(runs: list[dict], path: str | Path) -> Path:
-    """Normalised score against steps: mean over seeds and its 95% bootstrap CI, one line per
-    run."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (run, name) in enumerate(zip(runs, labels(runs), strict=True)):
-        if len(run["steps"]) == 0:
-            continue
-        mean = run["scores"].mean(axis=1)
-        low, high = bootstrap_ci(run["scores"], statistic=np.mean)
-        ax.plot(run["steps"], mean, label=name, color=f"C{i}")
-        ax.fill_between(run["steps"], low, high, alpha=0.2, color=f"C{i}", linewidth=0)
-    offline = {r["config"]["offline_steps"] for r in runs}
-    if len(offline) == 1 and (boundary := offline.pop()) > 0:
-        ax.axvline(boundary, color="grey", linestyle=":", linewidth=1)
-        ax.text(boundary, ax.get_ylim()[1], " online", va="top", fontsize=8, color="grey")
-    ax.set_xlabel("offline updates, then online env steps")
-    ax.set_ylabel("normalised score")
-    ax.set_title(", ".join(sorted({r["config"]["dataset"] for r in runs})))
-    ax.grid(alpha=0.3)
-    ax.legend(title="mean; band: 95% bootstrap CI over seeds", title_fontsize=8)
-    return _save(plt, fig, path)
-
-
-def plot_health(runs: list[dict], path: str | Path) -> Path | None:
-    """Generator health at each retrain against online step: one panel per metric group, mean
-    and min-max over seeds, one colour per run (as in plot()). None, and nothing written, if no
-    run has retrain records."""
-    names = labels(runs)
-    shown = [(i, run) for i, run in enumerate(runs) if len(run["health"]["steps"])]
-    if not shown:
-        return None
-    panels = [
-        p for p in HEALTH_PANELS if any(_has_values(run, m) for _, run in shown for m, _, _ in p[1])
-    ]
-    if not panels:
-        return None
-    plt = _pyplot()
-    ncols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    height = 3.2 * nrows + 0.6  # 0.6 inch on top for the figure legend
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, height), squeeze=False)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
-    chance = _cep_chance([run for _, run in shown])
-    for ax, (title, lines, log) in zip(axes.flat, panels, strict=False):
-        for i, run in shown:
-            steps = run["health"]["steps"]
-            for metric, _, style in lines:
-                if not _has_values(run, metric, positive=log):
-                    continue
-                v = run["health"][metric]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-null retrains: NaN
-                    mean, low, high = np.nanmean(v, 1), np.nanmin(v, 1), np.nanmax(v, 1)
-                ax.plot(steps, mean, style, color=f"C{i}", marker=".")
-                ax.fill_between(steps, low, high, alpha=0.15, color=f"C{i}", linewidth=0)
-        drawn = [m for m, _, _ in lines if any(_has_values(r, m, log) for _, r in shown)]
-        styles = [(lbl, style) for m, lbl, style in lines if lbl and m in drawn]
-        if (level := chance.get(lines[0][0])) is not None:
-            ax.axhline(level, color="grey", linestyle=":", linewidth=1)
-            styles.append((f"chance {level:.2f}", ":"))
-        if styles:
-            handles = [plt.Line2D([], [], color="k", linestyle=s) for _, s in styles]
-            ax.legend(handles, [lbl for lbl, _ in styles], fontsize=7)
-        if log:
-            ax.set_yscale("log", nonpositive="mask")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("online env steps", fontsize=8)
-        ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=f"C{i}") for i, _ in shown]
-    fig.legend(
-        handles,
-        [names[i] for i, _ in shown],
-        loc="upper center",
-        ncol=min(len(shown), 4),
-        title="generator health at each retrain: mean, band min-max over seeds",
-        title_fontsize=9,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / height))
-    return _save(plt, fig, path)
-
-
 # ----------------------------------------------------------------------------------- helpers
 
 
@@ -412,7 +249,7 @@ def _health_arrays(retrains: dict[int, dict[int, dict]], seeds: int) -> dict:
     """{"steps": (retrains,), metric: (retrains, seeds)} with NaN for null or missing values."""
     steps = sorted(retrains)
     health: dict = {"steps": np.array(steps, int)}
-    for _, lines, _ in HEALTH_PANELS:
+    for _, lines, _ in plots.HEALTH_PANELS:
         for metric, _, _ in lines:
             health[metric] = np.array(
                 [[_number(retrains[t].get(i, {}).get(metric)) for i in range(seeds)] for t in steps]
@@ -422,23 +259,6 @@ def _health_arrays(retrains: dict[int, dict[int, dict]], seeds: int) -> dict:
 
 def _number(value) -> float:
     return math.nan if value is None else float(value)
-
-
-def _has_values(run: dict, metric: str, positive: bool = False) -> bool:
-    """Whether a run has a value of `metric` to draw (a positive one on a log scale)."""
-    v = run["health"][metric]
-    return bool((np.isfinite(v) & (v > 0 if positive else True)).any())
-
-
-def _cep_chance(runs: list[dict]) -> dict[str, float]:
-    """Chance CEP accuracy, keyed by the training-accuracy metric, as energy/cep.py measures it:
-    E_s compares a positive with one negative (1/2); E_a and E_t count a positive that beats all
-    its K negatives (1/(K+1)), K from the config, drawn only if all runs share it."""
-    chance = {"cep_state_acc": 0.5}
-    ks = {r["config"].get("energy", {}).get("num_negatives") for r in runs}
-    if len(ks) == 1 and (k := ks.pop()):
-        chance |= {"cep_policy_acc": 1 / (k + 1), "cep_transition_acc": 1 / (k + 1)}
-    return chance
 
 
 def _mean_std(values) -> str:
@@ -483,15 +303,6 @@ def _status(run: dict) -> str:
     return f"unfinished ({phase} step {step}/{total})"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _check_writable(path: Path) -> None:
     """Refuse, before any work, a PNG path that cannot be written."""
     if path.is_dir():
@@ -504,11 +315,3 @@ def _check_writable(path: Path) -> None:
             f"--out {path}: cannot write there (no permission or a read-only disk); choose a "
             "writable --out"
         )
-
-
-def _save(plt, fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -1,5 +1,5 @@
 """`edis-jax report` on run directories written by the tests themselves (no training): labels,
-IQM and its bootstrap interval, the online AUC, Welch's t-test against a baseline, unfinished
+the IQM column, the online AUC, Welch's t-test against a baseline, unfinished
 runs, the generator-health figure and the CLI."""
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from edis_jax import cli, report
+from edis_jax import cli, report, stats
 
 OFFLINE_STEPS, ONLINE_STEPS = 100, 200
 ONLINE_EVAL_STEPS = (0, 100, 200)
@@ -111,21 +111,6 @@ BASE_FINAL = [60.0, 62.0, 65.0, 66.0, 70.0, 71.0, 75.0, 80.0]
 EDIS_FINAL = [30.0, 35.0, 38.0, 40.0, 41.0, 45.0, 50.0, 90.0]
 
 
-def test_iqm_is_the_mean_of_the_middle_half_and_its_ci_is_the_seed_bootstrap():
-    values = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 1000.0])
-    assert report.iqm(values) == pytest.approx((30 + 40 + 50 + 60) / 4)  # 2 cut at each end
-    low, high = report.bootstrap_ci(values)
-    assert values.min() <= low < 45.0 < high <= values.max()
-    # by hand: resample the 8 seeds with replacement, 2000 times, fixed seed; 2.5/97.5 percentiles
-    idx = np.random.default_rng(report.BOOTSTRAP_SEED).integers(0, 8, size=(2000, 8))
-    draws = [np.sort(values[row])[2:6].mean() for row in idx]
-    assert (low, high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
-    assert report.bootstrap_ci(values) == (low, high)  # reproducible
-    same = np.full(8, 42.5)
-    assert report.bootstrap_ci(same) == pytest.approx((42.5, 42.5))
-    assert report.iqm_ci(same) == (42.5, 42.5, 42.5)
-
-
 def test_statistics_of_run_dirs_final_auc_and_welch_p(tmp_path):
     base_online, edis_online = curve(BASE_FINAL), curve(EDIS_FINAL, start=20.0)
     write_run(tmp_path / "iql", base_online)
@@ -170,8 +155,8 @@ def test_report_text_with_and_without_baseline(tmp_path):
     assert rows[0].split(" | ")[p_col] == "-"
     p = scipy.stats.ttest_ind(EDIS_FINAL, BASE_FINAL, equal_var=False).pvalue
     assert rows[1].split(" | ")[p_col] == ("<0.001" if p < 0.001 else f"{p:.3g}")
-    iqm = report.iqm_ci(EDIS_FINAL)
-    base_iqm = report.iqm_ci(BASE_FINAL)
+    iqm = stats.iqm_ci(EDIS_FINAL)
+    base_iqm = stats.iqm_ci(BASE_FINAL)
     assert (
         f"IQL-EDIS: final IQM {iqm[0]:.1f} [{iqm[1]:.1f}, {iqm[2]:.1f}] vs IQL "
         f"{base_iqm[0]:.1f} [{base_iqm[1]:.1f}, {base_iqm[2]:.1f}]; Welch p = "

@@ -1,0 +1,64 @@
+"""Statistics for comparing RL runs over seeds (Agarwal et al. 2021, "Deep RL at the edge of the
+statistical precipice", the rliable method): the interquartile mean (IQM) over seeds with a 95%
+percentile bootstrap interval, seeds resampled with replacement within each run (the stratified
+bootstrap with one task), and Welch's t-test between two arms.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.stats
+
+BOOTSTRAP_DRAWS = 2000  # as in rliable's examples
+BOOTSTRAP_SEED = 0  # fixed, so that a report is reproducible
+CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05
+
+
+def iqm(values, axis: int = -1):
+    """Interquartile mean: the mean of the middle 50% of values (scipy's trim_mean, 25% cut)."""
+    return scipy.stats.trim_mean(values, 0.25, axis=axis)
+
+
+def bootstrap_ci(
+    values,
+    statistic=iqm,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of `statistic` over the last axis (seeds).
+
+    Seeds are resampled with replacement, each as a whole (its full curve if `values` has more
+    axes), `draws` times with a fixed numpy seed; the interval is the draws' central
+    `confidence` quantiles.
+    """
+    x = np.asarray(values, float)
+    n = x.shape[-1]
+    idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+    samples = statistic(x[..., idx], axis=-1)  # (..., draws)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail], axis=-1)
+    return low, high
+
+
+def iqm_ci(values) -> tuple[float, float, float]:
+    """(IQM, CI low, CI high) of per-seed values; NaNs if there are none."""
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan)
+    low, high = bootstrap_ci(v)
+    return (float(iqm(v)), float(low), float(high))
+
+
+def welch_p(a, b) -> float:
+    """Two-sided Welch's t-test p-value (unequal variances); NaN with under 2 seeds or no spread."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy's NaN is the answer
+        return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
