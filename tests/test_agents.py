@@ -302,7 +302,8 @@ def test_bad_input_gives_one_line_errors():
 
 
 def test_train_sac_online_records_episodes_and_stops_at_the_target():
-    from edis_jax.train.behaviour import reaches, train_sac_online
+    from edis_jax.datagen.behaviour import train_sac_online
+    from edis_jax.datagen.selection import reaches
 
     config = SACConfig(hidden_dims=(32, 32), start_steps=100)
     run = train_sac_online(
@@ -432,7 +433,7 @@ def test_calql_critic_depth_sets_the_critic_only():
 
 def test_reward_scale_and_bias_and_the_sparse_mc_return():
     from edis_jax.config import RunConfig
-    from edis_jax.data.datasets import returns_to_go
+    from edis_jax.data.returns import returns_to_go
     from edis_jax.train import scales
 
     config = tiny_config("calql", reward_scale=2.0, reward_bias=-1.0)

@@ -9,8 +9,9 @@ import pytest
 
 from edis_jax import cli, envs
 from edis_jax.config import SACConfig
-from edis_jax.data import builder, datasets, scores
+from edis_jax.data import datasets, minari_store, returns, scores, shipped
 from edis_jax.data.transition import Transition
+from edis_jax.datagen import builder, options, selection
 
 
 def _episode(n_steps: int, rewards, terminated: bool, seed: int) -> dict:
@@ -30,7 +31,7 @@ def test_minari_round_trip_alignment_and_returns_to_go(minari_path):
     # Episode A terminates after 3 steps, episode B is truncated after 2 (time limit).
     a = _episode(3, [1.0, 2.0, 3.0], terminated=True, seed=0)
     b = _episode(2, [4.0, 5.0], terminated=False, seed=1)
-    datasets.write_dataset("test/hand/mixed-v0", "Hopper-v5", [a, b], ref_min_score=0.0)
+    minari_store.write_dataset("test/hand/mixed-v0", "Hopper-v5", [a, b], ref_min_score=0.0)
     data = datasets.load_dataset("test/hand/mixed-v0", discount=0.5)
     t = data.transitions
 
@@ -56,9 +57,9 @@ def test_minari_round_trip_alignment_and_returns_to_go(minari_path):
 def test_returns_to_go_splits_episodes_at_every_end():
     r = np.array([1.0, 1.0, 1.0, 1.0])
     # An end flag (termination or truncation) stops the sum; the array end does too.
-    g = datasets.returns_to_go(r, [0, 1, 0, 0], [0, 0, 0, 0], 0.9)
+    g = returns.returns_to_go(r, [0, 1, 0, 0], [0, 0, 0, 0], 0.9)
     np.testing.assert_allclose(g, [1.9, 1.0, 1.9, 1.0], rtol=1e-6)
-    g = datasets.returns_to_go(r, [0, 0, 0, 0], [1, 0, 0, 0], 0.9)
+    g = returns.returns_to_go(r, [0, 0, 0, 0], [1, 0, 0, 0], 0.9)
     np.testing.assert_allclose(g, [1.0, 2.71, 1.9, 1.0], rtol=1e-6)
 
 
@@ -169,7 +170,7 @@ def test_shipped_dataset_installs_transparently(minari_path, tmp_path, monkeypat
 
     fresh = tmp_path / "fresh_minari"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(fresh))
-    monkeypatch.setattr(datasets, "ASSETS_DIR", assets)
+    monkeypatch.setattr(shipped, "ASSETS_DIR", assets)
     assert [r["location"] for r in datasets.list_datasets()] == ["shipped"]
     loaded = datasets.load_dataset("test/hopper/ship-v0")  # installs into the fresh path
     assert (fresh / "test/hopper/ship-v0/data").is_dir()
@@ -222,32 +223,32 @@ def test_sac_kinds_with_a_tiny_learner(minari_path):
 def test_plateau_rule_on_made_up_evaluation_curves():
     flat = [-150.0] * 12
     # Stops once there are W evaluations after the first, none better: at evaluation W + 1.
-    assert [builder.plateau(flat[:n], 3, 0.01) for n in range(1, 7)] == [False] * 3 + [True] * 3
-    assert builder.plateau(flat[:3], 2, 0.01) and not builder.plateau(flat[:2], 2, 0.01)
+    assert [selection.plateau(flat[:n], 3, 0.01) for n in range(1, 7)] == [False] * 3 + [True] * 3
+    assert selection.plateau(flat[:3], 2, 0.01) and not selection.plateau(flat[:2], 2, 0.01)
     # A rising curve never stops, slowing down (sqrt) or not, nor one that jumped 3 evals ago.
     rising = np.sqrt(np.arange(60.0)) * 100.0 - 1200.0
-    assert not any(builder.plateau(rising[:n], 3, 0.01) for n in range(1, 61))
-    assert not any(builder.plateau(np.arange(float(n)), 3, 0.01) for n in range(1, 61))
-    assert not builder.plateau([-1200, -1100, -300, -150, -150], 3, 0.01)
+    assert not any(selection.plateau(rising[:n], 3, 0.01) for n in range(1, 61))
+    assert not any(selection.plateau(np.arange(float(n)), 3, 0.01) for n in range(1, 61))
+    assert not selection.plateau([-1200, -1100, -300, -150, -150], 3, 0.01)
     # SAC on Pendulum: learns, then flat within the tolerance (1% of the 1380 spread = 13.8);
     # it stops three evaluations after its last real gain.
     curve = [-1490, -1256, -152, -110, -109, -108.3, -108.6, -108.0, -109.0]
-    stops = [n for n in range(1, len(curve) + 1) if builder.plateau(curve[:n], 3, 0.01)]
-    assert stops[0] == 7 and not builder.plateau(curve[:7], 3, 0.001)
+    stops = [n for n in range(1, len(curve) + 1) if selection.plateau(curve[:n], 3, 0.01)]
+    assert stops[0] == 7 and not selection.plateau(curve[:7], 3, 0.001)
     # The window grows to a quarter of the run: a slow learner whose last gain is evaluation 36
     # stops at evaluation 47 (window 11), not 39 (window 3).
     late = [float(min(i, 35)) for i in range(60)]
-    stops = [n for n in range(1, 61) if builder.plateau(late[:n], 3, 0.01)]
+    stops = [n for n in range(1, 61) if selection.plateau(late[:n], 3, 0.01)]
     assert stops[0] == 47
     # The builder's stop ignores evaluations made before learning starts (random actions).
-    stop = builder._plateau_stop(3, 0.01, after=5000)
+    stop = selection.plateau_stop(3, 0.01, after=5000)
     assert not stop([(1000, -1500.0), (2000, -1500.0), (3000, -1500.0), (4000, -1500.0)])
     assert stop([(6000, -900.0), (7000, -900.0), (8000, -900.0), (9000, -900.0)])
 
 
 def test_medium_policy_closest_to_the_target_found_by_bisection():
-    assert builder.closest_to_target({0: -1000.0, 3: -860.0, 5: -700.0, 8: -200.0}, -850) == 3
-    assert builder.closest_to_target({2: -860.0, 1: -840.0}, -850) == 1  # tie: less trained
+    assert selection.closest_to_target({0: -1000.0, 3: -860.0, 5: -700.0, 8: -200.0}, -850) == 3
+    assert selection.closest_to_target({2: -860.0, 1: -840.0}, -850) == 1  # tie: less trained
     # Policies 0..8 of one evaluation interval; 0 (the evaluation before) and 8 are known.
     curve = [-1200, -1100, -1000, -900, -800, -600, -400, -300, -200]
     asked = []
@@ -256,14 +257,14 @@ def test_medium_policy_closest_to_the_target_found_by_bisection():
         asked.append(i)
         return curve[i]
 
-    known = builder.bisect_crossing({0: -1200, 8: -200}, -850, evaluate)
+    known = selection.bisect_crossing({0: -1200, 8: -200}, -850, evaluate)
     assert asked == [4, 2, 3]  # log2(8) evaluations, ending at a straddling pair (3, 4)
     assert known == {i: curve[i] for i in (0, 2, 3, 4, 8)}
-    assert builder.closest_to_target(known, -850) == 3  # -900 and -800 tie: the earlier
+    assert selection.closest_to_target(known, -850) == 3  # -900 and -800 tie: the earlier
     # The first interval: policy 0 (the untrained one) is not known, and may be the answer.
     asked.clear()
-    known = builder.bisect_crossing({8: -200}, -1500, evaluate)
-    assert asked == [3, 1, 0] and builder.closest_to_target(known, -1500) == 0
+    known = selection.bisect_crossing({8: -200}, -1500, evaluate)
+    assert asked == [3, 1, 0] and selection.closest_to_target(known, -1500) == 0
 
 
 def test_metadata_records_how_the_expert_stopped_and_how_medium_was_chosen(minari_path):
@@ -302,16 +303,16 @@ def test_metadata_records_how_the_expert_stopped_and_how_medium_was_chosen(minar
 
 def test_rebuild_command_records_the_behaviour_critic_lr():
     # Datasets built before SAC's default critic lr changed are rebuilt with --sac-critic-lr.
-    options = {**builder.DEFAULTS, "sac_critic_lr": 3e-4, "eval_every": 5000}
-    command = builder.make_command("Hopper-v5", "medium", 100, "a/b/c-v0", 0, **options)
+    changed = {**options.DEFAULTS, "sac_critic_lr": 3e-4, "eval_every": 5000}
+    command = options.make_command("Hopper-v5", "medium", 100, "a/b/c-v0", 0, **changed)
     assert command.endswith("--eval-every 5000 --sac-critic-lr 0.0003")
-    plain = builder.make_command("Hopper-v5", "medium", 100, "a/b/c-v0", 0, **builder.DEFAULTS)
+    plain = options.make_command("Hopper-v5", "medium", 100, "a/b/c-v0", 0, **options.DEFAULTS)
     assert "--sac-critic-lr" not in plain and "--eval-every" not in plain
     with pytest.raises(ValueError, match="--sac-critic-lr must be > 0"):
         builder.make_dataset("Hopper-v5", "medium", 100, "a/b/c-v0", sac_critic_lr=0.0)
     # The plateau settings: in the command when not the defaults, refused when meaningless.
-    options = {**builder.DEFAULTS, "plateau_window": 5, "plateau_tol": 0.02}
-    command = builder.make_command("Pendulum-v1", "medium", 100, "a/b/c-v0", 0, **options)
+    changed = {**options.DEFAULTS, "plateau_window": 5, "plateau_tol": 0.02}
+    command = options.make_command("Pendulum-v1", "medium", 100, "a/b/c-v0", 0, **changed)
     assert command.endswith("--plateau-window 5 --plateau-tol 0.02")
     with pytest.raises(ValueError, match="--plateau-tol must be >= 0, got -0.1"):
         builder.make_dataset("Pendulum-v1", "medium", 100, "a/b/c-v0", plateau_tol=-0.1)
@@ -350,7 +351,9 @@ def _write_corrupted(dataset_id: str, field: str, index: tuple, value: float) ->
     ]
     episode, *rest = index
     episodes[episode][field][tuple(rest)] = value
-    datasets.write_dataset(dataset_id, "Hopper-v5", episodes, ref_min_score=0.0, ref_max_score=9.0)
+    minari_store.write_dataset(
+        dataset_id, "Hopper-v5", episodes, ref_min_score=0.0, ref_max_score=9.0
+    )
 
 
 @pytest.mark.parametrize(
