@@ -9,13 +9,13 @@ the dataset loader (Minari stores the dict) and the env wrapper use.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
+from edis_jax.data.env_packages import register_env_package
 from edis_jax.data.observations import as_batch, flatten_observations
 
 TerminationFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -31,7 +31,7 @@ def make_env(
     in the agents' box [-1, 1]: gymnasium's RescaleAction, unless the bounds are [-1, 1]."""
     wrap = _flat_observation_env if flat_observations else (lambda env: env)
     env = _make(lambda: wrap(gym.make(env_id)), env_id)
-    if unit_actions and not ActionScale(space=env.action_space).identity:
+    if unit_actions and not ActionScale(env_id, space=env.action_space).identity:
         env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     if seed is not None:
         env.reset(seed=seed)
@@ -186,48 +186,6 @@ def _make(factory, env_id: str):
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"
         ) from None
-
-
-# Env families that gymnasium itself does not register, by name prefix: the package to install.
-_ENV_PACKAGES = {
-    "gymnasium-robotics": (
-        "Adroit", "AntMaze", "PointMaze", "Fetch", "HandManipulate", "HandReach", "FrankaKitchen",
-    ),
-    "ale-py": ("ALE/",),
-}  # fmt: skip
-
-
-# The module that registers each package's envs with gymnasium when imported.
-_PACKAGE_MODULES = {"gymnasium-robotics": "gymnasium_robotics", "ale-py": "ale_py"}
-
-
-def register_env_package(env_id: str) -> None:
-    """Import the package that registers `env_id` (gymnasium-robotics for AntMaze and Adroit:
-    gymnasium does not load it by itself); a one-line error naming the package to install when
-    it is missing. Ids of other envs pass through."""
-    package = env_package(env_id)
-    if package is None:
-        return
-    try:
-        importlib.import_module(_PACKAGE_MODULES[package])
-    except ImportError:
-        raise _missing_package(env_id, package) from None
-
-
-def _missing_package(env_id: str, package: str) -> ValueError:
-    extra = ' (or `pip install -e ".[robotics]"`)' if package == "gymnasium-robotics" else ""
-    return ValueError(
-        f"gymnasium env {env_id!r} comes from the {package} package, which is not "
-        f"installed here: `pip install {package}`{extra}"
-    )
-
-
-def env_package(env_id: str) -> str | None:
-    """The package (pip name) that provides `env_id` when gymnasium does not, else None."""
-    for package, prefixes in _ENV_PACKAGES.items():
-        if env_id.startswith(prefixes):
-            return package
-    return None
 
 
 def _never(obs, action, next_obs):

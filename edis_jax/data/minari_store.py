@@ -15,7 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from edis_jax import envs
+from edis_jax.data.env_packages import register_env_package, requirements
 from edis_jax.data.observations import flatten_observations, unflatten_observations
 
 
@@ -91,7 +91,7 @@ def env_kwargs(metadata: dict) -> dict:
         return {}
     spec = json.loads(spec)
     try:
-        envs.register_env_package(spec["id"])
+        register_env_package(spec["id"])
         registered = gym.spec(spec["id"])
     except (ValueError, gym.error.Error):
         return {}
@@ -133,7 +133,8 @@ def write_dataset(
             "(e.g. bump the -vN version) or pass --overwrite"
         )
     # The env's own spaces: Dict observations are stored as dicts, as Minari's D4RL/antmaze are.
-    env = envs.make_env(env_id, flat_observations=False)
+    register_env_package(env_id)
+    env = gym.make(env_id)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
     root = datasets_root()
@@ -152,7 +153,7 @@ def write_dataset(
             "minari_version": minari.__version__,
             "algorithm_name": algorithm_name or "unspecified",
             "description": description or f"{dataset_id} built by edis-jax",
-            "requirements": _requirements(env_id),
+            "requirements": requirements(env_id),
         }
         if ref_min_score is not None:
             metadata["ref_min_score"] = float(ref_min_score)
@@ -209,20 +210,11 @@ def _episode_arrays(ep) -> dict:
 
 
 def _stored_observations(space: gym.Space, observations):
-    """Episode observations (T+1, dim), flat as envs.make_env gives them, in the env's own
+    """Episode observations (T+1, dim), flat as agents see them, in the env's own
     space for Minari: a dict of arrays for a Dict space."""
     if isinstance(space, gym.spaces.Dict):
         return unflatten_observations(space, np.asarray(observations))
     return np.asarray(observations, space.dtype)
-
-
-def _requirements(env_id: str) -> list[str]:
-    requirements = ["mujoco==4.0.0", f"gymnasium=={gym.__version__}"]
-    if envs.env_package(env_id) == "gymnasium-robotics":
-        import gymnasium_robotics
-
-        requirements.append(f"gymnasium-robotics=={gymnasium_robotics.__version__}")
-    return requirements
 
 
 def _move_into_place(staging: Path, final: Path) -> None:
