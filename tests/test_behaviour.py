@@ -1,5 +1,5 @@
 """datagen/behaviour.py: online SAC on one env (the builder's behaviour learner) records its
-episodes, stops when asked and continues a given agent; datagen/rollout.py's recorder."""
+episodes, stops when asked and continues a given agent."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,6 @@ import pytest
 
 from edis_jax.config import SACConfig
 from edis_jax.datagen.behaviour import train_sac_online
-from edis_jax.datagen.rollout import EpisodeRecorder
 from edis_jax.datagen.selection import reaches
 
 
@@ -47,18 +46,3 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target():
     assert more.steps == 100 and len(more.evals) == 1
     assert jax.tree.leaves(run.agent)[0] is not None  # the caller's agent is still usable
     run.agent.act(jax.random.PRNGKey(0), jnp.zeros(3), True)
-
-
-def test_episode_recorder_returns_an_episode_when_it_ends_and_starts_again_on_reset():
-    recorder = EpisodeRecorder(np.zeros(2, np.float32))
-    assert recorder.step(np.ones(1), 1.0, False, False, np.full(2, 1.0, np.float32)) is None
-    episode = recorder.step(np.ones(1), 2.0, True, False, np.full(2, 2.0, np.float32))
-    assert episode["observations"].tolist() == [[0, 0], [1, 1], [2, 2]]
-    assert episode["rewards"].tolist() == [1.0, 2.0] and episode["actions"].shape == (2, 1)
-    assert episode["terminations"].tolist() == [False, True]
-    assert episode["truncations"].dtype == bool and not episode["truncations"].any()
-    recorder.reset(np.full(2, 5.0, np.float32))
-    again = recorder.step(np.zeros(1), 0.5, False, True, np.full(2, 6.0, np.float32))
-    assert again["observations"].tolist() == [[5, 5], [6, 6]] and again["truncations"].tolist() == [
-        True
-    ]
