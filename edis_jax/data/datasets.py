@@ -132,7 +132,8 @@ def dataset_problem(data: Dataset) -> str | None:
 
 def read_episodes(dataset_id: str, *, download: bool | None = None) -> tuple[list[dict], dict]:
     """The dataset's episodes as dicts of numpy arrays (observations (T+1, ds), actions (T, da),
-    rewards, terminations, truncations (T,)) and its raw metadata; found as load_dataset finds it."""
+    rewards, terminations, truncations (T,)) and its raw metadata, found as load_dataset
+    finds it."""
     _ensure_local(dataset_id, download)
     episodes = minari_store.read_minari_episodes(dataset_id)
     return episodes, minari_store.raw_metadata(dataset_id)
@@ -229,8 +230,8 @@ def _ensure_local(dataset_id: str, download: bool | None) -> None:
     if reason is None:
         return
     raise DatasetNotFoundError(
-        f"dataset {dataset_id!r} is not in {minari_store.datasets_root()} (MINARI_DATASETS_PATH){reason}: "
-        + hub.missing_dataset_hint(dataset_id)
+        f"dataset {dataset_id!r} is not in {minari_store.datasets_root()} "
+        f"(MINARI_DATASETS_PATH){reason}: " + hub.missing_dataset_hint(dataset_id)
     )
 
 

@@ -213,7 +213,8 @@ def _behaviour_episodes(
     replay = kind == "medium-replay"
     every = max(1, eval_every // MEDIUM_SNAPSHOTS)
     medium = train_sac_online(
-        env_id, max_train_steps, seed=seed, stop_when=selection.reaches(target), eval_stochastic=True,
+        env_id, max_train_steps, seed=seed, stop_when=selection.reaches(target),
+        eval_stochastic=True,
         snapshot_every=None if replay else every,
         record_episodes=replay, **train,
     )  # fmt: skip
