@@ -59,7 +59,7 @@ def main() -> None:
 
 def sac_pendulum(args) -> dict:
     from edis_jax.config import SACConfig
-    from edis_jax.train.behaviour import train_sac_online
+    from edis_jax.datagen.behaviour import train_sac_online
 
     # 1000 random steps (5 episodes) instead of 5000: the 20k-step budget is short.
     run = train_sac_online(
@@ -81,7 +81,8 @@ def sac_pendulum(args) -> dict:
 
 def sac_hopper(args) -> dict:
     from edis_jax.config import SACConfig
-    from edis_jax.train.behaviour import reaches, train_sac_online
+    from edis_jax.datagen.behaviour import train_sac_online
+    from edis_jax.datagen.selection import reaches
 
     config = SACConfig()
     if args.hopper_critic_lr is not None:
@@ -137,7 +138,8 @@ def calql_pendulum(args) -> dict:
 def _medium_pendulum(args):
     """A medium Pendulum dataset: (Transition, episode returns, description)."""
     from edis_jax.config import SACConfig
-    from edis_jax.train.behaviour import reaches, train_sac_online
+    from edis_jax.datagen.behaviour import train_sac_online
+    from edis_jax.datagen.selection import reaches
 
     # Pendulum-v1 reference returns: random policy about -1250, expert SAC about -130. SAC learns
     # Pendulum abruptly (-900 to -130 within 1000 steps), so evaluate every 250 steps and stop at
@@ -201,13 +203,12 @@ def _train_offline(algo: str, config, updates: int, data, args, reward_scale: fl
 
 def _rollout_dataset(agent, env_id: str, episodes: int, seed: int):
     """Stochastic rollouts of a SAC agent as a Transition with MC returns-to-go (gamma 0.99)."""
-    from edis_jax.data.datasets import returns_to_go
+    from edis_jax.data.returns import returns_to_go
     from edis_jax.data.transition import Transition
     from edis_jax.envs import make_env
-    from edis_jax.train.behaviour import _unit_action_env
+    from edis_jax.train.env_step import act
 
-    env = _unit_action_env(make_env(env_id, seed + 20_000))
-    act = jax.jit(lambda agent, key, obs: agent.act(key, obs))
+    env = make_env(env_id, seed + 20_000, unit_actions=True)
     key = jax.random.PRNGKey(seed + 20_000)
     rows, returns = {k: [] for k in ("obs", "act", "rew", "next", "term", "trunc")}, []
     for _ in range(episodes):
@@ -237,15 +238,14 @@ def _rollout_dataset(agent, env_id: str, episodes: int, seed: int):
 
 def _eval(agent, env_id: str, seed: int, episodes: int = 10) -> float:
     """Mean return of the deterministic policy over `episodes` parallel episodes."""
-    from edis_jax.envs import evaluate
-    from edis_jax.train.behaviour import _bounds
+    from edis_jax.envs import ActionScale, evaluate
+    from edis_jax.train.env_step import act
 
-    low, high = _bounds(env_id)
-    greedy = jax.jit(lambda agent, obs: agent.act(None, obs, deterministic=True))
+    to_env = ActionScale(env_id).to_env_float64
 
     def policy(obs):
-        unit = np.asarray(greedy(agent, jnp.asarray(obs, jnp.float32)))
-        return low + (unit + 1.0) * (high - low) / 2.0
+        unit = act(agent, None, jnp.asarray(obs, jnp.float32), deterministic=True)
+        return to_env(np.asarray(unit))
 
     return float(np.mean(evaluate(policy, env_id, episodes, 1, seed + 30_000)))
 

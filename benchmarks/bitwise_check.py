@@ -108,8 +108,9 @@ def run_hashes(run_dir: Path) -> dict[str, str]:
 def behaviour_hashes(minari_path: Path) -> dict[str, str]:
     """`data make` of a medium-replay dataset (recorded SAC training episodes) with a small
     SAC, and the same SAC continued from its agent (as the expert build does)."""
-    from edis_jax.data import builder, datasets
-    from edis_jax.train.behaviour import train_sac_online
+    from edis_jax.data import datasets
+    from edis_jax.datagen import builder
+    from edis_jax.datagen.behaviour import train_sac_online
 
     sac = config.SACConfig(hidden_dims=(64, 64), start_steps=100)
     previous = os.environ.get("MINARI_DATASETS_PATH")

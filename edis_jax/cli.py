@@ -35,7 +35,7 @@ import tyro
 from tqdm.auto import tqdm
 
 from edis_jax.config import ConfigError
-from edis_jax.data.builder import DEFAULTS as BUILD
+from edis_jax.datagen.options import DEFAULTS as BUILD
 
 Handler = Callable[[list[str]], int]
 
@@ -83,12 +83,12 @@ class MakeArgs:
     steps: int  # transitions to roll out (medium-expert: this many of each; not medium-replay)
     id: str  # dataset id, namespace/name-vN, e.g. local/hopper/medium-v0
     seed: int = 0
-    # Defaults are the builder's own (builder.DEFAULTS), so the CLI and the Python API agree.
+    # Defaults are the builder's own (datagen/options.py's DEFAULTS), so the CLI and the Python API agree.
     medium_fraction: float = BUILD["medium_fraction"]  # medium = SAC stopped at this fraction
     expert_return: float | None = None  # expert return that sets the medium target
     expert_steps: int = BUILD["expert_steps"]  # cap on the expert SAC's env steps
     # The expert stops once the best of its last max(W, n/4) evaluations is within tol x the
-    # return spread of the best before them (builder.plateau).
+    # return spread of the best before them (datagen/selection.py, plateau).
     plateau_window: int = BUILD["plateau_window"]  # W: evaluations without progress to stop
     plateau_tol: float = BUILD["plateau_tol"]  # progress below this fraction of the spread
     max_train_steps: int = BUILD["max_train_steps"]  # budget for SAC to reach the medium target
@@ -145,7 +145,7 @@ def data_command(args: list[str]) -> int:
 
 
 def data_make(args: list[str]) -> int:
-    from edis_jax.data import builder
+    from edis_jax.datagen import builder
 
     a = _parse(MakeArgs, args, "edis-jax data make")
     if a.kind == "medium-replay":
@@ -172,7 +172,7 @@ def data_make(args: list[str]) -> int:
 
 
 def data_list(args: list[str]) -> int:
-    from edis_jax.data import datasets
+    from edis_jax.data import datasets, minari_store
 
     a = _parse(ListArgs, args, "edis-jax data list")
     rows = datasets.list_datasets()
@@ -180,7 +180,9 @@ def data_list(args: list[str]) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no datasets in {datasets.dataset_path('')}; build one with `edis-jax data make`")
+        print(
+            f"no datasets in {minari_store.dataset_path('')}; build one with `edis-jax data make`"
+        )
         return 0
     header = ("id", "env", "kind", "transitions", "episodes", "ref_min", "ref_max", "where")
     keys = ("id", "env_id", "kind", "transitions", "episodes", "ref_min_score", "ref_max_score")

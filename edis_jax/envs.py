@@ -1,32 +1,38 @@
-"""Gymnasium environments: creation, vector envs (one sub-env per seed), evaluation, and the
-known termination rules in jnp (to label synthetic transitions).
+"""Gymnasium environments: creation, vector envs (one sub-env per seed), evaluation, action
+units (`ActionScale`), the known termination rules in jnp (to label synthetic transitions), and
+simulators set to an observation.
 
 Observation layout: agents see flat vectors. Envs with Dict observations (gymnasium-robotics'
-AntMaze: observation, achieved_goal, desired_goal) are flattened by `flatten_observations`,
-the one function both the dataset loader (Minari stores the dict) and the env wrapper use: the
-Dict's keys in sorted order, each value flattened, concatenated. That is gymnasium's own Dict
-order (`spaces.Dict` sorts its keys) and so `gymnasium.spaces.flatten`'s; for AntMaze it gives
-[achieved_goal (x, y), desired_goal (goal x, y), observation (27)], 31 values.
+AntMaze) are flattened by data/observations.py's `flatten_observations`, the one function both
+the dataset loader (Minari stores the dict) and the env wrapper use.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
+from edis_jax.data.env_packages import register_env_package
+from edis_jax.data.observations import as_batch, flatten_observations
+
 TerminationFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
-def make_env(env_id: str, seed: int | None = None, *, flat_observations: bool = True) -> gym.Env:
+def make_env(
+    env_id: str, seed: int | None = None, *, flat_observations: bool = True,
+    unit_actions: bool = False,
+) -> gym.Env:  # fmt: skip
     """A gymnasium env with its default time limit; `seed` seeds its reset and action space.
     Dict observations are flattened (`flatten_observations`) unless flat_observations is False
-    (the env's own spaces, as a dataset stores them)."""
+    (the env's own spaces, as a dataset stores them). With unit_actions the env takes actions
+    in the agents' box [-1, 1]: gymnasium's RescaleAction, unless the bounds are [-1, 1]."""
     wrap = _flat_observation_env if flat_observations else (lambda env: env)
     env = _make(lambda: wrap(gym.make(env_id)), env_id)
+    if unit_actions and not ActionScale(env_id, space=env.action_space).identity:
+        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -37,7 +43,7 @@ def make_vector_env(
     env_id: str, num_envs: int, env_kwargs: dict | None = None
 ) -> gym.vector.SyncVectorEnv:
     """`num_envs` copies of the env stepped together (one per seed of a run); `env_kwargs`
-    (a dataset's env spec, datasets.env_kwargs) go to the env's constructor.
+    (a dataset's env spec, minari_store.env_kwargs) go to the env's constructor.
 
     Autoreset is SAME_STEP: the step that ends an episode returns the first observation of the
     next one, with the true final observation in `info["final_obs"]`, and `terminated` and
@@ -153,33 +159,6 @@ def termination_fn(env_id: str) -> TerminationFn | None:
 # ------------------------------------------------------------------------ observations
 
 
-def flatten_observations(values) -> np.ndarray:
-    """(N, dim) from N observations: an array with a leading axis N (any trailing shape), or a
-    dict of them (gymnasium Dict observations, nested dicts too): the keys in sorted order, each
-    value flattened, concatenated. Sorted is gymnasium's Dict order, so a row equals
-    `gymnasium.spaces.flatten(space, observation)`. Keeps the values' (common) dtype."""
-    if isinstance(values, dict):
-        return np.concatenate([flatten_observations(values[k]) for k in sorted(values)], axis=-1)
-    values = np.asarray(values)
-    if values.dtype == object:
-        raise ValueError("only Box and Dict-of-Box observation spaces are supported")
-    return values.reshape(len(values), -1)
-
-
-def unflatten_observations(space: gym.Space, flat: np.ndarray):
-    """The inverse of `flatten_observations` for observations of `space`: (N, dim) -> an array
-    (N, *shape) in the space's dtype, or for a Dict space a dict of them."""
-    flat = np.asarray(flat)
-    if isinstance(space, gym.spaces.Dict):
-        out, start = {}, 0
-        for key in sorted(space.spaces):
-            size = gym.spaces.flatdim(space.spaces[key])
-            out[key] = unflatten_observations(space.spaces[key], flat[:, start : start + size])
-            start += size
-        return out
-    return flat.reshape(len(flat), *space.shape).astype(space.dtype)
-
-
 class FlatObservation(gym.ObservationWrapper):
     """An env whose Dict observations come out as `flatten_observations` rows."""
 
@@ -189,18 +168,11 @@ class FlatObservation(gym.ObservationWrapper):
         self.observation_space = gym.spaces.flatten_space(env.observation_space)
 
     def observation(self, observation):
-        return flatten_observations(_as_batch(observation))[0]
+        return flatten_observations(as_batch(observation))[0]
 
 
 def _flat_observation_env(env: gym.Env) -> gym.Env:
     return FlatObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
-
-
-def _as_batch(tree):
-    """A leading axis of 1 on every array of a (nested) dict."""
-    if isinstance(tree, dict):
-        return {k: _as_batch(v) for k, v in tree.items()}
-    return np.asarray(tree)[None]
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -214,48 +186,6 @@ def _make(factory, env_id: str):
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"
         ) from None
-
-
-# Env families that gymnasium itself does not register, by name prefix: the package to install.
-_ENV_PACKAGES = {
-    "gymnasium-robotics": (
-        "Adroit", "AntMaze", "PointMaze", "Fetch", "HandManipulate", "HandReach", "FrankaKitchen",
-    ),
-    "ale-py": ("ALE/",),
-}  # fmt: skip
-
-
-# The module that registers each package's envs with gymnasium when imported.
-_PACKAGE_MODULES = {"gymnasium-robotics": "gymnasium_robotics", "ale-py": "ale_py"}
-
-
-def register_env_package(env_id: str) -> None:
-    """Import the package that registers `env_id` (gymnasium-robotics for AntMaze and Adroit:
-    gymnasium does not load it by itself); a one-line error naming the package to install when
-    it is missing. Ids of other envs pass through."""
-    package = env_package(env_id)
-    if package is None:
-        return
-    try:
-        importlib.import_module(_PACKAGE_MODULES[package])
-    except ImportError:
-        raise _missing_package(env_id, package) from None
-
-
-def _missing_package(env_id: str, package: str) -> ValueError:
-    extra = ' (or `pip install -e ".[robotics]"`)' if package == "gymnasium-robotics" else ""
-    return ValueError(
-        f"gymnasium env {env_id!r} comes from the {package} package, which is not "
-        f"installed here: `pip install {package}`{extra}"
-    )
-
-
-def env_package(env_id: str) -> str | None:
-    """The package (pip name) that provides `env_id` when gymnasium does not, else None."""
-    for package, prefixes in _ENV_PACKAGES.items():
-        if env_id.startswith(prefixes):
-            return package
-    return None
 
 
 def _never(obs, action, next_obs):
@@ -311,19 +241,26 @@ _NEVER_TERMINATE = ("HalfCheetah", "Swimmer", "Reacher", "Pusher", "Pendulum")
 
 
 class ActionScale:
-    """Maps between the agents' action box [-1, 1] (tanh policies) and the env's Box bounds.
+    """Maps arrays of actions between the agents' box [-1, 1] (tanh policies) and the env's Box
+    bounds. With make_env's unit_actions (gymnasium's RescaleAction) this module is the one
+    place actions change units.
 
     Agents, buffers and the generator work in [-1, 1]; datasets and envs keep the env's units.
     For the MuJoCo locomotion tasks the bounds are already [-1, 1] and both maps are identity.
+    The float32 affine maps here are not RescaleAction's (a - intercept) / gradient: the two
+    round differently where the bounds are not [-1, 1], and runs and datasets have always used
+    these.
     """
 
-    def __init__(self, env_id: str):
-        env = _make(lambda: gym.make(env_id), env_id)
-        space = env.action_space
-        env.close()
+    def __init__(self, env_id: str | None = None, *, space: gym.Space | None = None):
+        if space is None:
+            env = _make(lambda: gym.make(env_id), env_id)
+            space = env.action_space
+            env.close()
         if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)):
             raise ValueError(
-                f"{env_id} has action space {space}: edis-jax needs a bounded continuous Box"
+                f"{env_id or 'the env'} has action space {space}: edis-jax needs a bounded "
+                "continuous Box"
             )
         self.low = space.low.astype(np.float32)
         self.high = space.high.astype(np.float32)
@@ -340,6 +277,14 @@ class ActionScale:
         return (self.low + (np.asarray(action) + 1.0) * 0.5 * (self.high - self.low)).astype(
             np.float32
         )
+
+    def to_env_float64(self, action: np.ndarray) -> np.ndarray:
+        """to_env as the behaviour SAC's evaluations compute it: u + 1 rounded to float32, the
+        rest in float64, never an identity. It differs from to_env by about one float32 ulp of
+        u + 1; kept so that those evaluations, and the policy a dataset keeps, stay bitwise
+        the same."""
+        low, high = self.low.astype(np.float64), self.high.astype(np.float64)
+        return low + (np.asarray(action, np.float32) + 1.0) * (high - low) / 2.0
 
 
 def episode_length(env_id: str, default: int = 1000) -> int:
@@ -455,7 +400,7 @@ def antmaze_step(env_id: str, obs: np.ndarray, action: np.ndarray):
         ant.data.qacc_warmstart[:] = 0.0
         maze.goal = goal.copy()
         next_obs, reward[i], terminated[i], _, _ = maze.step(action[i])
-        out[i] = flatten_observations(_as_batch({**next_obs, "desired_goal": goal}))[0]
+        out[i] = flatten_observations(as_batch({**next_obs, "desired_goal": goal}))[0]
     env.close()
     return out, reward, terminated
 

@@ -49,7 +49,7 @@ PENDULUM = "test/pendulum/random-v0"
 @pytest.fixture(scope="session")
 def dataset_path(tmp_path_factory):
     """A MINARI_DATASETS_PATH holding HOPPER (1500 steps) and PENDULUM (400), built once."""
-    from edis_jax.data import builder
+    from edis_jax.datagen import builder
 
     path = tmp_path_factory.mktemp("minari_runs")
     with pytest.MonkeyPatch.context() as mp:

@@ -1,5 +1,4 @@
-"""Agents IQL, SAC, Cal-QL: probe environments, seed handling, no retracing, Cal-QL's bound,
-and the online SAC behaviour learner."""
+"""Agents IQL, SAC, Cal-QL: probe environments, seed handling, no retracing, Cal-QL's bound."""
 
 from __future__ import annotations
 
@@ -298,48 +297,6 @@ def test_bad_input_gives_one_line_errors():
         calql.CalQL.create(jax.random.PRNGKey(0), 3, 1, CalQLConfig(), reward_scale=0.0)
 
 
-# ----------------------------------------------------------------------- behaviour learner
-
-
-def test_train_sac_online_records_episodes_and_stops_at_the_target():
-    from edis_jax.train.behaviour import reaches, train_sac_online
-
-    config = SACConfig(hidden_dims=(32, 32), start_steps=100)
-    run = train_sac_online(
-        "Pendulum-v1",
-        450,
-        config=config,
-        batch_size=32,
-        eval_every=200,
-        eval_episodes=2,
-        record_episodes=True,
-        progress=False,
-    )
-    assert run.steps == 450 and [s for s, _ in run.evals] == [200, 400, 450]
-    assert len(run.episodes) == 2 and len(run.train_returns) == 2  # 200-step episodes
-    episode = run.episodes[0]
-    assert episode["observations"].shape == (201, 3) and episode["actions"].shape == (200, 1)
-    assert not episode["terminations"].any() and episode["truncations"][-1]
-    assert np.abs(episode["actions"]).max() <= 1.0
-    # The recorded observations chain: the last one is the final next observation.
-    assert run.train_returns[0][1] == pytest.approx(float(episode["rewards"].sum()), rel=1e-5)
-
-    # Continuing an existing agent; a target below any return stops at the first evaluation.
-    more = train_sac_online(
-        "Pendulum-v1",
-        400,
-        agent=run.agent,
-        batch_size=32,
-        eval_every=100,
-        eval_episodes=1,
-        stop_when=reaches(-1e9),
-        progress=False,
-    )
-    assert more.steps == 100 and len(more.evals) == 1
-    assert jax.tree.leaves(run.agent)[0] is not None  # the caller's agent is still usable
-    run.agent.act(jax.random.PRNGKey(0), jnp.zeros(3), True)
-
-
 # ------------------------------------------------ Cal-QL options of the published task configs
 
 
@@ -432,7 +389,7 @@ def test_calql_critic_depth_sets_the_critic_only():
 
 def test_reward_scale_and_bias_and_the_sparse_mc_return():
     from edis_jax.config import RunConfig
-    from edis_jax.data.datasets import returns_to_go
+    from edis_jax.data.returns import returns_to_go
     from edis_jax.train import scales
 
     config = tiny_config("calql", reward_scale=2.0, reward_bias=-1.0)

@@ -214,7 +214,7 @@ def _pendulum_episodes(bias: float, seed: int, episodes: int = 3, length: int = 
 def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
     import json
 
-    from edis_jax.data.datasets import write_dataset
+    from edis_jax.data.minari_store import write_dataset
 
     write_dataset("test/pendulum/offline-v0", "Pendulum-v1", _pendulum_episodes(0.0, 0))
     write_dataset("test/pendulum/target-v0", "Pendulum-v1", _pendulum_episodes(0.8, 1))

@@ -12,7 +12,7 @@ import pytest
 from tiny_runs import tiny, tree_hashes
 
 from edis_jax import checkpoint, config
-from edis_jax.data import datasets
+from edis_jax.data import datasets, minari_store, scores
 from edis_jax.train import directory, loop
 
 
@@ -55,13 +55,15 @@ def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_p
     loop.train(old, progress=False)
     assert (Path(old.out) / directory.RUN_MARKER).read_text().startswith("edis-jax ")
     no_scores = "test/hopper/noscores-v0"
-    if not datasets.dataset_path(no_scores).exists():
-        datasets.write_dataset(no_scores, "Hopper-v5", [_hand_episode(5), _hand_episode(4)])
+    if not minari_store.dataset_path(no_scores).exists():
+        minari_store.write_dataset(no_scores, "Hopper-v5", [_hand_episode(5), _hand_episode(4)])
     nan_data = "test/hopper/nanreward-v0"
-    if not datasets.dataset_path(nan_data).exists():
+    if not minari_store.dataset_path(nan_data).exists():
         bad = _hand_episode(5)
         bad["rewards"][2] = np.nan
-        datasets.write_dataset(nan_data, "Hopper-v5", [bad], ref_min_score=0.0, ref_max_score=1.0)
+        minari_store.write_dataset(
+            nan_data, "Hopper-v5", [bad], ref_min_score=0.0, ref_max_score=1.0
+        )
     # An --init-from source whose offline checkpoint is unreadable: the new run fails while
     # it is being built in its staging folder, after every check before it passed.
     broken = tmp_path / "broken"
@@ -71,7 +73,7 @@ def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_p
     before = tree_hashes(tmp_path)
     refused = [
         ({"dataset": "test/hopper/nowhere-v0"}, datasets.DatasetNotFoundError, "is not in"),
-        ({"dataset": no_scores}, datasets.ReferenceScoreError, "has no reference scores"),
+        ({"dataset": no_scores}, scores.ReferenceScoreError, "has no reference scores"),
         ({"dataset": nan_data}, datasets.InvalidDatasetError, "1 rows of rewards hold NaN"),
         ({"init_from": old.out, "seeds": 3}, directory.RunDirError, "its seeds is 2"),
         ({"init_from": str(broken)}, checkpoint.CheckpointError, "no usable checkpoint"),

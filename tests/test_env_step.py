@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edis_jax import config
-from edis_jax.data import builder
 from edis_jax.data.transition import Transition
+from edis_jax.datagen import builder
 from edis_jax.train import env_step, loop
 from edis_jax.train import state as S
 

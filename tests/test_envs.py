@@ -119,3 +119,24 @@ def test_termination_fn_catalogue():
 def test_unknown_env_id_is_a_clear_error():
     with pytest.raises(ValueError, match="cannot make gymnasium env 'Hopperz-v5'"):
         envs.make_env("Hopperz-v5")
+
+
+def test_action_units_map_the_agents_box_to_the_env_bounds():
+    # Pendulum's torque spans [-2, 2]; Hopper's box is already [-1, 1] (identity maps).
+    scale = envs.ActionScale("Pendulum-v1")
+    unit = np.array([[-1.0], [0.0], [0.25], [1.0]], np.float32)
+    np.testing.assert_array_equal(scale.to_env(unit), [[-2.0], [0.0], [0.5], [2.0]])
+    np.testing.assert_allclose(scale.to_unit(scale.to_env(unit)), unit, atol=1e-7)
+    np.testing.assert_allclose(scale.to_env_float64(unit), scale.to_env(unit), atol=1e-6)
+    hopper = envs.ActionScale("Hopper-v5")
+    action = np.array([0.3, -0.7, 1.0], np.float32)
+    assert hopper.identity
+    np.testing.assert_array_equal(hopper.to_env(action), action)
+    # An env taking unit actions steps the env with the env-unit action.
+    wrapped = envs.make_env("Pendulum-v1", 0, unit_actions=True)
+    plain = envs.make_env("Pendulum-v1", 0)
+    assert wrapped.action_space.low.tolist() == [-1.0] and plain.action_space.high.tolist() == [2.0]
+    obs_w, *_ = wrapped.step(np.array([0.5], np.float32))
+    obs_p, *_ = plain.step(scale.to_env(np.array([0.5], np.float32)))
+    np.testing.assert_allclose(obs_w, obs_p, atol=1e-6)
+    assert type(envs.make_env("Hopper-v5", unit_actions=True)) is type(envs.make_env("Hopper-v5"))

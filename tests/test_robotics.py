@@ -17,7 +17,7 @@ pytest.importorskip(
 )
 
 from edis_jax import cli, config, envs  # noqa: E402
-from edis_jax.data import datasets  # noqa: E402
+from edis_jax.data import datasets, minari_store, observations  # noqa: E402
 from edis_jax.train import loop  # noqa: E402
 
 ANTMAZE, ANTMAZE_DATA = "AntMaze_UMaze-v4", "test/antmaze/umaze-random-v0"  # tasks.py's env
@@ -55,8 +55,8 @@ def test_flat_observations_are_gymnasiums_flatten_and_invert():
     np.testing.assert_array_equal(
         flat_obs, np.concatenate([obs["achieved_goal"], obs["desired_goal"], obs["observation"]])
     )
-    batch = envs.flatten_observations({k: v[None] for k, v in obs.items()})
-    back = envs.unflatten_observations(raw.observation_space, batch)
+    batch = observations.flatten_observations({k: v[None] for k, v in obs.items()})
+    back = observations.unflatten_observations(raw.observation_space, batch)
     assert all(np.array_equal(back[k][0], obs[k]) for k in obs)
     raw.close(), flat.close()
 
@@ -74,7 +74,7 @@ def test_antmaze_dataset_stores_dicts_and_loads_them_flat(robotics_env):
     episode = next(stored.iterate_episodes())
     data = datasets.load_dataset(ANTMAZE_DATA)
     assert data.transitions.obs.shape == (300, 31) and data.env_id == ANTMAZE
-    first = envs.flatten_observations(episode.observations)
+    first = observations.flatten_observations(episode.observations)
     np.testing.assert_array_equal(data.transitions.obs[:3], first[:3].astype(np.float32))
     np.testing.assert_array_equal(data.transitions.next_obs[:3], first[1:4].astype(np.float32))
     # What the online env shows the agent after the dataset's first action, from its state.
@@ -118,9 +118,9 @@ def test_a_datasets_eval_env_spec_makes_the_online_and_evaluation_env():
     kwargs = {**gym.spec(ANTMAZE).kwargs, "maze_map": maze, "continuing_task": True}
     eval_spec = dataclasses.replace(gym.spec(ANTMAZE), kwargs=kwargs, max_episode_steps=50)
     metadata = {"env_spec": gym.spec(ANTMAZE).to_json(), "eval_env_spec": eval_spec.to_json()}
-    env_kwargs = datasets.env_kwargs(metadata)
+    env_kwargs = minari_store.env_kwargs(metadata)
     assert env_kwargs == {"maze_map": maze, "continuing_task": True, "max_episode_steps": 50}
-    assert datasets.env_kwargs({"env_spec": gym.spec(ANTMAZE).to_json()}) == {}
+    assert minari_store.env_kwargs({"env_spec": gym.spec(ANTMAZE).to_json()}) == {}
     env = envs.make_vector_env(ANTMAZE, 3, env_kwargs)
     obs, _ = env.reset(seed=0)
     env.close()

@@ -12,7 +12,7 @@ import pytest
 from tiny_runs import DATASET, tiny
 
 from edis_jax import checkpoint, config
-from edis_jax.data import datasets
+from edis_jax.data import returns
 from edis_jax.train import directory, loop
 
 
@@ -115,7 +115,7 @@ def check_online_returns_to_go(cfg: config.RunConfig) -> None:
         assert len(ends) > 0, "the test needs a finished episode"
         finished = ends[-1] + 1
         no_trunc = np.zeros(finished, bool)
-        expected = datasets.returns_to_go(
+        expected = returns.returns_to_go(
             rewards[:finished], terminal[:finished], no_trunc, cfg.agent.discount
         )
         # The driver sums the env's float64 rewards, the buffer holds them in float32: 3e-8

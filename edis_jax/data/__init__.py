@@ -1,7 +1,9 @@
-"""The data layer: transitions, device buffers, normalisers, Minari datasets (loading, building,
-reference scores).
+"""The data layer: containers and loading.
 
 Modules: transition (Transition pytree), buffer (ReplayBuffer, Mixture), normalizer,
-datasets (load_dataset, returns_to_go, list/info, write/export), builder (make_dataset),
-scores (D4RL reference scores, normalized_score).
+datasets (Dataset, load_dataset, list/info), minari_store (paths, reading and writing the Minari
+store), shipped (the datasets shipped with the package), hub (downloads, missing-dataset hints),
+returns (returns-to-go), observations (the flat observation layout), env_packages (the pip
+packages that register envs), scores (reference scores, normalized_score).
+Building datasets is edis_jax/datagen.
 """

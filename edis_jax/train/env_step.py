@@ -1,6 +1,6 @@
 """One online env step on the device, the body both online loops compile: the run driver's
 (train/state.online_step, every seed in one call) and the dataset builder's behaviour SAC
-(train/behaviour.py, one env).
+(datagen/behaviour.py, one env, no seed axis: `one_env_step` and the acting programs here).
 
 Per env step the host makes one device call. The observation acted on and the action taken
 are still on the device from the previous call; the env's answer crosses once, packed into
@@ -9,6 +9,8 @@ next action, which crosses back once to step the env.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -60,3 +62,31 @@ def explore(agent, obs, sample_key, uniform_key, random) -> jnp.ndarray:
     action = agent.act(sample_key, obs)
     uniform = jax.random.uniform(uniform_key, action.shape, minval=-1.0, maxval=1.0)
     return jnp.where(random, uniform, action)
+
+
+# ------------------------------------------------------ one agent on one env (behaviour SAC)
+
+
+@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"), donate_argnums=(0, 1))
+def one_env_step(agent, replay, obs, action, row, key, random, *, num_updates, batch_size):
+    """`learn_and_act` for one agent and its one buffer `replay`, keys split from `key`.
+    Returns (agent, replay, next obs, next action, next key)."""
+    key, step_key = jax.random.split(key)
+    update_key, act_key = jax.random.split(step_key)
+    agent, mixture, obs, action, _ = learn_and_act(
+        agent, buffer.Mixture.of(replay), (0,), obs, action, row, update_key,
+        (act_key, act_key), random, num_updates=num_updates, batch_size=batch_size,
+    )  # fmt: skip
+    return agent, mixture.buffers[0], obs, action, key
+
+
+@jax.jit
+def first_action(agent, key, obs, random):
+    """The action `one_env_step` would draw for the first observation of a run."""
+    return explore(agent, obs, key, key, random)
+
+
+@functools.partial(jax.jit, static_argnames=("deterministic",))
+def act(agent, key, obs, *, deterministic: bool = False):
+    """One agent's action for obs: sampled with `key`, or its mean (key None) if deterministic."""
+    return agent.act(key, obs, deterministic=deterministic)

@@ -17,15 +17,15 @@ from tqdm.auto import tqdm
 
 from edis_jax import checkpoint
 from edis_jax.config import RunConfig
-from edis_jax.data import datasets
 from edis_jax.data.buffer import ReplayBuffer
+from edis_jax.data.returns import returns_to_go
 
 
 class Episodes:
     """The running episode of each seed's sub-env: its return (for train_return) and its
     rewards, whose discounted returns-to-go become the online transitions' mc_return (Cal-QL's
     calibration bound) once it ends. Until then those rows keep mc_return 0, and a time-limit
-    truncation counts as zero future, as for the offline data (datasets.returns_to_go)."""
+    truncation counts as zero future, as for the offline data (returns_to_go)."""
 
     PAD = 1 << 30  # a row index past any buffer's end: write_returns ignores it
 
@@ -54,7 +54,7 @@ class Episodes:
         for i, start, rewards in done:
             n, no_end = len(rewards), np.zeros(len(rewards), bool)
             steps[i, :n] = start + np.arange(n)
-            returns[i, :n] = datasets.returns_to_go(
+            returns[i, :n] = returns_to_go(
                 rewards,
                 no_end,
                 no_end,

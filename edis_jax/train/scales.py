@@ -26,7 +26,7 @@ def reference_scores(cfg: RunConfig, dataset) -> tuple[float, float]:
 
 
 def return_options(cfg: RunConfig, data_scale: float, ref: tuple[float, float]):
-    """(shift, fail_reward) of mc_return (datasets.returns_to_go): the agent sees reward * S + b
+    """(shift, fail_reward) of mc_return (data/returns.py, returns_to_go): the agent sees reward * S + b
     and scales mc_return by S, so mc_return sums reward + b / S. Sparse rewards (Cal-QL): an
     episode ending on the reference minimum's reward failed (the published get_return_to_go)."""
     agent = cfg.agent

@@ -1,30 +1,29 @@
 """Online SAC from scratch on one gymnasium env: the dataset builder's behaviour learner, and the
 check that SAC learns.
 
-The host loop only steps the env; each env step is one jitted call of the run driver's step
-body (train/env_step.py) that stores the transition in the device buffer, runs `utd` SAC
-updates (one lax.scan) and picks the next action. Actions are in [-1, 1]^act_dim, the agents'
-space; envs with other bounds are rescaled to it, so the recorded episodes hold the actions the
-agent took.
+The host loop only steps the env; each env step is one device call (train/env_step.py's
+`one_env_step`, the run driver's step body for one agent) that stores the transition in the
+device buffer, runs `utd` SAC updates (one lax.scan) and picks the next action. Actions are in
+[-1, 1]^act_dim, the agents' space: the env takes them so (envs.make_env's unit_actions), and
+the recorded episodes hold the actions the agent took.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from edis_jax import envs
 from edis_jax.agents import SAC
 from edis_jax.config import SACConfig
-from edis_jax.data import buffer as replay
+from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
-from edis_jax.envs import evaluate, make_env
+from edis_jax.datagen.rollout import EpisodeRecorder
+from edis_jax.datagen.selection import StopRule
 from edis_jax.train import env_step
 
 MAX_CAPACITY = 1_000_000
@@ -56,7 +55,7 @@ def train_sac_online(
     eval_every: int = 5000,
     eval_episodes: int = 10,
     eval_stochastic: bool = False,
-    stop_when: Callable[[list[tuple[int, float]]], bool] | None = None,
+    stop_when: StopRule | None = None,
     snapshot_every: int | None = None,
     record_episodes: bool = False,
     agent: SAC | None = None,
@@ -79,7 +78,7 @@ def train_sac_online(
     )
     if snapshot_every is not None:
         _check_args(snapshot_every=snapshot_every)
-    env = _unit_action_env(make_env(env_id, seed))
+    env = envs.make_env(env_id, seed, unit_actions=True)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     key = jax.random.PRNGKey(seed)
     key, init_key = jax.random.split(key)
@@ -91,15 +90,15 @@ def train_sac_online(
         agent = _copy(agent)  # the caller's agent survives the donation below
         random_steps = 0
     update_after = max(random_steps, batch_size)
-    buffer = replay.create(Transition.zeros(obs_dim, act_dim), max(1, min(steps, MAX_CAPACITY)))
+    replay = buffer.create(Transition.zeros(obs_dim, act_dim), max(1, min(steps, MAX_CAPACITY)))
     run = SACRun(agent=agent, steps=0)
-    recorder = _EpisodeRecorder() if record_episodes else None
 
     obs, _ = env.reset(seed=seed)
+    recorder = EpisodeRecorder(_host_f32(obs)) if record_episodes else None
     key, act_key = jax.random.split(key)
     # The observation acted on and its action live on the device; one call per env step.
     obs_acted = _f32(obs)
-    action = _first_action(agent, act_key, obs_acted, random_steps > 0)
+    action = env_step.first_action(agent, act_key, obs_acted, random_steps > 0)
     episode_return = 0.0
     # With stop_when, `steps` is a budget that training usually stops well short of: no
     # remaining-time estimate from it (it promised 1-2 h for 5-12 min builds).
@@ -119,19 +118,23 @@ def train_sac_online(
             next_obs, reward, terminated, truncated, _ = env.step(action_np)
             episode_return += float(reward)
             if recorder is not None:
-                recorder.step(obs, action_np, reward, terminated, truncated)
+                episode = recorder.step(
+                    _host_f32(action_np), np.float32(reward), terminated, truncated,
+                    _host_f32(next_obs),
+                )  # fmt: skip
             if terminated or truncated:
                 run.train_returns.append((t + 1, episode_return))
-                if recorder is not None:
-                    run.episodes.append(recorder.finish(next_obs))
                 bar.set_postfix(episode_return=f"{episode_return:.1f}", refresh=False)
                 episode_return = 0.0
                 obs, _ = env.reset()
+                if recorder is not None:
+                    run.episodes.append(episode)
+                    recorder.reset(_host_f32(obs))
             else:
                 obs = next_obs
-            agent, buffer, obs_acted, action, key = _train_step(
+            agent, replay, obs_acted, action, key = env_step.one_env_step(
                 agent,
-                buffer,
+                replay,
                 obs_acted,
                 action,
                 env_step.env_row(obs, next_obs, reward, terminated),
@@ -160,101 +163,28 @@ def train_sac_online(
     return run
 
 
-def reaches(target: float) -> Callable[[list[tuple[int, float]]], bool]:
-    """A stop_when: stop at the first evaluation at or above `target`."""
-    return lambda evals: evals[-1][1] >= target
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-
-@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"), donate_argnums=(0, 1))
-def _train_step(agent, buffer, obs, action, row, key, random, *, num_updates, batch_size):
-    """One env step (env_step.learn_and_act): store the transition, run num_updates SAC updates,
-    draw the next action. Returns (agent, buffer, next obs, next action, next key)."""
-    key, step_key = jax.random.split(key)
-    update_key, act_key = jax.random.split(step_key)
-    agent, mixture, obs, action, _ = env_step.learn_and_act(
-        agent, replay.Mixture.of(buffer), (0,), obs, action, row, update_key,
-        (act_key, act_key), random, num_updates=num_updates, batch_size=batch_size,
-    )  # fmt: skip
-    return agent, mixture.buffers[0], obs, action, key
-
-
-@jax.jit
-def _first_action(agent, key, obs, random):
-    return env_step.explore(agent, obs, key, key, random)
-
-
-@jax.jit
-def _greedy(agent, obs):
-    return agent.act(None, obs, deterministic=True)
-
-
-@jax.jit
-def _sampled(agent, key, obs):
-    return agent.act(key, obs)
-
-
 def evaluate_agent(agent, env_id: str, episodes: int, seed: int, stochastic: bool = False):
     """Mean return of `episodes` episodes, run side by side in a vector env: deterministic (the
     mean action) or stochastic (sampled actions; the same keys at every call, so evaluations of
     different agents share their noise as they share their initial states)."""
-    low, high = _bounds(env_id)
+    to_env = envs.ActionScale(env_id).to_env_float64
     key = jax.random.PRNGKey(seed + 20_000)
 
     def policy(obs):
         nonlocal key
         if stochastic:
             key, sub = jax.random.split(key)
-            unit = np.asarray(_sampled(agent, sub, _f32(obs)))
+            unit = env_step.act(agent, sub, _f32(obs))
         else:
-            unit = np.asarray(_greedy(agent, _f32(obs)))
-        return low + (unit + 1.0) * (high - low) / 2.0
+            unit = env_step.act(agent, None, _f32(obs), deterministic=True)
+        return to_env(np.asarray(unit))
 
     # Evaluation episodes use seeds disjoint from training's (seed) reset.
-    returns = evaluate(policy, env_id, num_envs=episodes, episodes=1, seed=seed + 10_000)
+    returns = envs.evaluate(policy, env_id, num_envs=episodes, episodes=1, seed=seed + 10_000)
     return float(np.mean(returns))
 
 
-def _unit_action_env(env: gym.Env) -> gym.Env:
-    """The env with actions in [-1, 1] (a no-op for envs already bounded so)."""
-    space = env.action_space
-    if np.all(space.low == -1.0) and np.all(space.high == 1.0):
-        return env
-    return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
-
-
-@functools.cache
-def _bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
-    env = make_env(env_id)
-    try:
-        return env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
-    finally:
-        env.close()
-
-
-class _EpisodeRecorder:
-    def __init__(self):
-        self._obs, self._actions, self._rewards, self._terms, self._truncs = [], [], [], [], []
-
-    def step(self, obs, action, reward, terminated, truncated):
-        self._obs.append(np.asarray(obs, np.float32))
-        self._actions.append(np.asarray(action, np.float32))
-        self._rewards.append(reward)
-        self._terms.append(terminated)
-        self._truncs.append(truncated)
-
-    def finish(self, final_obs) -> dict:
-        episode = {
-            "observations": np.stack([*self._obs, np.asarray(final_obs, np.float32)]),
-            "actions": np.stack(self._actions),
-            "rewards": np.asarray(self._rewards, np.float32),
-            "terminations": np.asarray(self._terms, bool),
-            "truncations": np.asarray(self._truncs, bool),
-        }
-        self.__init__()
-        return episode
+# ---------------------------------------------------------------------------------- helpers
 
 
 def _copy(agent: SAC) -> SAC:
@@ -264,6 +194,10 @@ def _copy(agent: SAC) -> SAC:
 
 def _f32(x) -> jnp.ndarray:
     return jnp.asarray(x, jnp.float32)
+
+
+def _host_f32(x) -> np.ndarray:
+    return np.asarray(x, np.float32)
 
 
 def _check_args(**values) -> None:

@@ -1,0 +1,240 @@
+"""The Minari store under MINARI_DATASETS_PATH: where a dataset lives, reading a stored one,
+writing one (atomically: a dataset appears under its id only once complete), and what its
+metadata says about its env.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from edis_jax.data.env_packages import register_env_package, requirements
+from edis_jax.data.observations import flatten_observations, unflatten_observations
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    """Raise a one-line ValueError unless the id is a valid Minari id with a version."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        parse_dataset_id(dataset_id)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"malformed dataset id {dataset_id!r}: ids look like namespace/name-vN, "
+            "e.g. local/hopper/medium-v0"
+        ) from None
+
+
+def dataset_path(dataset_id: str) -> Path:
+    """Where the dataset lives (or would live) under MINARI_DATASETS_PATH."""
+    return datasets_root() / dataset_id
+
+
+def datasets_root() -> Path:
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    return Path(get_dataset_path())
+
+
+def read_minari_episodes(dataset_id: str) -> list[dict]:
+    """A stored dataset's episodes as dicts of numpy arrays (observations (T+1, ds) in the flat
+    layout, actions (T, da), rewards, terminations, truncations (T,))."""
+    import minari
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            minari_dataset = minari.load_dataset(dataset_id)
+            return [_episode_arrays(ep) for ep in minari_dataset.iterate_episodes()]
+    except (ValueError, KeyError, OSError) as e:
+        raise ValueError(
+            f"cannot read dataset {dataset_id!r} at {dataset_path(dataset_id)} ({e}); "
+            "delete it and build or download it again"
+        ) from None
+
+
+def raw_metadata(dataset_id: str) -> dict:
+    with open(dataset_path(dataset_id) / "data" / "metadata.json") as f:
+        return json.load(f)
+
+
+def metadata_env_id(metadata: dict) -> str:
+    """The evaluation env's id (eval_env_spec if given, else the collection env)."""
+    if metadata.get("env_id"):
+        return metadata["env_id"]
+    for key in ("eval_env_spec", "env_spec"):
+        spec = metadata.get(key)
+        if spec:
+            return json.loads(spec)["id"]
+    return ""
+
+
+def env_kwargs(metadata: dict) -> dict:
+    """The keyword arguments (max_episode_steps included) of the env spec `metadata_env_id` reads
+    (eval_env_spec, else env_spec) that differ from its id's registered spec. Minari's
+    D4RL/antmaze datasets need them: their eval env is AntMaze_*-v4 with the D4RL evaluation
+    maze (a fixed start "r" and goal "g" cell), continuing_task=True and reset_target=False
+    (Farama's minari-dataset-generation-scripts, scripts/D4RL/antmaze/create_antmaze_dataset.py),
+    where the registered id draws start and goal at random. {} when the id cannot be made here
+    (making the env reports that) or the metadata names the env by id only."""
+    if metadata.get("env_id"):
+        return {}
+    spec = next((metadata[k] for k in ("eval_env_spec", "env_spec") if metadata.get(k)), None)
+    if spec is None:
+        return {}
+    spec = json.loads(spec)
+    try:
+        register_env_package(spec["id"])
+        registered = gym.spec(spec["id"])
+    except (ValueError, gym.error.Error):
+        return {}
+    registered_kwargs = json.loads(json.dumps(registered.kwargs))  # JSON's lists, as stored
+    kwargs = {k: v for k, v in (spec.get("kwargs") or {}).items() if registered_kwargs.get(k) != v}
+    steps = spec.get("max_episode_steps")
+    if steps and steps != registered.max_episode_steps:
+        kwargs["max_episode_steps"] = steps
+    return kwargs
+
+
+def write_dataset(
+    dataset_id: str,
+    env_id: str,
+    episodes: list[dict],
+    *,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    description: str = "",
+    algorithm_name: str = "",
+    build_info: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write episodes as a Minari dataset (arrow format) under MINARI_DATASETS_PATH.
+
+    The data is written to a hidden folder first and moved into place when complete, so an
+    interrupted build never leaves a half dataset under the id, and --overwrite replaces the old
+    one only once the new one is whole.
+    """
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.dataset.minari_storage import MinariStorage
+
+    check_dataset_id(dataset_id)
+    final = dataset_path(dataset_id)
+    if final.exists() and not overwrite:
+        raise ValueError(
+            f"dataset {dataset_id!r} already exists at {final}: choose another --id "
+            "(e.g. bump the -vN version) or pass --overwrite"
+        )
+    # The env's own spaces: Dict observations are stored as dicts, as Minari's D4RL/antmaze are.
+    register_env_package(env_id)
+    env = gym.make(env_id)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    root = datasets_root()
+    staging = root / f".edis-staging-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        storage = MinariStorage.new(
+            staging / "data",
+            observation_space=obs_space,
+            action_space=act_space,
+            env_spec=gym.spec(env_id),
+            data_format="arrow",
+        )
+        metadata = {
+            "dataset_id": dataset_id,
+            "minari_version": minari.__version__,
+            "algorithm_name": algorithm_name or "unspecified",
+            "description": description or f"{dataset_id} built by edis-jax",
+            "requirements": requirements(env_id),
+        }
+        if ref_min_score is not None:
+            metadata["ref_min_score"] = float(ref_min_score)
+        if ref_max_score is not None:
+            metadata["ref_max_score"] = float(ref_max_score)
+        if build_info:
+            metadata["edis_jax"] = build_info
+        storage.update_metadata(metadata)
+        storage.update_episodes(
+            EpisodeBuffer(
+                id=i,
+                observations=_stored_observations(obs_space, ep["observations"]),
+                actions=np.asarray(ep["actions"], act_space.dtype),
+                rewards=np.asarray(ep["rewards"], np.float64),
+                terminations=np.asarray(ep["terminations"], bool),
+                truncations=np.asarray(ep["truncations"], bool),
+            )
+            for i, ep in enumerate(episodes)
+        )
+        _move_into_place(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _register_namespace(dataset_id)
+    return final
+
+
+def store_reference_scores(dataset_id: str, ref_min_score: float, ref_max_score: float) -> None:
+    """Write reference scores into a stored dataset's metadata."""
+    from minari.dataset.minari_storage import MinariStorage
+
+    storage = MinariStorage.read(dataset_path(dataset_id) / "data")
+    storage.update_metadata(
+        {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}
+    )
+
+
+def _episode_arrays(ep) -> dict:
+    # (N, dim) float32 from a Box (any shape) or a Dict of Boxes, in the layout the online env
+    # shows the agent (observations.flatten_observations).
+    observations = flatten_observations(ep.observations).astype(np.float32)
+    actions = flatten_observations(ep.actions).astype(np.float32)
+    if len(observations) != len(ep.rewards) + 1:
+        raise ValueError(
+            f"episode {ep.id} has {len(observations)} observations for {len(ep.rewards)} steps "
+            "(expected steps + 1)"
+        )
+    return {
+        "observations": observations,
+        "actions": actions,
+        "rewards": np.asarray(ep.rewards, np.float32).reshape(-1),
+        "terminations": np.asarray(ep.terminations, bool).reshape(-1),
+        "truncations": np.asarray(ep.truncations, bool).reshape(-1),
+    }
+
+
+def _stored_observations(space: gym.Space, observations):
+    """Episode observations (T+1, dim), flat as agents see them, in the env's own
+    space for Minari: a dict of arrays for a Dict space."""
+    if isinstance(space, gym.spaces.Dict):
+        return unflatten_observations(space, np.asarray(observations))
+    return np.asarray(observations, space.dtype)
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.exists():
+        staging.rename(final)
+        return
+    trash = final.parent / f".edis-replaced-{uuid.uuid4().hex[:8]}"
+    final.rename(trash)
+    staging.rename(final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _register_namespace(dataset_id: str) -> None:
+    """Minari's (experimental) namespace metadata, so `minari list local` groups the dataset."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    namespace = parse_dataset_id(dataset_id)[0]
+    if namespace is not None and namespace not in list_local_namespaces():
+        # ValueError: created concurrently, or a name Minari's namespaces reject; not needed by us
+        with contextlib.suppress(ValueError):
+            create_namespace(namespace)
