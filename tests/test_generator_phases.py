@@ -103,7 +103,7 @@ def test_guided_generation_compiles_once(seed_run, monkeypatch):
     )
 
 
-def test_no_diffusion_step_means_no_diffusion_loss():
+def test_seed_retrain_without_diffusion_steps_has_no_diffusion_loss():
     _, real, online, _, keys = seed_inputs()
     cfg = dataclasses.replace(DIFF, warm_start=True, initial_steps=30, train_steps=0)
     gens = stack([generator.create(k, OBS, ACT, cfg, ENERGY, ()) for k in keys])
