@@ -3,8 +3,9 @@
 A `Generator` is a pytree: the diffusion train state, the three energies (created once, trained
 further at every retrain), the data normaliser and the guidance scales (w_s, w_a, w_t) as a
 leaf. Every function here is pure and vmappable over a leading seed axis;
-train/generator_phases.py runs the same phases over seeds as jitted chunks with progress bars (every chunk derives its
-keys from fold_in(key, step), so chunking does not change the random numbers).
+train/generator_phases.py runs the same phases over seeds as jitted chunks with progress bars
+(every chunk derives its keys from fold_in(key, step), so chunking does not change the random
+numbers).
 
 A retrain (DESIGN.md section 2):
 1. `prepare`: from scratch (the published code), fit the normaliser on all real data and
