@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from edis_jax import agents, generator
 from edis_jax.config import preset
 from edis_jax.data import buffer
+from edis_jax.train import generator_phases
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper: D = 26
 
@@ -98,12 +99,10 @@ def run_state(preset_name: str = "paper", seeds: int = 32, offline_rows: int = 1
     keys = S.seed_keys(cfg)
     state, _ = S.update_chunk(state, keys, num_updates=10, batch_size=cfg.batch_size)
     policy = agents.policy(state.agent)
-    gen, _ = generator.retrain_with_progress(
+    gen, _ = generator_phases.retrain(
         state.generator, state.real, state.online, policy, keys, progress=False
     )
-    samples, _ = generator.generate_with_progress(
-        gen, keys, cfg.diffusion.sample_batch, progress=False
-    )
+    samples, _ = generator_phases.generate(gen, keys, cfg.diffusion.sample_batch, progress=False)
     jax.block_until_ready(samples)
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")

@@ -52,7 +52,7 @@ from edis_jax.data.datasets import load_dataset
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.envs import dynamics_error
-from edis_jax.train import loop
+from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
 # Rows of the table: the guidance each batch is generated with ("none" = plain SynthER).
@@ -310,7 +310,7 @@ def _train_generator(gen, offline, target, policy, key, retrains: int, progress:
     if cfg.warm_start and cfg.initial_steps > 0:
         t0 = time.perf_counter()
         offline_buffer = _with_seed_axis(buffer.from_transitions(offline))
-        gen, _ = generator.pretrain_with_progress(
+        gen, _ = generator_phases.pretrain(
             gen, offline_buffer, _with_seed_axis(jax.random.fold_in(key, 0)), progress=progress
         )
         jax.block_until_ready(gen)
@@ -321,7 +321,7 @@ def _train_generator(gen, offline, target, policy, key, retrains: int, progress:
         both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offline, part)
         real = buffer.from_transitions(both, len(offline) + len(target))
         online = buffer.from_transitions(part, len(target))
-        gen, metrics = generator.retrain_with_progress(
+        gen, metrics = generator_phases.retrain(
             gen,
             *map(_with_seed_axis, (real, online, policy, jax.random.fold_in(key, k))),
             progress=progress,
@@ -424,7 +424,7 @@ def action_logprob(agent, obs: jnp.ndarray, action: jnp.ndarray) -> float:
 
 
 def _with_seed_axis(tree):
-    """A leading seed axis of size 1: the generator's *_with_progress functions expect one."""
+    """A leading seed axis of size 1: the generator's seed phases expect one."""
     return jax.tree.map(lambda x: x[None], tree)
 
 

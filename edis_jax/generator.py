@@ -2,11 +2,10 @@
 
 A `Generator` is a pytree: the diffusion train state, the three energies (created once, trained
 further at every retrain), the data normaliser and the guidance scales (w_s, w_a, w_t) as a
-leaf. `retrain` and `generate` are pure and vmappable over a leading seed axis;
-`retrain_with_progress` and `generate_with_progress` do the same for states that already carry
-that axis, phase by phase through jitted vmapped chunks with tqdm bars, and give the same results
-as `jax.vmap(retrain)` / `jax.vmap(generate)` (every chunk derives its keys from
-fold_in(key, step), so chunking does not change the random numbers).
+leaf. Every function here is pure and vmappable over a leading seed axis;
+train/generator_phases.py runs the same phases over seeds as jitted chunks with progress bars
+(every chunk derives its keys from fold_in(key, step), so chunking does not change the random
+numbers).
 
 A retrain (DESIGN.md section 2):
 1. `prepare`: from scratch (the published code), fit the normaliser on all real data and
@@ -22,14 +21,12 @@ A retrain (DESIGN.md section 2):
 
 from __future__ import annotations
 
-import functools
-import time
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
-from tqdm.auto import tqdm
 
 from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer
@@ -46,6 +43,11 @@ from edis_jax.energy.guidance import Guidance, make_guidance
 from edis_jax.energy.model import EnergySet
 
 TerminalFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
+
+# Config numbers that a generator holds as leaves: the guidance scales (`scales`), the energies'
+# learning rate (in their Adam state) and clip factor, the diffusion model's peak learning rate.
+ENERGY_LEAVES = ("scale_state", "scale_policy", "scale_transition", "lr", "clip_factor")
+DIFFUSION_LEAVES = ("lr",)
 
 
 class Generator(struct.PyTreeNode):
@@ -82,7 +84,13 @@ def create(
     energy_cfg: EnergyConfig,
     guide: tuple[str, ...] = GUIDES,
 ) -> Generator:
-    """A generator with an untrained diffusion model, fresh energies and an identity normaliser."""
+    """A generator with an untrained diffusion model, fresh energies and an identity normaliser.
+
+    The configs' numbers that are leaves (`ENERGY_LEAVES`, `DIFFUSION_LEAVES`) live only in the
+    leaves: the static copies keep the configs' structure, with those fields at their defaults,
+    so generators that differ only in such numbers share one tree structure (they stack, vmap
+    and run one compiled program).
+    """
     guide = tuple(guide)
     bad = [g for g in guide if g not in GUIDES]
     if bad or len(set(guide)) != len(guide):
@@ -91,7 +99,24 @@ def create(
         )
     if obs_dim <= 0 or act_dim <= 0:
         raise ValueError(f"obs_dim and act_dim must be > 0, got {obs_dim} and {act_dim}")
-    return _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide)
+    dim = 2 * obs_dim + act_dim + 1
+    key_diffusion, key_energy = jax.random.split(key)
+    scales = (energy_cfg.scale_state, energy_cfg.scale_policy, energy_cfg.scale_transition)
+    diffusion = diffusion_model.init(key_diffusion, dim, diffusion_cfg)
+    energies = energy_model.init(key_energy, dim, energy_cfg)
+    diffusion_cfg = _structure(diffusion_cfg, DIFFUSION_LEAVES)
+    energy_cfg = _structure(energy_cfg, ENERGY_LEAVES)
+    return Generator(
+        diffusion=diffusion.replace(config=diffusion_cfg),
+        energies=energies.replace(config=energy_cfg),
+        normalizer=Normalizer.identity(dim),
+        scales=jnp.asarray(scales, jnp.float32),
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        diffusion_cfg=diffusion_cfg,
+        energy_cfg=energy_cfg,
+        guide=guide,
+    )
 
 
 def retrain(
@@ -99,11 +124,11 @@ def retrain(
 ) -> tuple[Generator, dict[str, jnp.ndarray]]:
     """Train the diffusion model on `real` (afresh, or further when warm-started), train the
     energies by CEP on `online` (policy(key, raw obs) -> action gives E_a's positives) and
-    measure them on held-out rows. Pure; vmappable."""
-    _check_buffers(gen, real, online)
+    measure them on held-out rows."""
+    check_buffers(gen, real, online)
     key_prepare, key_train, key_bank, key_cep = jax.random.split(key, 4)
     gen = prepare(gen, real, key_prepare, gen.diffusion_cfg.train_steps)
-    sizes = _diffusion_chunk_sizes(gen.diffusion_cfg.train_steps, gen.diffusion_cfg.train_chunk)
+    sizes = diffusion_chunk_sizes(gen.diffusion_cfg.train_steps, gen.diffusion_cfg.train_chunk)
     metrics = {}  # train_steps 0 (a pretrained warm model): no step, no diffusion_loss
     if sum(sizes[:-1]):
         gen, _ = train_diffusion(gen, real, key_train, sum(sizes[:-1]))
@@ -114,7 +139,7 @@ def retrain(
         def one_bank(gen, r):
             bank = negative_bank(gen, online, jax.random.fold_in(key_bank, r))
             key = jax.random.fold_in(key_cep, r)
-            return train_energies(gen, bank, online, policy, key, _cep_steps_per_bank(gen))
+            return train_energies(gen, bank, online, policy, key, cep_steps_per_bank(gen))
 
         refreshes = jnp.arange(gen.energy_cfg.bank_refreshes)
         gen, cep_metrics = jax.lax.scan(one_bank, gen, refreshes)
@@ -129,7 +154,7 @@ def retrain(
 
 def pretrain(gen: Generator, real: ReplayBuffer, key: jax.Array) -> tuple[Generator, dict]:
     """`initial_steps` of diffusion training on `real` (the offline data) before the online
-    phase, for a warm-started model. Pure; vmappable."""
+    phase, for a warm-started model."""
     steps = gen.diffusion_cfg.initial_steps
     gen = prepare(gen, real, key, steps)
     return train_diffusion(gen, real, jax.random.fold_in(key, 1), steps)
@@ -140,10 +165,9 @@ def generate(
 ) -> tuple[Transition, dict[str, jnp.ndarray]]:
     """n guided synthetic transitions, un-normalised, actions clipped to the agents' box
     [-1, 1]; terminal from terminal_fn(s, a, s') or 0, mc_return 0. Metrics: the fraction of
-    rows that had an action outside the box. Runs in batches of <= sample_batch rows
-    (`lax.map`). Pure; vmappable."""
-    x, _ = sampler.sample_pure(gen.diffusion, key, n, guidance=gen.guidance)
-    return _to_transitions(gen, x, terminal_fn)
+    rows that had an action outside the box. Runs in batches of <= sample_batch rows."""
+    x, _ = sampler.sample(gen.diffusion, key, n, guidance=gen.guidance)
+    return to_transitions(gen, x, terminal_fn)
 
 
 # ------------------------------------------------------------------------- retrain pieces
@@ -197,12 +221,12 @@ def negative_bank(
     """Model samples at every CEP level for the guided energies (one unguided chain), for the
     training rows of `online` or, with `heldout`, for its held-out rows."""
     key_rows, key_chain = jax.random.split(key)
-    positives, condition = _bank_rows(gen, online, key_rows, heldout)
-    levels = _levels(gen)
-    _, saved = sampler.sample_pure(
-        gen.diffusion, key_chain, condition.values.shape[0], condition=condition, save_at=levels
-    )
-    return _assemble_bank(gen, positives, saved)
+    positives, condition = bank_rows(gen, online, key_rows, heldout)
+    _, saved = sampler.sample(
+        gen.diffusion, key_chain, condition.values.shape[0], condition=condition,
+        save_at=cep_levels(gen),
+    )  # fmt: skip
+    return assemble_bank(gen, positives, saved)
 
 
 def heldout_accuracy(
@@ -211,7 +235,7 @@ def heldout_accuracy(
     """Each guided energy's CEP accuracy on held-out online rows and fresh model samples."""
     key_bank, key_eval = jax.random.split(key)
     bank = negative_bank(gen, online, key_bank, heldout=True)
-    return cep.heldout_accuracy(gen.energies, bank, online, gen.codec, policy, key_eval)
+    return bank_accuracy(gen, bank, online, policy, key_eval)
 
 
 def train_energies(
@@ -229,111 +253,29 @@ def train_energies(
     return gen.replace(energies=energies), metrics
 
 
-# ------------------------------------------------------------------ seed-batched, with bars
+# ------------------------------------------------------- the pieces' pieces, for train/
 
 
-def retrain_with_progress(
-    gen: Generator,
-    real: ReplayBuffer,
-    online: ReplayBuffer,
-    policy: Policy,
-    key: jax.Array,
-    *,
-    progress: bool = True,
-    timings: dict[str, float] | None = None,
-) -> tuple[Generator, dict[str, jnp.ndarray]]:
-    """`jax.vmap(retrain)` for states with a leading seed axis (key: one key per seed), run as
-    jitted chunks with a tqdm bar per phase. Metrics keep the seed axis. `timings`, if given,
-    receives the wall seconds of each phase (diffusion, cep_negatives, cep, cep_heldout)."""
-    seeds = _num_seeds(gen, key)
-    _check_buffers(gen, real, online)
-    clock = _PhaseClock(timings)
-    keys = jax.vmap(lambda k: jax.random.split(k, 4))(key)
-    key_prepare, key_train, key_bank, key_cep = (keys[:, i] for i in range(4))
-    steps = gen.diffusion_cfg.train_steps
-    gen = _prepare_seeds(gen, real, key_prepare, steps)
-    gen, metrics = _train_diffusion_with_bar(gen, real, key_train, steps, progress, seeds)
-    clock.lap("diffusion", gen)
-    if gen.guide:
-        cep_metrics = []
-        bar = tqdm(total=gen.energy_cfg.steps, desc="CEP", disable=not progress, leave=False)
-        for r in range(gen.energy_cfg.bank_refreshes):
-            fold = jax.vmap(lambda k, r=r: jax.random.fold_in(k, r))
-            bank = _negative_bank_with_bar(gen, online, fold(key_bank), False, progress)
-            clock.lap("cep_negatives", bank)
-            n = _cep_steps_per_bank(gen)
-            gen, m = _train_energies_seeds(gen, bank, online, policy, fold(key_cep), n)
-            cep_metrics.append(m)
-            bar.update(n)
-            clock.lap("cep", gen)
-        bar.close()
-        key_heldout = jax.vmap(lambda k: jax.random.fold_in(k, gen.energy_cfg.bank_refreshes))(
-            key_bank
-        )
-        k_split = jax.vmap(jax.random.split)(key_heldout)
-        bank = _negative_bank_with_bar(gen, online, k_split[:, 0], True, progress)
-        heldout = _heldout_seeds(gen, bank, online, policy, k_split[:, 1])
-        clock.lap("cep_heldout", heldout)
-        mean = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m), axis=0), *cep_metrics)
-        metrics = {**metrics, **mean, **heldout}
-    return gen, metrics
+def bank_rows(gen: Generator, online: ReplayBuffer, key: jax.Array, heldout: bool):
+    """(positives, inpainting condition) of a negative bank (`cep.bank_rows`)."""
+    return cep.bank_rows(key, online, gen.codec, gen.energy_cfg, gen.guide, heldout=heldout)
 
 
-def pretrain_with_progress(
-    gen: Generator, real: ReplayBuffer, key: jax.Array, *, progress: bool = True
-) -> tuple[Generator, dict[str, jnp.ndarray]]:
-    """`jax.vmap(pretrain)` for states with a leading seed axis, with a progress bar."""
-    seeds = _num_seeds(gen, key)
-    _check_buffers(gen, real)
-    steps = gen.diffusion_cfg.initial_steps
-    gen = _prepare_seeds(gen, real, key, steps)
-    train_key = jax.vmap(lambda k: jax.random.fold_in(k, 1))(key)
-    return _train_diffusion_with_bar(gen, real, train_key, steps, progress, seeds, "pretraining")
+def assemble_bank(gen: Generator, positives: Transition, saved: jnp.ndarray) -> NegativeBank:
+    """The bank from the chain's intermediates at `cep_levels` (`cep.assemble_bank`)."""
+    sigmas = sampler.schedule(gen.diffusion_cfg).sigmas[jnp.asarray(cep_levels(gen))]
+    return cep.assemble_bank(positives, saved, sigmas, gen.energy_cfg, gen.guide)
 
 
-def generate_with_progress(
-    gen: Generator,
-    key: jax.Array,
-    n: int,
-    *,
-    terminal_fn: TerminalFn | None = None,
-    progress: bool = True,
-) -> tuple[Transition, dict[str, jnp.ndarray]]:
-    """`jax.vmap(generate)` for a generator with a leading seed axis (one key per seed), one
-    jitted batch at a time with a tqdm bar. `terminal_fn` is a static jit argument: reuse the
-    same function object across calls to avoid recompiling."""
-    _num_seeds(gen, key)
-    guidance = _guidance_seeds(gen)
-    x, _ = sampler.sample(
-        gen.diffusion, key, n, guidance=guidance, seeds=True, progress=progress,
-        desc="generating",
-    )  # fmt: skip
-    return _to_transitions_seeds(gen, x, terminal_fn)
+def bank_accuracy(
+    gen: Generator, bank: NegativeBank, online: ReplayBuffer, policy: Policy, key: jax.Array
+) -> dict[str, jnp.ndarray]:
+    """Each guided energy's CEP accuracy on a held-out bank."""
+    return cep.heldout_accuracy(gen.energies, bank, online, gen.codec, policy, key)
 
 
-# ----------------------------------------------------------------------------------- helpers
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
-def _create(key, obs_dim, act_dim, diffusion_cfg, energy_cfg, guide) -> Generator:
-    # Jitted: initialising the networks op by op outside jit is slow.
-    dim = 2 * obs_dim + act_dim + 1
-    key_diffusion, key_energy = jax.random.split(key)
-    scales = (energy_cfg.scale_state, energy_cfg.scale_policy, energy_cfg.scale_transition)
-    return Generator(
-        diffusion=diffusion_model.init(key_diffusion, dim, diffusion_cfg),
-        energies=energy_model.init(key_energy, dim, energy_cfg),
-        normalizer=Normalizer.identity(dim),
-        scales=jnp.asarray(scales, jnp.float32),
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        diffusion_cfg=diffusion_cfg,
-        energy_cfg=energy_cfg,
-        guide=guide,
-    )
-
-
-def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn):
+def to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn: TerminalFn | None):
+    """Sampled vectors x (n, D) as transitions, actions clipped to the box; see `generate`."""
     batch = gen.codec.decode(x, gen.obs_dim, gen.act_dim)
     # The model spills past the box where the data saturates; the agents act in [-1, 1].
     outside = jnp.any(jnp.abs(batch.action) > 1.0, axis=-1)
@@ -344,81 +286,23 @@ def _to_transitions(gen: Generator, x: jnp.ndarray, terminal_fn):
     return batch, {"clipped_action_frac": jnp.mean(outside.astype(jnp.float32))}
 
 
-def _bank_rows(gen: Generator, online: ReplayBuffer, key: jax.Array, heldout: bool):
-    return cep.bank_rows(key, online, gen.codec, gen.energy_cfg, gen.guide, heldout=heldout)
-
-
-def _assemble_bank(gen: Generator, positives: Transition, saved: jnp.ndarray) -> NegativeBank:
-    sigmas = sampler.schedule(gen.diffusion_cfg).sigmas[jnp.asarray(_levels(gen))]
-    return cep.assemble_bank(positives, saved, sigmas, gen.energy_cfg, gen.guide)
-
-
-def _levels(gen: Generator) -> tuple[int, ...]:
+def cep_levels(gen: Generator) -> tuple[int, ...]:
+    """The schedule indices the negative chain saves (`sampler.level_indices`)."""
     return sampler.level_indices(gen.diffusion_cfg, gen.energy_cfg.level_stride)
 
 
-def _diffusion_chunk_sizes(steps: int, chunk: int) -> list[int]:
+def diffusion_chunk_sizes(steps: int, chunk: int) -> list[int]:
     """Chunks of `chunk` steps summing to `steps`, the remainder first, so that the last chunk,
-    whose mean loss is reported, is a full one in both retrain paths."""
+    whose mean loss is reported, is a full one however the chunks are run."""
     return [steps % chunk] * bool(steps % chunk) + [chunk] * (steps // chunk)
 
 
-def _cep_steps_per_bank(gen: Generator) -> int:
+def cep_steps_per_bank(gen: Generator) -> int:
     return gen.energy_cfg.steps // gen.energy_cfg.bank_refreshes
 
 
-def _train_diffusion_with_bar(gen, real, key, steps, progress, seeds, desc="diffusion"):
-    metrics = {}  # no step trains: no diffusion_loss
-    sizes = _diffusion_chunk_sizes(steps, gen.diffusion_cfg.train_chunk)
-    with tqdm(total=steps, desc=f"{desc} x{seeds}", disable=not progress, leave=False) as bar:
-        for n in sizes:
-            gen, metrics = _train_diffusion_seeds(gen, real, key, n)
-            bar.update(n)
-            bar.set_postfix(loss=f"{float(metrics['diffusion_loss'].mean()):.3f}")
-    return gen, metrics
-
-
-def _negative_bank_with_bar(gen, online, key, heldout, progress) -> NegativeBank:
-    bank_keys = jax.vmap(jax.random.split)(key)
-    positives, condition = _bank_rows_seeds(gen, online, bank_keys[:, 0], heldout)
-    _, saved = sampler.sample(
-        gen.diffusion, bank_keys[:, 1], condition.values.shape[1], condition=condition,
-        save_at=_levels(gen), seeds=True, progress=progress,
-        desc="held-out negatives" if heldout else "CEP negatives",
-    )  # fmt: skip
-    return _assemble_bank_seeds(gen, positives, saved)
-
-
-class _PhaseClock:
-    """Adds the wall seconds since the last lap to timings[phase] (after the lap's arrays are
-    ready), when a timings dict is given."""
-
-    def __init__(self, timings: dict[str, float] | None):
-        self.timings, self.last = timings, time.perf_counter()
-
-    def lap(self, phase: str, ready) -> None:
-        if self.timings is None:
-            return
-        jax.block_until_ready(ready)
-        now = time.perf_counter()
-        self.timings[phase] = self.timings.get(phase, 0.0) + now - self.last
-        self.last = now
-
-
-def _num_seeds(gen: Generator, key: jax.Array) -> int:
-    seeds = gen.scales.shape[0] if gen.scales.ndim == 2 else None
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    key_seeds = key.shape[0] if key.ndim == (1 if typed else 2) else None
-    if seeds is None or key_seeds != seeds:
-        raise ValueError(
-            "the *_with_progress functions take states with a leading seed axis and one key per "
-            f"seed: got scales of shape {gen.scales.shape} and keys of shape {key.shape}; "
-            "split the key with jax.random.split(key, seeds)"
-        )
-    return seeds
-
-
-def _check_buffers(gen: Generator, *buffers: ReplayBuffer) -> None:
+def check_buffers(gen: Generator, *buffers: ReplayBuffer) -> None:
+    """Refuse buffers whose rows have other obs/action dims than the generator's."""
     for buf in buffers:
         obs, act = buf.data.obs.shape[-1], buf.data.action.shape[-1]
         if (obs, act) != (gen.obs_dim, gen.act_dim):
@@ -428,50 +312,8 @@ def _check_buffers(gen: Generator, *buffers: ReplayBuffer) -> None:
             )
 
 
-_jit_steps = functools.partial(jax.jit, static_argnames="num_steps")
-
-
-@_jit_steps
-def _prepare_seeds(gen, real, key, num_steps):
-    return jax.vmap(lambda g, r, k: prepare(g, r, k, num_steps))(gen, real, key)
-
-
-@_jit_steps
-def _train_diffusion_seeds(gen, real, key, num_steps):
-    return jax.vmap(lambda g, r, k: train_diffusion(g, r, k, num_steps))(gen, real, key)
-
-
-@functools.partial(jax.jit, static_argnames="heldout")
-def _bank_rows_seeds(gen, online, key, heldout):
-    return jax.vmap(lambda g, o, k: _bank_rows(g, o, k, heldout))(gen, online, key)
-
-
-@jax.jit
-def _assemble_bank_seeds(gen, positives, saved):
-    return jax.vmap(_assemble_bank)(gen, positives, saved)
-
-
-@_jit_steps
-def _train_energies_seeds(gen, bank, online, policy, key, num_steps):
-    def one(g, b, o, p, k):
-        return train_energies(g, b, o, p, k, num_steps)
-
-    return jax.vmap(one)(gen, bank, online, policy, key)
-
-
-@jax.jit
-def _heldout_seeds(gen, bank, online, policy, key):
-    def one(g, b, o, p, k):
-        return cep.heldout_accuracy(g.energies, b, o, g.codec, p, k)
-
-    return jax.vmap(one)(gen, bank, online, policy, key)
-
-
-@jax.jit
-def _guidance_seeds(gen):
-    return jax.vmap(lambda g: g.guidance)(gen)
-
-
-@functools.partial(jax.jit, static_argnames="terminal_fn")
-def _to_transitions_seeds(gen, x, terminal_fn):
-    return jax.vmap(lambda g, x: _to_transitions(g, x, terminal_fn))(gen, x)
+def _structure(cfg, leaves: tuple[str, ...]):
+    """`cfg` with the fields in `leaves` at their defaults: the numbers are read from the
+    generator's leaves, never from its static configs."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    return dataclasses.replace(cfg, **{name: fields[name].default for name in leaves})

@@ -20,8 +20,8 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from tiny_runs import tree_hashes
 
-from edis_jax import checkpoint, cli, config, envs, generator
-from edis_jax.train import directory, loop, synthetic
+from edis_jax import checkpoint, cli, config, envs
+from edis_jax.train import directory, generator_phases, loop, synthetic
 from edis_jax.train.records import DivergedError
 
 DATASET = "test/hopper/random-v0"  # conftest.HOPPER
@@ -373,7 +373,7 @@ def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
              "100", "--online-steps", "120", "--eval-every", "60", "--log-every", "30",
              "--checkpoint-every", "60", "--online.retrain-every", "60",
              "--online.num-samples", "256"]  # fmt: skip
-    real_retrain, real_generate, before = synthetic.retrain, generator.generate_with_progress, {}
+    real_retrain, real_generate, before = synthetic.retrain, generator_phases.generate, {}
 
     def retrain(run):
         before.update(tree_hashes(out))
@@ -384,7 +384,7 @@ def test_nan_in_generated_data_stops_the_retrain_and_keeps_the_last_checkpoint(
         return jax.tree.map(lambda x: x.at[1, 0].set(jnp.nan), samples), metrics
 
     monkeypatch.setattr(synthetic, "retrain", retrain)
-    monkeypatch.setattr(generator, "generate_with_progress", generate)
+    monkeypatch.setattr(generator_phases, "generate", generate)
     assert cli.main(["train", *flags]) == 1
     line = one_error_line(capsys)
     assert "the retrain's generated (synthetic) data became NaN or inf for seed(s) [1]" in line

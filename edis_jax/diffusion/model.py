@@ -9,7 +9,6 @@ long chunk and many short ones give the same result.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from tqdm.auto import tqdm
 
 from edis_jax.config import DiffusionConfig
 from edis_jax.diffusion import edm
@@ -121,35 +119,6 @@ def train_chunk(state: DiffusionState, batch_fn: BatchFn, key: jax.Array, num_st
     return state, losses.mean()
 
 
-def train(
-    state: DiffusionState,
-    data: jnp.ndarray,
-    key: jax.Array,
-    steps: int,
-    *,
-    progress: bool = True,
-) -> tuple[DiffusionState, list[float]]:
-    """Train on the rows of `data` (N, D), already normalised, for `steps` steps.
-
-    Runs `config.train_chunk` steps per jitted call with a tqdm bar between chunks; returns the
-    state and the mean loss of each chunk.
-    """
-    data = jnp.asarray(data, jnp.float32)
-    if data.ndim != 2 or data.shape[1] != state.data_dim:
-        raise ValueError(f"diffusion data must have shape (N, {state.data_dim}), got {data.shape}")
-    losses = []
-    with tqdm(total=steps, desc="diffusion", disable=not progress, leave=False) as bar:
-        done = 0
-        while done < steps:
-            n = min(state.config.train_chunk, steps - done)
-            state, loss = _train_chunk_on_array(state, data, key, n)
-            losses.append(float(loss))
-            done += n
-            bar.update(n)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    return state, losses
-
-
 # ----------------------------------------------------------------------------------- helpers
 
 
@@ -178,11 +147,3 @@ def _ema_decay(step: jnp.ndarray, cfg: DiffusionConfig) -> jnp.ndarray:
     warm = 1.0 - (1.0 + jnp.maximum(epoch, 0.0)) ** (-EMA_POWER)
     decay = jnp.where(epoch > 0, jnp.minimum(cfg.ema_decay, warm), 0.0)
     return jnp.where(step % cfg.ema_every == 0, decay, 1.0)
-
-
-@functools.partial(jax.jit, static_argnames="num_steps")
-def _train_chunk_on_array(state, data, key, num_steps):
-    def batch_fn(k):
-        return data[jax.random.randint(k, (state.config.batch_size,), 0, data.shape[0])]
-
-    return train_chunk(state, batch_fn, key, num_steps)

@@ -11,10 +11,9 @@ a single compiled step serves the whole schedule.
   unguided chain gives CEP its negatives at every chosen level at once. Under inpainting the
   saved conditioned dims are the clean condition.
 
-`sample` runs any n in equal batches of at most `config.sample_batch` rows through one jitted
-program (host loop, optional progress bar); `sample_pure` does the same inside a trace
-(`lax.map` over batches), so it can sit inside jit/vmap. Batch b uses `fold_in(key, b)` in both,
-so they return the same samples.
+`sample` runs any n in equal batches of at most `config.sample_batch` rows (`lax.map`), batch b
+with key `fold_in(key, b)`; `sample_rows` is one such batch, for a host loop that shows progress
+between batches (train/generator_phases.py) and returns the same samples.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from flax import struct
-from tqdm.auto import tqdm
 
 from edis_jax.config import DiffusionConfig
 from edis_jax.diffusion import edm
@@ -100,50 +98,18 @@ def sample(
     guidance: Guidance | None = None,
     condition: Condition | None = None,
     save_at: tuple[int, ...] = (),
-    seeds: bool = False,
-    progress: bool = False,
-    desc: str = "sampling",
 ) -> tuple[jnp.ndarray, jnp.ndarray | None]:
-    """n samples (normalised space) from the EMA model, in jitted batches of <= `sample_batch`
-    rows; returns (x (n, D), saved (L, n, D) or None).
+    """n samples (normalised space) from the EMA model, in batches of <= `sample_batch` rows
+    (`lax.map`); returns (x (n, D), saved (len(save_at), n, D) or None).
 
     `guidance` must be a pytree callable (e.g. `energy.Guidance`, or a `jax.tree_util.Partial`
-    of a module-level function) so that it crosses the jit boundary without retracing. With
-    `seeds=True` every argument but n has a leading seed axis (vmapped; outputs keep it).
+    of a module-level function) so that it crosses jit boundaries without retracing.
     """
     batch, num_batches = batch_layout(n, state.config.sample_batch)
-    pad = functools.partial(_pad_condition, rows=batch * num_batches)
-    condition = jax.vmap(pad)(condition) if seeds and condition is not None else pad(condition)
-    xs, saved = [], []
-    for b in tqdm(range(num_batches), desc=desc, disable=not progress, leave=False):
-        x, s = _sample_rows_jit(state, key, guidance, condition, b, batch, save_at, seeds)
-        xs.append(x)
-        saved.append(s)
-    axis = int(seeds)
-    x = jnp.concatenate(xs, axis=axis)
-    x = jax.lax.slice_in_dim(x, 0, n, axis=axis)
-    if not save_at:
-        return x, None
-    saved = jnp.concatenate(saved, axis=axis + 1)
-    return x, jax.lax.slice_in_dim(saved, 0, n, axis=axis + 1)
-
-
-def sample_pure(
-    state: DiffusionState,
-    key: jax.Array,
-    n: int,
-    *,
-    guidance: Guidance | None = None,
-    condition: Condition | None = None,
-    save_at: tuple[int, ...] = (),
-) -> tuple[jnp.ndarray, jnp.ndarray | None]:
-    """`sample` as one traceable function (`lax.map` over the batches), for use under jit/vmap;
-    returns the same samples as `sample`."""
-    batch, num_batches = batch_layout(n, state.config.sample_batch)
-    condition = _pad_condition(condition, batch * num_batches)
+    condition = pad_condition(condition, batch * num_batches)
 
     def one_batch(b):
-        return _sample_rows(state, key, guidance, condition, b, batch, save_at)
+        return sample_rows(state, key, guidance, condition, b, batch, save_at)
 
     x, saved = jax.lax.map(one_batch, jnp.arange(num_batches))
     x = x.reshape(-1, x.shape[-1])[:n]
@@ -151,6 +117,32 @@ def sample_pure(
         return x, None
     saved = jnp.moveaxis(saved, 0, 1)  # (L, num_batches, batch, D)
     return x, saved.reshape(saved.shape[0], -1, saved.shape[-1])[:, :n]
+
+
+def sample_rows(state, key, guidance, condition, b, batch: int, save_at: tuple[int, ...]):
+    """Batch b of a padded request (`pad_condition`): rows [b * batch, (b + 1) * batch), key
+    fold_in(key, b). `sample` maps it over the batches; a host loop may call it batch by batch
+    and concatenate, for the same samples."""
+    condition = _condition_rows(condition, b, batch)
+    return heun_sample(
+        denoiser(state),
+        jax.random.fold_in(key, b),
+        (batch, state.data_dim),
+        schedule(state.config),
+        guidance=guidance,
+        condition=condition,
+        save_at=save_at,
+    )
+
+
+def pad_condition(condition: Condition | None, rows: int) -> Condition | None:
+    """The condition padded to `rows` rows: padding rows are sampled and dropped, they keep
+    every batch the same shape."""
+    if condition is None:
+        return None
+    values = _pad_rows(condition.values, rows)
+    mask = condition.mask if condition.mask.ndim == 1 else _pad_rows(condition.mask, rows)
+    return Condition(values, mask)
 
 
 def batch_layout(n: int, sample_batch: int) -> tuple[int, int]:
@@ -200,37 +192,6 @@ def _inpaint(x, condition: Condition | None):
     if condition is None:
         return x
     return jnp.where(condition.mask > 0, condition.values, x)
-
-
-def _sample_rows(state, key, guidance, condition, b, batch, save_at):
-    """Batch b of a padded request: rows [b * batch, (b + 1) * batch), key fold_in(key, b)."""
-    condition = _condition_rows(condition, b, batch)
-    return heun_sample(
-        denoiser(state),
-        jax.random.fold_in(key, b),
-        (batch, state.data_dim),
-        schedule(state.config),
-        guidance=guidance,
-        condition=condition,
-        save_at=save_at,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("batch", "save_at", "seeds"))
-def _sample_rows_jit(state, key, guidance, condition, b, batch, save_at, seeds):
-    fn = functools.partial(_sample_rows, batch=batch, save_at=save_at)
-    if seeds:
-        fn = jax.vmap(fn, in_axes=(0, 0, 0, 0, None))
-    return fn(state, key, guidance, condition, b)
-
-
-def _pad_condition(condition: Condition | None, rows: int) -> Condition | None:
-    # Padding rows are sampled and dropped; they keep every batch the same shape.
-    if condition is None:
-        return None
-    values = _pad_rows(condition.values, rows)
-    mask = condition.mask if condition.mask.ndim == 1 else _pad_rows(condition.mask, rows)
-    return Condition(values, mask)
 
 
 def _pad_rows(x, rows):

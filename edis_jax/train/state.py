@@ -20,6 +20,7 @@ from edis_jax.data import buffer
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.train import env_step
+from edis_jax.train.chunks import over_seeds
 
 # Key streams: every random draw is fold_in(seed_key, stream + step), so any step's key is known
 # without carrying a key through the run, and a resumed run draws exactly the same numbers.
@@ -233,7 +234,7 @@ def with_online_phase(state: RunState, weights: jnp.ndarray) -> RunState:
 
 def set_synthetic(state: RunState, samples: Transition, weights: jnp.ndarray) -> RunState:
     """Replace the synthetic buffer by fresh samples (leading seed axis) and set the mixture."""
-    synthetic = jax.jit(jax.vmap(buffer.from_transitions))(samples)
+    synthetic = over_seeds(buffer.from_transitions, samples)
     seeds = samples.reward.shape[0]
     return state.replace(synthetic=synthetic, weights=jnp.broadcast_to(weights, (seeds, 3)))
 

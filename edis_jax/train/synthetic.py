@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax import agents, envs, generator
+from edis_jax import agents, envs
 from edis_jax.data.transition import Transition
+from edis_jax.train import generator_phases
 from edis_jax.train import state as S
 from edis_jax.train.health import generator_health
 from edis_jax.train.records import check_finite
@@ -24,9 +25,7 @@ def pretrain_generator(run) -> None:
     redoes it with the same keys."""
     t0 = time.perf_counter()
     keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
-    gen, _ = generator.pretrain_with_progress(
-        run.state.generator, run.state.real, keys, progress=run.show
-    )
+    gen, _ = generator_phases.pretrain(run.state.generator, run.state.real, keys, progress=run.show)
     run.state = run.state.replace(generator=jax.block_until_ready(gen))
     run.progress.wall["generator_pretrain"] = time.perf_counter() - t0
 
@@ -38,7 +37,7 @@ def retrain(run) -> None:
     timings: dict[str, float] = {}
     keys = S.step_key(run.keys, S.RETRAIN_STREAM, p.online_step)
     policy = agents.policy(run.state.agent)
-    gen, metrics = generator.retrain_with_progress(
+    gen, metrics = generator_phases.retrain(
         run.state.generator,
         run.state.real,
         run.state.online,
@@ -49,7 +48,7 @@ def retrain(run) -> None:
     )
     t0 = time.perf_counter()
     keys = S.step_key(run.keys, S.GENERATE_STREAM, p.online_step)
-    samples, sample_metrics = generator.generate_with_progress(
+    samples, sample_metrics = generator_phases.generate(
         gen,
         keys,
         cfg.online.num_samples,
