@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from edis_jax import config
+from edis_jax import config, presets
 from edis_jax.train import loop
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
@@ -42,7 +42,7 @@ WALL_KEYS = ("wall_time_s", "env_steps_per_s", "updates_per_s")
 def arm_configs(root: Path) -> dict[str, config.RunConfig]:
     """The `make run` arms (cpu preset: warm-started delta generator, banks, sigma-scaled
     guidance) at a few hundred steps and tiny generator sizes."""
-    cpu = config.preset("cpu")
+    cpu = presets.preset("cpu")
     diffusion = dataclasses.replace(
         cpu.diffusion, width=32, depth=2, dim_t=16, batch_size=32, train_steps=60,
         train_chunk=30, num_steps=8, sample_batch=256, initial_steps=60,

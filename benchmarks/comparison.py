@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edis_jax import config, make_run, report
+from edis_jax import config, make_run, presets, report
 from edis_jax.train.directory import RunDirError
 
 DATASET = make_run.DATASET  # shipped with the package
@@ -41,7 +41,7 @@ ARMS: dict[str, tuple[bool, dict]] = {
 
 def arm_configs(out: Path, seeds: int, online_steps: int, arms: list[str]) -> list:
     """The configs of `arms`, the baseline first (it owns the shared offline phase)."""
-    base = config.preset("cpu").replace(
+    base = presets.preset("cpu").replace(
         algo="iql", dataset=DATASET, seeds=seeds, online_steps=online_steps, eval_episodes=5
     )
     baseline = str(out / "iql")

@@ -89,10 +89,10 @@ def main() -> None:
 
     import jax
 
-    from edis_jax.config import preset
     from edis_jax.data.datasets import load_dataset
     from edis_jax.data.transition import Transition
     from edis_jax.diagnose import run_diagnose
+    from edis_jax.presets import preset
 
     start = time.perf_counter()
     out = Path(args.out)

@@ -237,7 +237,8 @@ def _probe() -> dict:
 def _smoke(size: str) -> dict:
     """A short run of the `size` preset with SMOKE's values, through loop.train, in a
     temporary folder; returns its summary's numbers and the count of metrics.jsonl records."""
-    from edis_jax.config import preset, with_values
+    from edis_jax.config import with_values
+    from edis_jax.presets import preset
     from edis_jax.train import loop
 
     with tempfile.TemporaryDirectory(prefix="edis-gpu-smoke-") as tmp:

@@ -27,7 +27,7 @@ import jax
 from benchmarks import flops, harness
 from benchmarks import jax_side as J
 from benchmarks.harness import Row
-from edis_jax.config import preset
+from edis_jax.presets import preset
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper
 DATA_DIM = 2 * OBS_DIM + ACT_DIM + 1

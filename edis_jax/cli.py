@@ -34,6 +34,7 @@ from typing import Literal
 import tyro
 from tqdm.auto import tqdm
 
+from edis_jax import presets
 from edis_jax.config import ConfigError
 from edis_jax.datagen.options import DEFAULTS as BUILD
 
@@ -242,7 +243,7 @@ def train_command(args: list[str]) -> int:
         config.RunConfig,
         _split_guide(args),
         "edis-jax train",
-        default=config.preset(name, task),
+        default=presets.preset(name, task),
         description="Offline then online training of N seeds in one compiled program. "
         "--preset picks the defaults (tiny, cpu, paper) that the other flags override; "
         "--task applies a published per-task config on top (preset paper unless given; "

@@ -45,13 +45,14 @@ from tqdm.auto import tqdm
 
 from edis_jax import agents, generator
 from edis_jax.agents import IQL
-from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig, preset
+from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig
 from edis_jax.data import buffer
 from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.envs import dynamics_error
+from edis_jax.presets import preset
 from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 

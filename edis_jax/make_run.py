@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from edis_jax import checkpoint, config, report
+from edis_jax import checkpoint, config, presets, report
 from edis_jax.train import loop
 
 DATASET = "local/hopper/medium-v0"  # shipped with the package (edis_jax/assets)
@@ -26,7 +26,7 @@ SEEDS = 4
 def arm_configs() -> list[config.RunConfig]:
     """The baseline first (it owns the shared offline phase), then the arms started from it."""
     # overwrite=True: these folders belong to `make run`; a stale or changed run there is redone.
-    base = config.preset("cpu").replace(
+    base = presets.preset("cpu").replace(
         algo="iql", dataset=DATASET, seeds=SEEDS, eval_episodes=5, overwrite=True
     )
     iql = base.replace(edis=False, out=str(OUT / "iql"))

@@ -5,20 +5,20 @@ import dataclasses
 import pytest
 
 from edis_jax import config as C
-from edis_jax import make_run
+from edis_jax import make_run, presets
 from edis_jax.train import directory
 from edis_jax.train import state as S
 
 
 @pytest.mark.parametrize("name", C.PRESET_NAMES)
 def test_presets_are_valid_and_named(name):
-    cfg = C.preset(name)
+    cfg = presets.preset(name)
     assert cfg.preset == name
     assert cfg.agent is cfg.iql
 
 
 def test_paper_preset_has_published_defaults():
-    cfg = C.preset("paper")
+    cfg = presets.preset("paper")
     d, e, o = cfg.diffusion, cfg.energy, cfg.online
     assert (d.width, d.depth, d.dim_t, d.num_steps) == (1024, 6, 256, 128)
     assert (d.sigma_min, d.sigma_max, d.rho, d.s_churn, d.s_noise) == (
@@ -66,12 +66,12 @@ def test_part_configs_reject_bad_values(cls, changes, match):
 
 def test_unknown_preset_is_rejected():
     with pytest.raises(C.ConfigError, match="unknown preset 'huge'"):
-        C.preset("huge")
+        presets.preset("huge")
 
 
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        C.preset("tiny").seeds = 3
+        presets.preset("tiny").seeds = 3
 
 
 def test_make_run_arms_share_the_baselines_offline_phase():
@@ -129,7 +129,7 @@ def test_empty_or_zero_width_networks_are_refused(part, widths):
 
 
 def test_retrain_schedule_of_each_loop():
-    clean = C.preset("tiny").replace(online_steps=300)  # retrain_every 100
+    clean = presets.preset("tiny").replace(online_steps=300)  # retrain_every 100
     calql = clean.replace(
         algo="calql", online=dataclasses.replace(clean.online, schedule="published")
     )

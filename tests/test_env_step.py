@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from edis_jax import config
+from edis_jax import config, presets
 from edis_jax.data.transition import Transition
 from edis_jax.datagen import builder
 from edis_jax.train import env_step, loop
@@ -18,7 +18,7 @@ OFFLINE_ROWS, ONLINE_STEPS = 300, 40
 
 
 def tiny_run_config(**changes) -> config.RunConfig:
-    return config.preset("tiny").replace(
+    return presets.preset("tiny").replace(
         algo="sac", seeds=SEEDS, edis=False, offline_steps=0, online_steps=ONLINE_STEPS, **changes
     )
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edis_jax import config
+from edis_jax import config, presets
 from edis_jax.train import loggers, loop
 
 
 def tiny_run(tmp_path: Path, log: tuple[str, ...]) -> tuple[Path, list[dict]]:
-    cfg = config.preset("tiny").replace(
+    cfg = presets.preset("tiny").replace(
         out=str(tmp_path / "run"), edis=False, offline_steps=40, online_steps=20,
         log_every=20, eval_every=40, checkpoint_every=20, log=log,
     )  # fmt: skip

@@ -16,7 +16,7 @@ pytest.importorskip(
     reason='gymnasium-robotics is not installed: `pip install -e ".[robotics]"` runs these tests',
 )
 
-from edis_jax import cli, config, envs  # noqa: E402
+from edis_jax import cli, config, envs, presets  # noqa: E402
 from edis_jax.data import datasets, minari_store, observations  # noqa: E402
 from edis_jax.train import loop  # noqa: E402
 
@@ -153,7 +153,7 @@ def test_adroit_simulator_is_a_documented_skip():
 
 
 def tiny_run(tmp_path: Path, dataset: str, **changes) -> config.RunConfig:
-    base = config.preset("tiny").replace(
+    base = presets.preset("tiny").replace(
         dataset=dataset, out=str(tmp_path / "run"), seeds=1, offline_steps=40,
         online_steps=40, eval_every=40, log_every=40, checkpoint_every=40, edis=False,
     )  # fmt: skip

@@ -20,7 +20,7 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from tiny_runs import tree_hashes
 
-from edis_jax import checkpoint, cli, config, envs
+from edis_jax import checkpoint, cli, config, envs, presets
 from edis_jax.train import directory, generator_phases, loop, synthetic
 from edis_jax.train.records import DivergedError
 
@@ -33,7 +33,7 @@ FLAGS = dict(
 
 
 def tiny(out: Path, **changes) -> config.RunConfig:
-    base = config.preset("tiny").replace(dataset=DATASET, out=str(out), **FLAGS)
+    base = presets.preset("tiny").replace(dataset=DATASET, out=str(out), **FLAGS)
     return base.replace(**changes)
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edis_jax import config
+from edis_jax import config, presets
 from edis_jax.data.transition import Transition
 from edis_jax.train import state as S
 
@@ -23,7 +23,7 @@ def offline_data() -> Transition:
 @pytest.mark.parametrize("algo", ["iql", "sac", "calql"])
 def test_normalize_obs_fits_the_offline_states_and_the_policy_sees_them_normalised(algo):
     offline = offline_data()
-    cfg = config.preset("tiny").replace(algo=algo, seeds=2, online_steps=0)
+    cfg = presets.preset("tiny").replace(algo=algo, seeds=2, online_steps=0)
     on = S.init_state(cfg, offline, 1.0).agent
     off = S.init_state(config.with_values(cfg, {f"{algo}.normalize_obs": False}), offline, 1.0)
     off = off.agent

@@ -7,7 +7,7 @@ import gymnasium as gym
 import pytest
 from minari.dataset.minari_dataset import parse_dataset_id
 
-from edis_jax import cli, config
+from edis_jax import cli, presets
 from edis_jax.tasks import TASKS
 
 
@@ -65,7 +65,7 @@ def test_dataset_ids_parse_and_mujoco_envs_exist():
     ],
 )  # fmt: skip
 def test_task_values_match_the_published_configs(task, expected):
-    cfg = config.preset("paper", task)
+    cfg = presets.preset("paper", task)
     for key, value in expected.items():
         field = cfg
         for part in key.split("."):
@@ -76,8 +76,8 @@ def test_task_values_match_the_published_configs(task, expected):
 
 def test_every_task_builds_a_valid_config_and_baselines_keep_the_preset_elsewhere():
     for name in TASKS:
-        config.preset("paper", name)  # validates every value
-    paper, base = config.preset("paper"), config.preset("paper", "cal_ql/hopper-medium")
+        presets.preset("paper", name)  # validates every value
+    paper, base = presets.preset("paper"), presets.preset("paper", "cal_ql/hopper-medium")
     assert base.calql == paper.calql and not base.edis and base.algo == "calql"
 
 

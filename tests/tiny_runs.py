@@ -4,13 +4,13 @@
 import hashlib
 from pathlib import Path
 
-from edis_jax import config
+from edis_jax import config, presets
 
 DATASET = "test/hopper/random-v0"  # conftest.HOPPER: built once per session
 
 
 def tiny(tmp_path: Path, name: str, **changes) -> config.RunConfig:
-    base = config.preset("tiny").replace(
+    base = presets.preset("tiny").replace(
         dataset=DATASET,
         out=str(tmp_path / name),
         offline_steps=100,
