@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import agents, generator
+from edis_jax import agents, alignment, generator
 from edis_jax.agents import IQL
 from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig
 from edis_jax.data import buffer
@@ -51,8 +51,8 @@ from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
-from edis_jax.envs import dynamics_error
 from edis_jax.presets import preset
+from edis_jax.simulators import dynamics_error
 from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
@@ -262,8 +262,8 @@ def run_diagnose(
 
     def measure(batch: Transition, target_obs=target.obs) -> dict:
         return {
-            "state_mmd": state_mmd(batch.obs, target_obs, max_rows=mmd_rows, seed=seed),
-            "action_logprob": action_logprob(agent, batch.obs, batch.action),
+            "state_mmd": alignment.state_mmd(batch.obs, target_obs, max_rows=mmd_rows, seed=seed),
+            "action_logprob": alignment.action_logprob(agent, batch.obs, batch.action),
             "dynamics_error": dynamics_error(env_id, batch.obs, batch.action, batch.next_obs),
             "n": len(batch),
         }
@@ -385,42 +385,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-def state_mmd(
-    generated: jnp.ndarray,
-    target: jnp.ndarray,
-    *,
-    max_rows: int = 2000,
-    seed: int = 0,
-    bandwidth: float | None = None,
-) -> float:
-    """Unbiased squared MMD between two sets of states (rows), standardised by `target`'s stats.
-
-    At most `max_rows` rows of each set are used (a fixed-seed subsample): the estimate costs
-    O(rows^2). `bandwidth` defaults to sqrt(obs_dim) in standardised units.
-    """
-    generated, target = np.asarray(generated, np.float32), np.asarray(target, np.float32)
-    if generated.ndim != 2 or target.ndim != 2 or generated.shape[1] != target.shape[1]:
-        raise ValueError(
-            f"state_mmd needs two (rows, obs_dim) arrays of equal obs_dim, got shapes "
-            f"{generated.shape} and {target.shape}"
-        )
-    if len(generated) < 2 or len(target) < 2:
-        raise ValueError("state_mmd needs at least 2 rows in each set")
-    rng = np.random.default_rng(seed)
-    generated, target = _subsample(generated, max_rows, rng), _subsample(target, max_rows, rng)
-    mean, std = target.mean(0), target.std(0) + 1e-3  # floor: constant dims map to 0
-    h = math.sqrt(target.shape[1]) if bandwidth is None else bandwidth
-    return float(_mmd2_unbiased((generated - mean) / std, (target - mean) / std, h))
-
-
-def action_logprob(agent, obs: jnp.ndarray, action: jnp.ndarray) -> float:
-    """Mean log-likelihood of `action` given `obs` under `agent`'s policy (`agent.log_prob`)."""
-    return float(jnp.mean(_log_prob(agent, obs, action)))
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -473,27 +437,3 @@ def _split(data: Transition, seed: int) -> tuple[Transition, Transition]:
 
 def _as_jnp(data: Transition) -> Transition:
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), data)
-
-
-def _subsample(x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
-    if len(x) <= max_rows:
-        return x
-    return x[rng.choice(len(x), max_rows, replace=False)]
-
-
-@jax.jit
-def _mmd2_unbiased(x: jnp.ndarray, y: jnp.ndarray, bandwidth: float) -> jnp.ndarray:
-    # Gretton et al. 2012, eq. 3: within-set sums exclude the diagonal (k(x, x) = 1).
-    def kernel_sum(a, b):
-        sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None, :] - 2.0 * a @ b.T
-        return jnp.sum(jnp.exp(-jnp.maximum(sq, 0.0) / (2.0 * bandwidth**2)))
-
-    m, n = x.shape[0], y.shape[0]
-    xx = (kernel_sum(x, x) - m) / (m * (m - 1))
-    yy = (kernel_sum(y, y) - n) / (n * (n - 1))
-    return xx + yy - 2.0 * kernel_sum(x, y) / (m * n)
-
-
-@jax.jit
-def _log_prob(agent, obs, action):
-    return agent.log_prob(obs, action)

@@ -16,7 +16,7 @@ pytest.importorskip(
     reason='gymnasium-robotics is not installed: `pip install -e ".[robotics]"` runs these tests',
 )
 
-from edis_jax import cli, config, envs, presets  # noqa: E402
+from edis_jax import cli, config, envs, presets, simulators  # noqa: E402
 from edis_jax.data import datasets, minari_store, observations  # noqa: E402
 from edis_jax.train import loop  # noqa: E402
 
@@ -134,22 +134,22 @@ def test_a_datasets_eval_env_spec_makes_the_online_and_evaluation_env():
 
 def test_antmaze_simulator_reproduces_the_datasets_transitions(robotics_env):
     t = datasets.load_dataset(ANTMAZE_DATA).transitions
-    next_obs, reward, terminated = envs.simulate(ANTMAZE, t.obs[:50], t.action[:50])
+    next_obs, reward, terminated = simulators.simulate(ANTMAZE, t.obs[:50], t.action[:50])
     # float32 storage of positions up to ~10 m: agreement to ~1e-6.
     np.testing.assert_allclose(next_obs, t.next_obs[:50], atol=1e-5)
     np.testing.assert_array_equal(reward, t.reward[:50])
-    assert envs.can_simulate(ANTMAZE) and not terminated.any()  # a continuing task
-    error = envs.dynamics_error(ANTMAZE, t.obs[:50], t.action[:50], t.next_obs[:50])
+    assert simulators.can_simulate(ANTMAZE) and not terminated.any()  # a continuing task
+    error = simulators.dynamics_error(ANTMAZE, t.obs[:50], t.action[:50], t.next_obs[:50])
     assert error < 1e-5
 
 
 def test_adroit_simulator_is_a_documented_skip():
     # Its observation is not the simulator state: generator health and diagnose record no
-    # dynamics error, and the simulator relabelling arm is refused (envs.simulate).
+    # dynamics error, and the simulator relabelling arm is refused (simulators.simulate).
     obs, action = np.zeros((1, 45)), np.zeros((1, 24))
-    assert not envs.can_simulate(ADROIT)
-    assert envs.simulate(ADROIT, obs, action) is None
-    assert envs.dynamics_error(ADROIT, obs, action, obs) is None
+    assert not simulators.can_simulate(ADROIT)
+    assert simulators.simulate(ADROIT, obs, action) is None
+    assert simulators.dynamics_error(ADROIT, obs, action, obs) is None
 
 
 def tiny_run(tmp_path: Path, dataset: str, **changes) -> config.RunConfig:

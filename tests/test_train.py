@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_runs import DATASET, tiny
 
-from edis_jax import checkpoint, config
+from edis_jax import checkpoint, config, simulators
 from edis_jax.data import returns
 from edis_jax.train import directory, loop
 
@@ -289,9 +289,8 @@ def test_relabel_oracle_gives_the_simulators_next_states(datasets_env, tmp_path)
     assert retrains and all(r["synthetic_dynamics_error"] < 0.05 for r in retrains)
     _, state = loop.load_run(cfg.out)
     synthetic = jax.tree.map(lambda x: np.asarray(x[0, :64]), state.synthetic.data)
-    from edis_jax import envs
 
-    sim_next, sim_reward, _ = envs.simulate("Hopper-v5", synthetic.obs, synthetic.action)
+    sim_next, sim_reward, _ = simulators.simulate("Hopper-v5", synthetic.obs, synthetic.action)
     exact = (np.abs(synthetic.obs[:, 5:]) < 10).all(1)
     np.testing.assert_allclose(synthetic.next_obs[exact], sim_next[exact], atol=1e-4)
     np.testing.assert_allclose(synthetic.reward[exact], sim_reward[exact], atol=1e-4)
@@ -307,10 +306,9 @@ def test_mixture_and_schedule_flags_are_validated():
             config.OnlineConfig(mixture=bad)
     with pytest.raises(config.ConfigError, match="schedule"):
         config.OnlineConfig(schedule="other")
-    from edis_jax import envs
 
-    assert envs.can_simulate("Hopper-v5") and envs.can_simulate("Pendulum-v1")
-    assert not envs.can_simulate("MountainCarContinuous-v0")
+    assert simulators.can_simulate("Hopper-v5") and simulators.can_simulate("Pendulum-v1")
+    assert not simulators.can_simulate("MountainCarContinuous-v0")
 
 
 def test_init_from_shares_the_offline_phase_exactly(datasets_env, shared_run, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from edis_jax import envs
+from edis_jax import envs, simulators
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.transition import Transition
 
@@ -34,8 +34,8 @@ def generator_health(
     - reward mean and std, terminal rate: synthetic rows against the filled rows of `real`;
     - dynamics error |s' - s'_true| (mean Euclidean, raw units) of the first `dynamics_rows`
       synthetic rows and of the latest `dynamics_rows` online rows, the simulator set to each
-      row's (s, a) (`envs.simulate`); absent where the env's state cannot be set. Real rows are
-      not all exactly 0: Hopper and Walker2d clip observed velocities (see `envs.mujoco_step`).
+      row's (s, a) (`simulators.simulate`); absent where the env's state cannot be set. Real rows are
+      not all exactly 0: Hopper and Walker2d clip observed velocities (see `simulators.mujoco_step`).
     """
     samples = jax.device_get(samples)
     real_reward, real_terminal, real_size = jax.device_get(
@@ -55,14 +55,14 @@ def generator_health(
         }
         for name, value in row.items():
             out.setdefault(name, []).append(float(value))
-    if envs.can_simulate(env_id):
+    if simulators.can_simulate(env_id):
         online_rows = _latest_online_rows(online, dynamics_rows)
         for i in range(seeds):
             synthetic = jax.tree.map(lambda x, i=i: x[i, :dynamics_rows], samples)
             real_rows = jax.tree.map(lambda x, i=i: x[i], online_rows)
             for name, rows in (("synthetic", synthetic), ("real", real_rows)):
                 action = actions.to_env(rows.action)
-                error = envs.dynamics_error(env_id, rows.obs, action, rows.next_obs)
+                error = simulators.dynamics_error(env_id, rows.obs, action, rows.next_obs)
                 out.setdefault(f"{name}_dynamics_error", []).append(error)
     return {name: np.asarray(values, np.float64) for name, values in out.items()}
 

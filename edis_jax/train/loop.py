@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import checkpoint, envs, sharding
+from edis_jax import checkpoint, envs, sharding, simulators
 from edis_jax.config import RunConfig, to_dict
 from edis_jax.data import datasets
 from edis_jax.data.scores import normalized_score, scored_by_success
@@ -140,7 +140,7 @@ class _Run:
         self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
         self.terminal_fn = envs.termination_fn(dataset.env_id)
-        if cfg.online.relabel == "simulator" and not envs.can_simulate(dataset.env_id):
+        if cfg.online.relabel == "simulator" and not simulators.can_simulate(dataset.env_id):
             raise RunDirError(
                 f"--online.relabel simulator needs an env whose simulator can be set to an "
                 f"observation (MuJoCo locomotion, Pendulum, AntMaze); {dataset.env_id} is not one: "

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax import agents, envs
+from edis_jax import agents, envs, simulators
 from edis_jax.data.transition import Transition
 from edis_jax.train import generator_phases
 from edis_jax.train import state as S
@@ -103,7 +103,7 @@ def relabel(samples: Transition, env_id: str, actions: envs.ActionScale, seeds: 
     host = jax.device_get(samples)
     next_obs, reward, terminal = (np.array(x) for x in (host.next_obs, host.reward, host.terminal))
     for i in range(seeds):
-        sim_next, sim_reward, sim_term = envs.simulate(
+        sim_next, sim_reward, sim_term = simulators.simulate(
             env_id, host.obs[i], actions.to_env(host.action[i])
         )
         ok = np.isfinite(sim_next).all(-1)
