@@ -18,13 +18,15 @@ from edis_jax.tasks import TASKS
 Algo = Literal["iql", "calql", "sac"]
 Guide = Literal["state", "policy", "transition"]
 GUIDES: tuple[str, ...] = ("state", "policy", "transition")
+# What `edis-jax diagnose` generates with: no guidance (plain SynthER), each energy, all three.
+GUIDANCE_ROWS: tuple[str, ...] = ("none", *GUIDES, "all")
 
 
 class ConfigError(Exception):
     """An invalid configuration value; the message names the field and the fix.
 
     Not a ValueError: tyro catches ValueErrors raised while it builds a config and prints them
-    in a multi-line box, while this one reaches the CLI's one-line error (edis_jax/cli.py)."""
+    in a multi-line box, while this one reaches the CLI's one-line error (edis_jax/cli/)."""
 
 
 def _check(ok: bool, message: str) -> None:

@@ -28,15 +28,11 @@ measure the offline and target data themselves: what replaying them would score.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -45,140 +41,31 @@ from tqdm.auto import tqdm
 
 from edis_jax import agents, alignment, generator
 from edis_jax.agents import IQL
-from edis_jax.config import GUIDES, Algo, ConfigError, RunConfig
+from edis_jax.config import GUIDANCE_ROWS, GUIDES, RunConfig
 from edis_jax.data import buffer
 from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
-from edis_jax.presets import preset
 from edis_jax.simulators import dynamics_error
 from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
-# Rows of the table: the guidance each batch is generated with ("none" = plain SynthER).
-GUIDANCE_ROWS: tuple[str, ...] = ("none", "state", "policy", "transition", "all")
 METRICS = ("state_mmd", "action_logprob", "dynamics_error")
 
 
-@dataclass(frozen=True)
-class DiagnoseArgs:
-    """`edis-jax diagnose`: how well does guided sampling match online data (EDIS, Sec. 5)?
-
-    The generator is trained on DATASET (the offline data); TARGET stands for the online data
-    (its states are the target state distribution, its transitions train the energies).
-    """
-
-    dataset: str  # offline dataset id (the diffusion model's real data)
-    target: str  # dataset id standing for the online data, or a RUN_DIR (its online buffer)
-    preset: Literal["tiny", "cpu", "paper"] = "cpu"  # sizes of the generator and quick agent
-    algo: Algo = "iql"  # the algorithm of the --policy run
-    policy: str | None = None  # RUN_DIR whose agent (seed 0) is the policy; default: clone TARGET's
-    policy_steps: int = 2000  # behaviour-cloning updates on TARGET (when no --policy)
-    n: int = 4096  # synthetic transitions generated per guidance setting
-    # rows: none (plain SynthER), each energy alone, all three
-    guidance: tuple[Literal["none", "state", "policy", "transition", "all"], ...] = GUIDANCE_ROWS
-    diffusion_steps: int | None = None  # override the preset's diffusion training steps
-    cep_steps: int | None = None  # override the preset's CEP steps per energy
-    scales: tuple[float, float, float] | None = None  # override (w_s, w_a, w_t)
-    # The generator as a run has it after this many retrains: retrain k trains on the offline
-    # data plus the first k/N of TARGET (in arrival order) and its energies on that part.
-    retrains: int = 1
-    warm_start: bool | None = None  # keep the diffusion model across retrains (default: preset's)
-    initial_steps: int | None = None  # warm start: steps on the offline data first (preset's)
-    warm_lr: Literal["restart", "continue"] | None = None  # warm start: lr cosine (preset's)
-    next_obs: Literal["absolute", "delta"] | None = None  # model s' or s' - s (preset's)
-    bank_refreshes: int | None = None  # CEP negative banks per retrain (default: preset's)
-    recent_window: int | None = None  # E_s positives from the latest W online rows (preset's)
-    sigma_scaled: bool | None = None  # guidance times sigma (default: preset's)
-    # Guidance-scale sweep: extra rows for each energy alone and all three at each scale here.
-    scale_grid: tuple[float, ...] = ()
-    mmd_rows: int = 2000  # rows of each set in the MMD estimate (cost grows as rows^2)
-    seed: int = 0  # one key for the agent, the generator and every row's samples
-    json: str | None = None  # write {"rows": [...]} here
-    progress: bool = True
-
-    def __post_init__(self):
-        bad = [g for g in self.guidance if g not in GUIDANCE_ROWS]
-        if bad:
-            raise ConfigError(f"unknown --guidance {bad}: choose from {', '.join(GUIDANCE_ROWS)}")
-        for name in ("n", "policy_steps", "mmd_rows", "retrains"):
-            if getattr(self, name) < (1 if name == "retrains" else 2):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= {1 if name == 'retrains' else 2}, "
-                    f"got {getattr(self, name)}"
-                )
+def load_policy(run_dir: str):
+    """(algo, agent) of seed 0 of the run in run_dir."""
+    run_cfg, state = load_run(run_dir)
+    return run_cfg.algo, jax.tree.map(lambda x: x[0], state.agent)
 
 
-def diagnose_main(args: DiagnoseArgs) -> dict:
-    """Load the datasets, run the diagnostic, print the table and write the JSON (if asked)."""
-
-    offline = load_dataset(args.dataset)
-    target, target_env = _load_target(args.target)
-    if offline.env_id != target_env:
-        raise ValueError(
-            f"--dataset is {offline.env_id} data but --target is {target_env} data: "
-            "give data of the same env"
-        )
-    algo, agent = args.algo, None
-    if args.policy is not None:
-        _check_policy_env(args.policy, offline)
-        run_cfg, state = _load_run(args.policy)
-        algo, agent = run_cfg.algo, jax.tree.map(lambda x: x[0], state.agent)  # seed 0
-    config = preset(args.preset)
-    if args.diffusion_steps is not None:
-        config = config.replace(
-            diffusion=dataclasses.replace(config.diffusion, train_steps=args.diffusion_steps)
-        )
-    if args.cep_steps is not None:
-        config = config.replace(energy=dataclasses.replace(config.energy, steps=args.cep_steps))
-    diffusion = {
-        k: getattr(args, k)
-        for k in ("warm_start", "initial_steps", "warm_lr", "next_obs")
-        if getattr(args, k) is not None
-    }
-    energy = {
-        k: getattr(args, k)
-        for k in ("bank_refreshes", "recent_window", "sigma_scaled")
-        if getattr(args, k) is not None
-    }
-    config = config.replace(
-        diffusion=dataclasses.replace(config.diffusion, **diffusion),
-        energy=dataclasses.replace(config.energy, **energy),
-    )
-    result = run_diagnose(
-        offline.transitions,
-        target,
-        offline.env_id,
-        config=config,
-        algo=algo,
-        agent=agent,
-        policy_steps=args.policy_steps,
-        n=args.n,
-        guidance=args.guidance,
-        scales=args.scales,
-        retrains=args.retrains,
-        scale_grid=args.scale_grid,
-        mmd_rows=args.mmd_rows,
-        seed=args.seed,
-        progress=args.progress,
-    )
-    result.update(dataset=args.dataset, target=args.target, preset=args.preset)
-    print(format_table(result))
-    if args.json is not None:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
-    return result
-
-
-def _load_run(run_dir: str):
+def load_run(run_dir: str):
 
     return loop.load_run(run_dir)
 
 
-def _check_policy_env(run_dir: str, offline) -> None:
+def check_policy_env(run_dir: str, offline) -> None:
     """Refuse, before any work, a --policy run trained on another env than --dataset's."""
 
     theirs = load_dataset(read_config(Path(run_dir)).dataset)
@@ -195,7 +82,7 @@ def _check_policy_env(run_dir: str, offline) -> None:
         )
 
 
-def _load_target(target: str) -> tuple[Transition, str]:
+def load_target(target: str) -> tuple[Transition, str]:
     """TARGET is a dataset id, or a run directory whose online buffer (seed 0) is the target."""
 
     if Path(target).is_dir() and not is_run_dir(Path(target)):
@@ -206,7 +93,7 @@ def _load_target(target: str) -> tuple[Transition, str]:
     if not Path(target).is_dir():
         data = load_dataset(target)
         return data.transitions, data.env_id
-    cfg, state = _load_run(target)
+    cfg, state = load_run(target)
     online = jax.tree.map(lambda x: x[0], state.online)
     size = int(online.size)
     if size < 2:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edis_jax import diagnose
+from edis_jax.cli import commands
 
 
 def test_table_prints_na_for_unavailable_metrics():
@@ -60,7 +61,7 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
     write_dataset("test/pendulum/offline-v0", "Pendulum-v1", _pendulum_episodes(0.0, 0))
     write_dataset("test/pendulum/target-v0", "Pendulum-v1", _pendulum_episodes(0.8, 1))
     out = tmp_path / "diag.json"
-    args = diagnose.DiagnoseArgs(
+    args = commands.DiagnoseArgs(
         dataset="test/pendulum/offline-v0",
         target="test/pendulum/target-v0",
         preset="tiny",
@@ -72,7 +73,7 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
         json=str(out),
         progress=False,
     )
-    diagnose.diagnose_main(args)
+    commands.diagnose_main(args)
     result = json.loads(out.read_text())
     assert [r["guidance"] for r in result["rows"]] == ["none", "all"]
     for row in result["rows"]:
@@ -94,4 +95,4 @@ def test_diagnose_args_reject_unknown_guidance():
     from edis_jax.config import ConfigError
 
     with pytest.raises(ConfigError, match="--guidance"):
-        diagnose.DiagnoseArgs(dataset="a", target="b", guidance=("none", "energy"))
+        commands.DiagnoseArgs(dataset="a", target="b", guidance=("none", "energy"))

@@ -12,6 +12,7 @@ import pytest
 from tiny_runs import DATASET, tiny
 
 from edis_jax import checkpoint, config, simulators
+from edis_jax.cli import commands
 from edis_jax.data import returns
 from edis_jax.train import directory, loop
 
@@ -232,14 +233,13 @@ def test_cli_rejects_invalid_values(datasets_env, tmp_path, capsys):
 
 
 def test_diagnose_uses_a_runs_policy_and_online_buffer(datasets_env, shared_run, tmp_path):
-    from edis_jax import diagnose
 
     cfg, _ = shared_run("iql", False)
-    args = diagnose.DiagnoseArgs(
+    args = commands.DiagnoseArgs(
         dataset=DATASET, target=cfg.out, policy=cfg.out, preset="tiny", n=64, mmd_rows=32,
         guidance=("none", "all"), json=str(tmp_path / "diag.json"), progress=False,
     )  # fmt: skip
-    result = diagnose.diagnose_main(args)
+    result = commands.diagnose_main(args)
     assert result["algo"] == "iql"
     rows = json.loads((tmp_path / "diag.json").read_text())["rows"]
     assert [r["guidance"] for r in rows] == ["none", "all"]

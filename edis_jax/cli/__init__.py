@@ -1,0 +1,98 @@
+"""The `edis-jax` command: a dispatcher on the first word; each subcommand parses its own flags
+with tyro.
+
+    edis-jax data make --env Hopper-v5 --kind medium --steps 100000 --id local/hopper/medium-v0
+    edis-jax data list
+    edis-jax data info local/hopper/medium-v0
+    edis-jax data scores ID --ref-min-score A --ref-max-score B
+    edis-jax data export ID FILE.npz
+    edis-jax train --algo iql --dataset local/hopper/medium-v0 --preset cpu --seeds 2 --out runs/x
+    edis-jax train --task iql_edis/hopper-medium --seeds 5 --out runs/paper
+    edis-jax tasks
+    edis-jax resume runs/x
+    edis-jax report runs/x runs/y
+    edis-jax diagnose --dataset ID --target ID --json diag.json
+
+Every failure ends with one line, `edis-jax: error: ...` (the problem and the fix), never a
+traceback: exit status 2 for bad input, 1 for the rest (disk full, a diverged run, no usable
+checkpoint, an internal error). `--verbose` anywhere on the line shows library warnings (orbax,
+absl, MuJoCo deprecations) and the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from edis_jax.cli.commands import (
+    diagnose_command,
+    report_command,
+    resume_command,
+    tasks_command,
+    train_command,
+)
+from edis_jax.cli.data import data_command
+from edis_jax.cli.parsing import Handler, fail, first_line, usage
+from edis_jax.config import ConfigError
+
+COMMANDS: dict[str, Handler] = {
+    "data": data_command,
+    "train": train_command,
+    "resume": resume_command,
+    "report": report_command,
+    "diagnose": diagnose_command,
+    "tasks": tasks_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: `edis-jax COMMAND ...`; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args
+    args = [a for a in args if a != "--verbose"]
+    _quiet_libraries(verbose)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(COMMANDS))
+        return 0 if args else 2
+    handler = COMMANDS.get(args[0])
+    if handler is None:
+        return fail(f"unknown command {args[0]!r}: choose one of {', '.join(COMMANDS)}")
+    try:
+        return handler(args[1:])
+    except (ValueError, ConfigError) as e:  # DatasetNotFoundError, ReferenceScoreError, ...
+        return fail(first_line(e))
+    except KeyboardInterrupt:
+        return fail("interrupted (nothing half-written was kept)", status=130)
+    except Exception as e:
+        if verbose:
+            raise
+        if type(e).__module__.startswith("edis_jax") or isinstance(e, OSError):
+            # CheckpointError, CheckpointSaveError, DivergedError; a full disk, permissions
+            return fail(first_line(e), status=1)
+        return fail(
+            f"internal error ({type(e).__name__}: {first_line(e)}); run again with --verbose "
+            "for the traceback and report it",
+            status=1,
+        )
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Without --verbose: no orbax / absl log lines and no MuJoCo deprecation notices (HalfCheetah
+    prints one per env made); other MuJoCo warnings (NaN in the physics) still show."""
+    if verbose:
+        from edis_jax import checkpoint
+
+        checkpoint._quiet_orbax.verbose = True
+        return
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def warn(message: str) -> None:
+        if "deprecated" not in message:
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(warn)
