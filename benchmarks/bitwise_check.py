@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from edis_jax import config, presets
+from edis_jax import agent_configs, config, presets
 from edis_jax.train import loop
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
@@ -112,7 +112,7 @@ def behaviour_hashes(minari_path: Path) -> dict[str, str]:
     from edis_jax.datagen import builder
     from edis_jax.datagen.behaviour import train_sac_online
 
-    sac = config.SACConfig(hidden_dims=(64, 64), start_steps=100)
+    sac = agent_configs.SACConfig(hidden_dims=(64, 64), start_steps=100)
     previous = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(minari_path)
     try:

@@ -1,5 +1,5 @@
-"""Typed configuration: one frozen dataclass per part, validated on construction (the presets
-are in presets.py).
+"""Typed configuration: one frozen dataclass per part, validated on construction (the agents' are
+in agent_configs.py, the checks in validation.py, the presets in presets.py).
 
 Every number here becomes either a static structure choice (sizes, layer counts, switches) or a
 pytree leaf inside the state that uses it (learning rates, alpha, beta, guidance scales, mixing
@@ -13,197 +13,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
 from edis_jax.tasks import TASKS
+from edis_jax.validation import (
+    ConfigError,
+    check,
+    layer_widths,
+    non_negative,
+    positive,
+    unit_interval,
+)
 
 Algo = Literal["iql", "calql", "sac"]
 Guide = Literal["state", "policy", "transition"]
 GUIDES: tuple[str, ...] = ("state", "policy", "transition")
 # What `edis-jax diagnose` generates with: no guidance (plain SynthER), each energy, all three.
 GUIDANCE_ROWS: tuple[str, ...] = ("none", *GUIDES, "all")
-
-
-class ConfigError(Exception):
-    """An invalid configuration value; the message names the field and the fix.
-
-    Not a ValueError: tyro catches ValueErrors raised while it builds a config and prints them
-    in a multi-line box, while this one reaches the CLI's one-line error (edis_jax/cli/)."""
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _flag(obj, name: str) -> str:
-    """The command-line flag of a field, e.g. --diffusion.train-steps: what a user would fix."""
-    part = _FLAG_PREFIX.get(type(obj).__name__, "")
-    return f"--{part}{name.replace('_', '-')}"
-
-
-_FLAG_PREFIX = {
-    "IQLConfig": "iql.",
-    "SACConfig": "sac.",
-    "CalQLConfig": "calql.",
-    "DiffusionConfig": "diffusion.",
-    "EnergyConfig": "energy.",
-    "OnlineConfig": "online.",
-}
-
-
-def _positive(obj, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _check(value > 0, f"{_flag(obj, name)} must be > 0, got {value}")
-
-
-def _non_negative(obj, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _check(value >= 0, f"{_flag(obj, name)} must be >= 0, got {value}")
-
-
-def _unit_interval(obj, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _check(0.0 <= value <= 1.0, f"{_flag(obj, name)} must be in [0, 1], got {value}")
-
-
-def _layer_widths(widths: tuple[int, ...], flag: str) -> None:
-    # An empty tuple would train a linear model without a word, a width of 0 fails inside JAX.
-    _check(
-        len(widths) > 0 and all(w >= 1 for w in widths),
-        f"{flag} must list one or more layer widths >= 1 (e.g. {flag} 256 256), got {tuple(widths)}",
-    )
-
-
-# ----------------------------------------------------------------------------------- agents
-
-
-@dataclass(frozen=True)
-class IQLConfig:
-    """IQL (Kostrikov et al. 2022), CORL's defaults for MuJoCo."""
-
-    hidden_dims: tuple[int, ...] = (256, 256)
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    value_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005  # Polyak rate of the target Q
-    expectile: float = 0.7
-    beta: float = 3.0  # inverse temperature of advantage weighting
-    max_exp_adv: float = 100.0  # exp-advantage clip (IQL paper)
-    # Cosine decay of the actor lr over the offline phase (CORL). The driver sets the horizon.
-    actor_cosine_decay: bool = True
-    # Observations and rewards as the agent sees them (every agent has these four): obs
-    # standardised by the offline data's mean and std; reward' = reward * H / (max - min
-    # episode return) [normalize_reward] * reward_scale + reward_bias.
-    normalize_obs: bool = True
-    normalize_reward: bool = True  # IQL paper and CORL: returns span about H = episode length
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
-
-    def __post_init__(self):
-        _layer_widths(self.hidden_dims, "--iql.hidden-dims")
-        _positive(self, "actor_lr", "critic_lr", "value_lr", "beta", "max_exp_adv")
-        _positive(self, "reward_scale")
-        _unit_interval(self, "discount", "tau", "expectile")
-
-
-@dataclass(frozen=True)
-class SACConfig:
-    """SAC (Haarnoja et al. 2018) with RLPD-style options (ensemble size, LayerNorm critic)."""
-
-    hidden_dims: tuple[int, ...] = (256, 256)
-    actor_lr: float = 3e-4
-    # CleanRL's sac_continuous_action q_lr. Hopper-v5 from scratch, 2 seeds: 3e-4 reached a best
-    # evaluation of 990 / 578 in 100k steps, 1e-3 reached 1000 by 50k / 70k steps.
-    critic_lr: float = 1e-3
-    # (Each field below has its own comment: tyro gives an uncommented field the comment above.)
-    temp_lr: float = 3e-4  # lr of the learned temperature
-    discount: float = 0.99  # discount factor
-    tau: float = 0.005  # Polyak rate of the target Qs
-    num_qs: int = 2  # critics in the ensemble (the target takes the min over them)
-    critic_layer_norm: bool = False  # LayerNorm in the critics (RLPD)
-    init_temperature: float = 1.0  # initial entropy temperature
-    backup_entropy: bool = True  # back up the entropy term in the target (SAC)
-    # Steps of uniform random actions before the policy acts, when training from scratch.
-    start_steps: int = 5000
-    critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
-    normalize_obs: bool = True  # as IQLConfig's four fields
-    normalize_reward: bool = False
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
-
-    def __post_init__(self):
-        _layer_widths(self.hidden_dims, "--sac.hidden-dims")
-        if self.critic_hidden_dims is not None:
-            _layer_widths(self.critic_hidden_dims, "--sac.critic-hidden-dims")
-        _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "reward_scale")
-        _unit_interval(self, "discount", "tau")
-        _check(self.num_qs >= 2, f"--sac.num-qs must be >= 2, got {self.num_qs}")
-        _non_negative(self, "start_steps")
-
-
-@dataclass(frozen=True)
-class CalQLConfig:
-    """Cal-QL (Nakamoto et al. 2023): SAC + CQL regulariser calibrated by Monte-Carlo returns.
-
-    Defaults follow CORL's cal_ql.py for MuJoCo where the paper is silent.
-    """
-
-    hidden_dims: tuple[int, ...] = (256, 256)
-    actor_lr: float = 1e-4  # Cal-QL paper, policy lr
-    critic_lr: float = 3e-4
-    temp_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    num_qs: int = 2
-    critic_layer_norm: bool = False
-    init_temperature: float = 1.0
-    backup_entropy: bool = False  # CQL/Cal-QL back up without the entropy term
-    cql_alpha: float = 5.0  # offline phase (Cal-QL paper)
-    cql_alpha_online: float = 5.0  # online phase; a leaf, switched without recompiling
-    cql_n_actions: int = 10  # uniform and policy samples for the importance-sampled logsumexp
-    cql_temperature: float = 1.0
-    max_target_backup: bool = False
-    max_target_backup_online: bool = False  # online phase; a leaf, switched without recompiling
-    calibrate: bool = True  # lower-bound policy Q by the MC return-to-go (the "Cal" in Cal-QL)
-    # CORL's fine-tuning turns calibration off online, where the MC return of new data is unknown.
-    calibrate_online: bool = False
-    # Options of the published Cal-QL(-EDIS) configs (published_configs.md); the defaults leave
-    # the loss as above. The CQL gap ood - Q(s, a_data) is clipped to [min, max] (None: no clip).
-    cql_clip_diff_min: float | None = None
-    cql_clip_diff_max: float | None = None
-    # Lagrange-tuned alpha (CQL): the penalty is alpha' * cql_alpha * (gap - target_action_gap),
-    # alpha' = exp(log alpha') learned to keep the gap at the target (rises while it is above).
-    cql_lagrange: bool = False
-    cql_target_action_gap: float = 10.0  # published Cal-QL-EDIS default
-    critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims (the critic's depth)
-    # Sparse rewards (published get_return_to_go): an episode whose last reward equals the
-    # reference minimum (AntMaze: the goal never reached) gets mc_return r' / (1 - discount) at
-    # every step, the return of failing forever, instead of its discounted sum.
-    sparse_reward: bool = False
-    normalize_obs: bool = True  # as IQLConfig's four fields
-    normalize_reward: bool = False
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
-
-    def __post_init__(self):
-        _layer_widths(self.hidden_dims, "--calql.hidden-dims")
-        if self.critic_hidden_dims is not None:
-            _layer_widths(self.critic_hidden_dims, "--calql.critic-hidden-dims")
-        _positive(self, "actor_lr", "critic_lr", "temp_lr", "init_temperature", "cql_temperature")
-        _positive(self, "reward_scale")
-        if self.cql_clip_diff_min is not None and self.cql_clip_diff_max is not None:
-            _check(
-                self.cql_clip_diff_min < self.cql_clip_diff_max,
-                f"--calql.cql-clip-diff-min ({self.cql_clip_diff_min}) must be below "
-                f"--calql.cql-clip-diff-max ({self.cql_clip_diff_max})",
-            )
-        _non_negative(self, "cql_alpha", "cql_alpha_online")
-        _unit_interval(self, "discount", "tau")
-        _check(self.num_qs >= 2, f"--calql.num-qs must be >= 2, got {self.num_qs}")
-        _positive(self, "cql_n_actions")
 
 
 # ------------------------------------------------------------------------------- diffusion
@@ -253,26 +78,26 @@ class DiffusionConfig:
     next_obs: Literal["absolute", "delta"] = "absolute"
 
     def __post_init__(self):
-        _positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
-        _positive(self, "sigma_max", "rho", "batch_size", "lr", "train_chunk", "num_steps")
-        _positive(self, "ema_every", "sample_batch", "grad_clip")
-        _non_negative(self, "train_steps", "s_churn", "s_tmin", "s_tmax")
-        _unit_interval(self, "beta1", "beta2", "ema_decay")
-        _non_negative(self, "initial_steps")
-        _check(
+        positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
+        positive(self, "sigma_max", "rho", "batch_size", "lr", "train_chunk", "num_steps")
+        positive(self, "ema_every", "sample_batch", "grad_clip")
+        non_negative(self, "train_steps", "s_churn", "s_tmin", "s_tmax")
+        unit_interval(self, "beta1", "beta2", "ema_decay")
+        non_negative(self, "initial_steps")
+        check(
             self.next_obs in ("absolute", "delta"),
             f"--diffusion.next-obs must be absolute or delta, got {self.next_obs!r}",
         )
-        _check(
+        check(
             self.warm_lr in ("restart", "continue"),
             f"--diffusion.warm-lr must be restart or continue, got {self.warm_lr!r}",
         )
-        _check(
+        check(
             self.warm_start or self.initial_steps == 0,
             "--diffusion.initial-steps needs --diffusion.warm-start (a from-scratch retrain "
             "would throw the initial training away)",
         )
-        _check(
+        check(
             self.sigma_min < self.sigma_max,
             f"--diffusion.sigma-min ({self.sigma_min}) must be below --diffusion.sigma-max "
             f"({self.sigma_max})",
@@ -312,22 +137,22 @@ class EnergyConfig:
     heldout_groups: int = 128  # held-out positives per energy in that measurement
 
     def __post_init__(self):
-        _layer_widths(self.hidden_dims, "--energy.hidden-dims")
-        _positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
-        _positive(self, "clip_factor", "negative_bank", "bank_refreshes", "heldout_groups")
-        _check(
+        layer_widths(self.hidden_dims, "--energy.hidden-dims")
+        positive(self, "lr", "steps", "batch_size", "num_negatives", "level_stride")
+        positive(self, "clip_factor", "negative_bank", "bank_refreshes", "heldout_groups")
+        check(
             self.steps % self.bank_refreshes == 0,
             f"--energy.steps ({self.steps}) must be a multiple of --energy.bank-refreshes "
             f"({self.bank_refreshes}): each bank gets the same number of CEP steps",
         )
-        _non_negative(self, "recent_window")
-        _check(
+        non_negative(self, "recent_window")
+        check(
             self.holdout_every >= 2,
             f"--energy.holdout-every must be >= 2 (every k-th online row is held out), "
             f"got {self.holdout_every}",
         )
-        _non_negative(self, "scale_state", "scale_policy", "scale_transition")
-        _check(
+        non_negative(self, "scale_state", "scale_policy", "scale_transition")
+        check(
             self.negative_bank >= self.num_negatives,
             f"--energy.negative-bank ({self.negative_bank}) must be >= --energy.num-negatives "
             f"({self.num_negatives}): the bank holds K negatives per positive",
@@ -363,21 +188,21 @@ class OnlineConfig:
     utd_retrain: int = 20  # published IQL-EDIS: synthetic-mix updates per retrain step
 
     def __post_init__(self):
-        _positive(self, "utd", "retrain_every", "num_samples", "utd_retrain")
-        _check(
+        positive(self, "utd", "retrain_every", "num_samples", "utd_retrain")
+        check(
             self.schedule in ("clean", "published"),
             f"--online.schedule must be clean or published, got {self.schedule!r}",
         )
-        _unit_interval(self, "synthetic_ratio", "baseline_online_ratio")
+        unit_interval(self, "synthetic_ratio", "baseline_online_ratio")
         if self.mixture is not None:
-            _check(
+            check(
                 len(self.mixture) == 3
                 and all(0.0 <= w <= 1.0 for w in self.mixture)
                 and abs(sum(self.mixture) - 1.0) < 1e-6,
                 f"--online.mixture takes three fractions (synthetic, online, real) in [0, 1] "
                 f"that sum to 1, got {self.mixture}",
             )
-        _check(
+        check(
             self.relabel in ("none", "simulator"),
             f"--online.relabel must be none or simulator, got {self.relabel!r}",
         )
@@ -424,39 +249,39 @@ class RunConfig:
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def __post_init__(self):
-        _check(
+        check(
             self.algo in ("iql", "calql", "sac"),
             f"unknown algo {self.algo!r}: choose one of iql, calql, sac",
         )
-        _check(
+        check(
             self.preset in PRESET_NAMES,
             f"unknown preset {self.preset!r}: choose one of {', '.join(PRESET_NAMES)}",
         )
-        _check(self.task is None or self.task in TASKS, unknown_task(self.task))
-        _positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
-        _positive(self, "checkpoint_every")
-        _check(
+        check(self.task is None or self.task in TASKS, unknown_task(self.task))
+        positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
+        positive(self, "checkpoint_every")
+        check(
             all(name in ("tensorboard", "wandb") for name in self.log),
             f"--log takes tensorboard and/or wandb, got {self.log}",
         )
-        _non_negative(self, "offline_steps", "online_steps")
-        _check(
+        non_negative(self, "offline_steps", "online_steps")
+        check(
             self.seed >= 0,
             f"--seed must be >= 0 (gymnasium seeds its envs with it), got {self.seed}",
         )
-        _check(
+        check(
             self.offline_steps + self.online_steps > 0,
             "--offline-steps and --online-steps are both 0: give at least one phase some steps",
         )
         bad = [g for g in self.guide if g not in GUIDES]
-        _check(not bad, f"unknown guide {bad}: --guide takes a comma list of {','.join(GUIDES)}")
-        _check(len(set(self.guide)) == len(self.guide), f"--guide lists a term twice: {self.guide}")
-        _check(
+        check(not bad, f"unknown guide {bad}: --guide takes a comma list of {','.join(GUIDES)}")
+        check(len(set(self.guide)) == len(self.guide), f"--guide lists a term twice: {self.guide}")
+        check(
             (self.ref_min_score is None) == (self.ref_max_score is None),
             "give both --ref-min-score and --ref-max-score, or neither",
         )
         if self.ref_min_score is not None:
-            _check(
+            check(
                 self.ref_max_score > self.ref_min_score,
                 "--ref-max-score must be above --ref-min-score",
             )
@@ -467,18 +292,18 @@ class RunConfig:
         """Settings under which the EDIS generator of the online phase would be useless."""
         d, stride = self.diffusion, self.energy.level_stride
         pretrained = d.warm_start and d.initial_steps > 0  # usable with no retraining steps
-        _check(
+        check(
             d.train_steps > 0 or pretrained,
             "--diffusion.train-steps is 0 with EDIS on, so the generator is never trained: give "
             "it steps, pretrain it (--diffusion.warm-start --diffusion.initial-steps N), or pass "
             "--no-edis",
         )
-        _check(
+        check(
             self.online.num_samples >= self.batch_size,
             f"--online.num-samples ({self.online.num_samples}) is below the agent --batch-size "
             f"({self.batch_size}): generate at least one batch per retrain, or pass --no-edis",
         )
-        _check(
+        check(
             stride <= d.num_steps,
             f"--energy.level-stride ({stride}) is beyond the {d.num_steps}-step sampler schedule "
             f"(--diffusion.num-steps), leaving CEP one noise level: choose a stride <= "

@@ -3,20 +3,18 @@ sizes and schedules), and the published per-task values on top of one (tasks.py)
 
 from __future__ import annotations
 
+from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
 from edis_jax.config import (
     PRESET_NAMES,
-    CalQLConfig,
-    ConfigError,
     DiffusionConfig,
     EnergyConfig,
-    IQLConfig,
     OnlineConfig,
     RunConfig,
-    SACConfig,
     unknown_task,
     with_values,
 )
 from edis_jax.tasks import TASKS
+from edis_jax.validation import ConfigError
 
 
 def preset(name: str, task: str | None = None) -> RunConfig:

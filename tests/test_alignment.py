@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edis_jax import alignment
+from edis_jax.agent_configs import IQLConfig
 from edis_jax.agents import IQL
-from edis_jax.config import IQLConfig
 
 # ------------------------------------------------------------------------------ state MMD
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
+from edis_jax import agent_configs, make_run, presets, validation
 from edis_jax import config as C
-from edis_jax import make_run, presets
 from edis_jax.train import directory
 from edis_jax.train import state as S
 
@@ -45,7 +45,7 @@ def test_paper_preset_has_published_defaults():
     ],
 )
 def test_run_config_rejects_bad_values(changes, match):
-    with pytest.raises(C.ConfigError, match=match):
+    with pytest.raises(validation.ConfigError, match=match):
         C.RunConfig(**changes)
 
 
@@ -53,19 +53,19 @@ def test_run_config_rejects_bad_values(changes, match):
     ("cls", "changes", "match"),
     [
         (C.OnlineConfig, {"synthetic_ratio": 1.5}, r"--online.synthetic-ratio must be in \[0, 1\]"),
-        (C.IQLConfig, {"expectile": -0.1}, "--iql.expectile"),
+        (agent_configs.IQLConfig, {"expectile": -0.1}, "--iql.expectile"),
         (C.DiffusionConfig, {"sigma_min": 100.0}, "--diffusion.sigma-min"),
-        (C.CalQLConfig, {"cql_alpha": -1.0}, "--calql.cql-alpha must be >= 0"),
+        (agent_configs.CalQLConfig, {"cql_alpha": -1.0}, "--calql.cql-alpha must be >= 0"),
         (C.EnergyConfig, {"num_negatives": 0}, "--energy.num-negatives must be > 0"),
     ],
 )
 def test_part_configs_reject_bad_values(cls, changes, match):
-    with pytest.raises(C.ConfigError, match=match):
+    with pytest.raises(validation.ConfigError, match=match):
         cls(**changes)
 
 
 def test_unknown_preset_is_rejected():
-    with pytest.raises(C.ConfigError, match="unknown preset 'huge'"):
+    with pytest.raises(validation.ConfigError, match="unknown preset 'huge'"):
         presets.preset("huge")
 
 
@@ -102,7 +102,7 @@ def test_make_run_arms_share_the_baselines_offline_phase():
     ],
 )
 def test_run_config_refuses_values_that_make_a_part_useless(changes, match):
-    with pytest.raises(C.ConfigError, match=match) as err:
+    with pytest.raises(validation.ConfigError, match=match) as err:
         C.RunConfig(**changes)
     assert "\n" not in str(err.value)
 
@@ -116,15 +116,22 @@ def test_generator_checks_apply_only_where_the_generator_is_used():
     # A warm-started model pretrained on the offline data may be used without retraining.
     pretrained = C.DiffusionConfig(train_steps=0, warm_start=True, initial_steps=100)
     assert C.RunConfig(diffusion=pretrained).diffusion.train_steps == 0
-    with pytest.raises(C.ConfigError, match="train-steps is 0"):
+    with pytest.raises(validation.ConfigError, match="train-steps is 0"):
         C.RunConfig(diffusion=C.DiffusionConfig(train_steps=0, warm_start=True))
 
 
 @pytest.mark.parametrize("part", ["iql", "sac", "calql", "energy"])
 @pytest.mark.parametrize("widths", [(), (256, 0)])
 def test_empty_or_zero_width_networks_are_refused(part, widths):
-    cls = {"iql": C.IQLConfig, "sac": C.SACConfig, "calql": C.CalQLConfig, "energy": C.EnergyConfig}
-    with pytest.raises(C.ConfigError, match=rf"--{part}.hidden-dims must list one or more"):
+    cls = {
+        "iql": agent_configs.IQLConfig,
+        "sac": agent_configs.SACConfig,
+        "calql": agent_configs.CalQLConfig,
+        "energy": C.EnergyConfig,
+    }
+    with pytest.raises(
+        validation.ConfigError, match=rf"--{part}.hidden-dims must list one or more"
+    ):
         cls[part](hidden_dims=widths)
 
 

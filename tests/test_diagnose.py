@@ -92,7 +92,7 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
 
 
 def test_diagnose_args_reject_unknown_guidance():
-    from edis_jax.config import ConfigError
+    from edis_jax.validation import ConfigError
 
     with pytest.raises(ConfigError, match="--guidance"):
         commands.DiagnoseArgs(dataset="a", target="b", guidance=("none", "energy"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edis_jax import config, presets
+from edis_jax import config, presets, validation
 from edis_jax.train import loggers, loop
 
 
@@ -44,7 +44,7 @@ def test_missing_package_is_one_line_and_skipped(monkeypatch, tmp_path):
 
 
 def test_config_refuses_unknown_loggers():
-    with pytest.raises(config.ConfigError, match="--log takes tensorboard and/or wandb"):
+    with pytest.raises(validation.ConfigError, match="--log takes tensorboard and/or wandb"):
         config.RunConfig(log=("mlflow",))
 
 

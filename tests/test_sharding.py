@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from edis_jax import sharding
     from edis_jax.agents import SAC, update_chunk
-    from edis_jax.config import SACConfig
+    from edis_jax.agent_configs import SACConfig
     from edis_jax.data import buffer
     from edis_jax.data.transition import Transition
 

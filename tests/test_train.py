@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_runs import DATASET, tiny
 
-from edis_jax import checkpoint, config, simulators
+from edis_jax import checkpoint, config, simulators, validation
 from edis_jax.cli import commands
 from edis_jax.data import returns
 from edis_jax.train import directory, loop
@@ -302,9 +302,9 @@ def test_mixture_and_schedule_flags_are_validated():
 
     np.testing.assert_allclose(np.asarray(S.synthetic_weights(cfg)), [0.25, 0.25, 0.5])
     for bad in ((0.5, 0.5, 0.5), (-0.1, 0.6, 0.5)):
-        with pytest.raises(config.ConfigError, match="sum to 1"):
+        with pytest.raises(validation.ConfigError, match="sum to 1"):
             config.OnlineConfig(mixture=bad)
-    with pytest.raises(config.ConfigError, match="schedule"):
+    with pytest.raises(validation.ConfigError, match="schedule"):
         config.OnlineConfig(schedule="other")
 
     assert simulators.can_simulate("Hopper-v5") and simulators.can_simulate("Pendulum-v1")

@@ -34,7 +34,7 @@ from edis_jax.cli.commands import (
 )
 from edis_jax.cli.data import data_command
 from edis_jax.cli.parsing import Handler, fail, first_line, usage
-from edis_jax.config import ConfigError
+from edis_jax.validation import ConfigError
 
 COMMANDS: dict[str, Handler] = {
     "data": data_command,

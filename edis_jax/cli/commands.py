@@ -12,7 +12,8 @@ import tyro
 
 from edis_jax import presets
 from edis_jax.cli.parsing import fail, format_table, parse
-from edis_jax.config import GUIDANCE_ROWS, Algo, ConfigError
+from edis_jax.config import GUIDANCE_ROWS, Algo
+from edis_jax.validation import ConfigError
 
 
 def train_command(args: list[str]) -> int:

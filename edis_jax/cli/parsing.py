@@ -12,7 +12,7 @@ from collections.abc import Callable
 import tyro
 from tqdm.auto import tqdm
 
-from edis_jax.config import ConfigError
+from edis_jax.validation import ConfigError
 
 Handler = Callable[[list[str]], int]
 
