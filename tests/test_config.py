@@ -4,13 +4,12 @@ import dataclasses
 
 import pytest
 
-from edis_jax import agent_configs, make_run, presets, validation
-from edis_jax import config as C
+from edis_jax import agent_configs, config, make_run, presets, validation
 from edis_jax.train import directory
 from edis_jax.train import state as S
 
 
-@pytest.mark.parametrize("name", C.PRESET_NAMES)
+@pytest.mark.parametrize("name", config.PRESET_NAMES)
 def test_presets_are_valid_and_named(name):
     cfg = presets.preset(name)
     assert cfg.preset == name
@@ -46,17 +45,21 @@ def test_paper_preset_has_published_defaults():
 )
 def test_run_config_rejects_bad_values(changes, match):
     with pytest.raises(validation.ConfigError, match=match):
-        C.RunConfig(**changes)
+        config.RunConfig(**changes)
 
 
 @pytest.mark.parametrize(
     ("cls", "changes", "match"),
     [
-        (C.OnlineConfig, {"synthetic_ratio": 1.5}, r"--online.synthetic-ratio must be in \[0, 1\]"),
+        (
+            config.OnlineConfig,
+            {"synthetic_ratio": 1.5},
+            r"--online.synthetic-ratio must be in \[0, 1\]",
+        ),
         (agent_configs.IQLConfig, {"expectile": -0.1}, "--iql.expectile"),
-        (C.DiffusionConfig, {"sigma_min": 100.0}, "--diffusion.sigma-min"),
+        (config.DiffusionConfig, {"sigma_min": 100.0}, "--diffusion.sigma-min"),
         (agent_configs.CalQLConfig, {"cql_alpha": -1.0}, "--calql.cql-alpha must be >= 0"),
-        (C.EnergyConfig, {"num_negatives": 0}, "--energy.num-negatives must be > 0"),
+        (config.EnergyConfig, {"num_negatives": 0}, "--energy.num-negatives must be > 0"),
     ],
 )
 def test_part_configs_reject_bad_values(cls, changes, match):
@@ -77,7 +80,7 @@ def test_configs_are_frozen():
 def test_make_run_arms_share_the_baselines_offline_phase():
     iql, *arms = make_run.arm_configs()
     assert iql.init_from is None and not iql.edis and iql.seeds >= 4
-    assert [(a.edis, a.guide) for a in arms] == [(True, C.GUIDES), (True, ())]
+    assert [(a.edis, a.guide) for a in arms] == [(True, config.GUIDES), (True, ())]
     for arm in arms:
         assert arm.init_from == iql.out
         for name in directory.OFFLINE_FIELDS:
@@ -90,34 +93,37 @@ def test_make_run_arms_share_the_baselines_offline_phase():
     [
         ({"seed": -1}, "--seed must be >= 0"),
         ({"offline_steps": 0, "online_steps": 0}, "--offline-steps and --online-steps are both 0"),
-        ({"diffusion": C.DiffusionConfig(train_steps=0)}, "--diffusion.train-steps is 0 with EDIS"),
         (
-            {"online": C.OnlineConfig(num_samples=100), "batch_size": 256},
+            {"diffusion": config.DiffusionConfig(train_steps=0)},
+            "--diffusion.train-steps is 0 with EDIS",
+        ),
+        (
+            {"online": config.OnlineConfig(num_samples=100), "batch_size": 256},
             r"--online.num-samples \(100\) is below the agent --batch-size \(256\)",
         ),
         (
-            {"energy": C.EnergyConfig(level_stride=200)},
+            {"energy": config.EnergyConfig(level_stride=200)},
             r"--energy.level-stride \(200\) is beyond the 128-step sampler schedule",
         ),
     ],
 )
 def test_run_config_refuses_values_that_make_a_part_useless(changes, match):
     with pytest.raises(validation.ConfigError, match=match) as err:
-        C.RunConfig(**changes)
+        config.RunConfig(**changes)
     assert "\n" not in str(err.value)
 
 
 def test_generator_checks_apply_only_where_the_generator_is_used():
-    untrained = C.DiffusionConfig(train_steps=0)
-    few = C.OnlineConfig(num_samples=100)
-    wide = C.EnergyConfig(level_stride=200)
+    untrained = config.DiffusionConfig(train_steps=0)
+    few = config.OnlineConfig(num_samples=100)
+    wide = config.EnergyConfig(level_stride=200)
     for changes in ({"edis": False}, {"online_steps": 0}):
-        C.RunConfig(diffusion=untrained, online=few, energy=wide, **changes)
+        config.RunConfig(diffusion=untrained, online=few, energy=wide, **changes)
     # A warm-started model pretrained on the offline data may be used without retraining.
-    pretrained = C.DiffusionConfig(train_steps=0, warm_start=True, initial_steps=100)
-    assert C.RunConfig(diffusion=pretrained).diffusion.train_steps == 0
+    pretrained = config.DiffusionConfig(train_steps=0, warm_start=True, initial_steps=100)
+    assert config.RunConfig(diffusion=pretrained).diffusion.train_steps == 0
     with pytest.raises(validation.ConfigError, match="train-steps is 0"):
-        C.RunConfig(diffusion=C.DiffusionConfig(train_steps=0, warm_start=True))
+        config.RunConfig(diffusion=config.DiffusionConfig(train_steps=0, warm_start=True))
 
 
 @pytest.mark.parametrize("part", ["iql", "sac", "calql", "energy"])
@@ -127,7 +133,7 @@ def test_empty_or_zero_width_networks_are_refused(part, widths):
         "iql": agent_configs.IQLConfig,
         "sac": agent_configs.SACConfig,
         "calql": agent_configs.CalQLConfig,
-        "energy": C.EnergyConfig,
+        "energy": config.EnergyConfig,
     }
     with pytest.raises(
         validation.ConfigError, match=rf"--{part}.hidden-dims must list one or more"
