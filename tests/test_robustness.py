@@ -527,3 +527,17 @@ def test_kill_9_at_several_points_then_resume_equals_a_straight_run(
     for key in ("wall_time_s", "env_steps_per_s", "updates_per_s"):
         mine.pop(key), theirs.pop(key)
     assert mine == theirs
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(datasets_env):
+    # `edis-jax tasks | head -1`: the pipe's read end closes before the command writes; Python's
+    # default is a BrokenPipeError traceback (and a second one at exit).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edis_jax.cli", "tasks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err, err

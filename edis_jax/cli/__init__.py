@@ -22,6 +22,7 @@ absl, MuJoCo deprecations) and the traceback of an internal error.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,16 @@ COMMANDS: dict[str, Handler] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `edis-jax COMMAND ...`; returns the exit status."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # The reader left early (`edis-jax tasks | head`): stop quietly, as Unix tools do. Point
+        # stdout at devnull so that Python's flush at exit does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
     args = [a for a in args if a != "--verbose"]
@@ -64,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(first_line(e))
     except KeyboardInterrupt:
         return fail("interrupted (nothing half-written was kept)", status=130)
+    except BrokenPipeError:
+        raise  # main's: not an error of the command
     except Exception as e:
         if verbose:
             raise
