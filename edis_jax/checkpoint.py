@@ -26,6 +26,7 @@ import logging
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,25 @@ def save(run_dir: Path, step: int, state: Any, host: dict, folder: str = CHECKPO
             with contextlib.suppress(Exception):
                 manager.close()
             for thread in set(threading.enumerate()) - threads:
-                thread.join(timeout=60)
+                _join(thread)
             for partial in ckpt_dir.glob(f"*{_TMP_MARK}*"):
                 shutil.rmtree(partial, ignore_errors=True)
             step_dir = ckpt_dir / str(step)
             if step_dir.is_dir() and not (step_dir / CHECKSUMS).is_file():
                 shutil.rmtree(step_dir, ignore_errors=True)
             raise CheckpointSaveError(_save_failure(err, ckpt_dir, step, run_dir)) from err
+
+
+def _join(thread: threading.Thread, timeout: float = 60.0) -> None:
+    """Wait for one of orbax's writer threads to end. A thread orbax has started but that has
+    not begun running yet refuses `join` ("cannot join thread before it is started"), which
+    once replaced a full disk's one-line error with that message: wait for it to begin."""
+    for _ in range(500):
+        try:
+            thread.join(timeout)
+            return
+        except RuntimeError:
+            time.sleep(0.01)
 
 
 def latest_step(run_dir: Path) -> int | None:
