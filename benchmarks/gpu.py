@@ -101,19 +101,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget (s)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma list of parts to run")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument(
+        "--only", default="", help="rows whose names contain one of these '|'-separated words"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     # Internal: run one part in this process and write its result there.
     parser.add_argument("--part", choices=("probe", *PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.part is not None:
-        _write_json(args.result, _run_part(args.part, args.size, not args.no_torch, args.result))
+        value = _run_part(args.part, args.size, not args.no_torch, args.result, args.only)
+        _write_json(args.result, value)
         return
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown parts {unknown}: choose from {', '.join(PARTS)}")
-    record, markdown = run(args.size, args.budget_s, args.out, parts, torch=not args.no_torch)
+    record, markdown = run(
+        args.size, args.budget_s, args.out, parts, torch=not args.no_torch, only=args.only
+    )
     print(markdown)
     print(f"wrote {record['json_path']} and {record['md_path']} in {record['wall_s']:.0f} s")
 
@@ -125,15 +131,18 @@ def run(
     parts: tuple[str, ...] = PARTS,
     *,
     torch: bool = True,
+    only: str = "",
     log=print,
 ) -> tuple[dict, str]:
-    """Run the parts in child processes within `budget_s`; write and return (record, markdown)."""
+    """Run the parts in child processes within `budget_s`; write and return (record, markdown).
+    `only` keeps the rows whose names contain one of its '|'-separated words (all: empty)."""
     start = time.monotonic()
     deadline = start + budget_s - RESERVE_S
     estimates = ESTIMATES_S[size]
     statuses, results = [], {}
     with tempfile.TemporaryDirectory(prefix="edis-gpu-bench-") as tmp:
-        probe = _child("probe", size, torch, Path(tmp), None, estimates["probe"], log)
+        args = ["--size", size, "--only", only] + ([] if torch else ["--no-torch"])
+        probe = _child("probe", args, Path(tmp), None, estimates["probe"], log)
         if probe["result"] is None:
             raise RuntimeError(f"the device probe failed: {probe['status']}")
         info = probe["result"]
@@ -142,14 +151,14 @@ def run(
             log("no GPU: JAX sees only the CPU; paper size will not fit the budget here")
         for i, part in enumerate(parts):
             later = sum(estimates[p] for p in parts[i + 1 :])
-            outcome = _child(part, size, torch, Path(tmp), deadline, estimates[part], log, later)
+            outcome = _child(part, args, Path(tmp), deadline, estimates[part], log, later)
             statuses.append({"part": part, **{k: v for k, v in outcome.items() if k != "result"}})
             results[part] = outcome["result"]
     return _write(size, budget_s, out_dir, info, statuses, results, start)
 
 
-def _child(part, size, torch, tmp: Path, deadline, estimate, log, later: float = 0.0) -> dict:
-    """Run one part in a child process. Skipped when less than `estimate` seconds remain
+def _child(part, args, tmp: Path, deadline, estimate, log, later: float = 0.0) -> dict:
+    """Run one part in a child process (`args`: the run's command-line options). Skipped when less than `estimate` seconds remain
     (MIN_START_S for a part that keeps partial results); stopped once it would eat into the
     `later` seconds the parts after it need. Without a
     deadline (the probe) it always runs, stopped after `estimate` seconds."""
@@ -162,8 +171,8 @@ def _child(part, size, torch, tmp: Path, deadline, estimate, log, later: float =
     limit = max(min(estimate, left), left - later)
     log(f"== {part} (estimate {estimate} s, stopped after {limit:.0f} s)")
     result = tmp / f"{part}.json"
-    command = [sys.executable, "-m", "benchmarks.gpu", "--part", part, "--size", size]
-    command += ["--result", str(result)] + ([] if torch else ["--no-torch"])
+    command = [sys.executable, "-m", "benchmarks.gpu", "--part", part, "--result", str(result)]
+    command += args
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     start = time.monotonic()
     try:
@@ -179,7 +188,7 @@ def _child(part, size, torch, tmp: Path, deadline, estimate, log, later: float =
     return {**status, "status": line, "seconds": seconds, "result": value}
 
 
-def _run_part(part: str, size: str, torch: bool, result: Path):
+def _run_part(part: str, size: str, torch: bool, result: Path, only: str = ""):
     if part == "probe":
         return _probe()
     if part == "smoke":
@@ -214,7 +223,7 @@ def _run_part(part: str, size: str, torch: bool, result: Path):
         value["rows"].append(dataclasses.asdict(row))
         _write_json(result, value)
 
-    Suite(s, ref, peak, "", print, on_row=save).rows()
+    Suite(s, ref, peak, only, print, on_row=save).rows()
     return value
 
 

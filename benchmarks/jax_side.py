@@ -45,6 +45,12 @@ def random_transitions(key: jax.Array, n: int, obs_dim: int, act_dim: int) -> Tr
     )
 
 
+def built(make, *args):
+    """`make(*args)` as one compiled program: building a network's parameters op by op (eager,
+    and worse under vmap) takes 10-20 s on a CPU, most of a tiny-size row's time."""
+    return jax.jit(make)(*args)
+
+
 def compile_ahead(fn, *args) -> tuple:
     """(compiled executable, seconds to compile)."""
     start = time.perf_counter()
@@ -68,8 +74,9 @@ def sampler_timing(
     full = dcfg.num_steps
     steps = full if timed_steps is None else min(timed_steps, full)
     dcfg = dataclasses.replace(dcfg, sample_batch=n, num_steps=steps)
-    gen = generator.create(
-        jax.random.key(0), obs_dim, act_dim, dcfg, ecfg, GUIDES if guided else ()
+    guides = GUIDES if guided else ()
+    gen = built(
+        lambda k: generator.create(k, obs_dim, act_dim, dcfg, ecfg, guides), jax.random.key(0)
     )
     key = jax.random.key(1)
     compiled, compile_s = compile_ahead(lambda g, k: generator.generate(g, k, n), gen, key)
@@ -116,7 +123,9 @@ def cep_timing(
     saved = jax.random.normal(jax.random.key(5), (len(levels), *condition.values.shape))
     sigmas = sampler.schedule(dcfg).sigmas[jnp.asarray(levels)]
     bank = cep.assemble_bank(positives, saved, sigmas, ecfg, GUIDES)
-    policy = agents.policy(make_agent("iql", obs_dim, act_dim))
+    policy = agents.policy(
+        built(lambda k: make_agent("iql", obs_dim, act_dim, k), jax.random.key(0))
+    )
     key = jax.random.key(6)
 
     def run(g, b, o, p, k):
@@ -151,10 +160,10 @@ def agent_chunk_timing(
         return agents.update_chunk(agent, mixture, key, updates, batch_size)
 
     if seeds is None:
-        agent, mixture = make(jax.random.key(0))
+        agent, mixture = built(make, jax.random.key(0))
         key = jax.random.key(1)
     else:
-        agent, mixture = jax.vmap(make)(jax.random.split(jax.random.key(0), seeds))
+        agent, mixture = built(jax.vmap(make), jax.random.split(jax.random.key(0), seeds))
         key = jax.random.split(jax.random.key(1), seeds)
         run = jax.vmap(run)
     compiled, compile_s = compile_ahead(run, agent, mixture, key)
@@ -177,9 +186,9 @@ def sampler_seeds_timing(
     make = lambda k: generator.create(k, obs_dim, act_dim, dcfg, ecfg)  # noqa: E731
     run = lambda g, k: generator.generate(g, k, n)  # noqa: E731
     if seeds is None:
-        gen, key = make(jax.random.key(0)), jax.random.key(1)
+        gen, key = built(make, jax.random.key(0)), jax.random.key(1)
     else:
-        gen = jax.vmap(make)(jax.random.split(jax.random.key(0), seeds))
+        gen = built(jax.vmap(make), jax.random.split(jax.random.key(0), seeds))
         key, run = jax.random.split(jax.random.key(1), seeds), jax.vmap(run)
     compiled, compile_s = compile_ahead(run, gen, key)
     return Timing(time_ms(lambda: compiled(gen, key), warmup=0, repeats=repeats), compile_s)
@@ -286,7 +295,7 @@ def make_agent(algo: str, obs_dim: int, act_dim: int, key: jax.Array | None = No
 
 
 def _generator_and_buffers(obs_dim: int, act_dim: int, dcfg: DiffusionConfig, ecfg: EnergyConfig):
-    gen = generator.create(jax.random.key(0), obs_dim, act_dim, dcfg, ecfg)
+    gen = built(lambda k: generator.create(k, obs_dim, act_dim, dcfg, ecfg), jax.random.key(0))
     real = buffer.from_transitions(random_transitions(jax.random.key(1), 10_000, obs_dim, act_dim))
     online = buffer.from_transitions(random_transitions(jax.random.key(2), 2_000, obs_dim, act_dim))
     return gen, real, online
