@@ -27,9 +27,8 @@ import tempfile
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from edis_jax import agent_configs, config, presets
+from edis_jax import agent_configs, checkpoint, config, presets
 from edis_jax.train import loop
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
@@ -101,7 +100,7 @@ def run_hashes(run_dir: Path) -> dict[str, str]:
     return {
         "metrics.jsonl": _sha((run_dir / "metrics.jsonl").read_bytes()),
         "summary.json": _sha(json.dumps(summary, sort_keys=True).encode()),
-        "online_buffer": _tree_sha(state.online),
+        "online_buffer": checkpoint.tree_sha256(state.online),
     }
 
 
@@ -141,10 +140,10 @@ def behaviour_hashes(minari_path: Path) -> dict[str, str]:
         "build": {k: v for k, v in info.items() if k not in ("path", "timings")},
     }
     return {
-        "dataset": _tree_sha(data.transitions),
+        "dataset": checkpoint.tree_sha256(data.transitions),
         "runs": _sha(json.dumps(runs, sort_keys=True, default=str).encode()),
-        "agents": _tree_sha((first.agent, more.agent)),
-        "episodes": _tree_sha(more.episodes),
+        "agents": checkpoint.tree_sha256((first.agent, more.agent)),
+        "episodes": checkpoint.tree_sha256(more.episodes),
     }
 
 
@@ -195,15 +194,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _tree_sha(tree) -> str:
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(tree)):
-        leaf = np.asarray(leaf)
-        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
-        digest.update(np.ascontiguousarray(leaf).tobytes())
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Every arm starts its online phase from one IQL offline phase (`--init-from`), on the shipped
 Hopper-v5 medium dataset at the `cpu` preset, and differs from the baseline only in what its
-flags name (README "Comparisons that isolate one thing"). Default size: 8 seeds, 30k online
-steps, 5 evaluation episodes per point.
+flags name (README "Comparisons that isolate one thing"). The generator arms take IQL-EDIS's
+pretrained generator (`--generator-from`: bitwise what pretraining again would give). Default
+size: 8 seeds, 30k online steps, 5 evaluation episodes per point.
 
 Each arm is an ordinary run directory under `--out`: re-running continues an interrupted arm
 from its latest checkpoint and keeps finished ones (make_run.run_or_continue), so the whole
@@ -51,6 +52,9 @@ def arm_configs(out: Path, seeds: int, online_steps: int, arms: list[str]) -> li
         cfg = base.replace(edis=edis, out=str(out / name))
         if name != "iql":
             cfg = cfg.replace(init_from=baseline)
+        # The generator arms share IQL-EDIS's pretraining (refused if their inputs differ).
+        if edis and name != "iql_edis" and "iql_edis" in arms:
+            cfg = cfg.replace(generator_from=str(out / "iql_edis"))
         configs.append(config.with_values(cfg, values))
     return configs
 

@@ -30,12 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
 # The agent at the end of the offline phase, kept for the run's whole life: other runs start
 # their online phase from it (`edis-jax train --init-from`).
 OFFLINE_DIR = "offline_checkpoint"
+# The warm-started generator after its pretraining on the offline data, kept for the run's
+# whole life: other runs take it instead of pretraining again (`--generator-from`).
+PRETRAINED_DIR = "pretrained_generator"
 CHECKSUMS = "checksums.json"
 # Orbax's name for a step folder being written (renamed to the step number once complete).
 _TMP_MARK = ".orbax-checkpoint-tmp"
@@ -197,6 +202,17 @@ def _checksums(step_dir: Path) -> dict[str, str]:
         if path.is_file() and not name.startswith(CHECKSUMS):
             sums[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return sums
+
+
+def tree_sha256(tree: Any) -> str:
+    """sha256 of a pytree's leaves (dtype, shape and bytes, in leaf order): equal digests mean
+    equal arrays, whatever device or process they came from."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
+        leaf = np.asarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def _save_failure(err: BaseException, ckpt_dir: Path, step: int, run_dir: Path) -> str:

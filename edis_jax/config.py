@@ -229,6 +229,10 @@ class RunConfig:
     # Start the online phase from this run's offline phase (its agent at the last offline
     # step): arms that share it differ only in their online settings.
     init_from: str | None = None
+    # Take the warm-started generator as this run's pretraining would leave it from that run
+    # (its pretrained_generator/ folder) instead of training it again: arms that differ only in
+    # guidance or online settings pretrain once. Refused unless the inputs are the same.
+    generator_from: str | None = None
     # The published per-task config applied on top of the preset (tasks.py; `edis-jax tasks`).
     task: str | None = None
     batch_size: int = 256  # agent batch
@@ -287,6 +291,12 @@ class RunConfig:
             )
         if self.edis and self.online_steps > 0:
             self._check_generator()
+        check(
+            self.generator_from is None
+            or (self.edis and self.online_steps > 0 and self.diffusion.initial_steps > 0),
+            "--generator-from takes a pretrained generator: it needs EDIS on, online steps and "
+            "a pretraining (--diffusion.warm-start --diffusion.initial-steps N)",
+        )
 
     def _check_generator(self) -> None:
         """Settings under which the EDIS generator of the online phase would be useless."""

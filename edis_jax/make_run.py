@@ -2,7 +2,8 @@
 
 One IQL run (4 seeds, one compiled program) trains the offline phase and continues online as the
 baseline; IQL-EDIS and IQL-SynthER (the same generator, unguided) start their online phase from
-that run's offline phase (`--init-from`), so the three arms differ only in what they do online.
+that run's offline phase (`--init-from`), so the three arms differ only in what they do online,
+and SynthER takes the generator EDIS pretrained on the offline data (`--generator-from`).
 It ends with the statistics table (IQM with 95% bootstrap intervals, area under the online
 curve, Welch p against IQL), one sentence per arm, and the score and generator-health plots.
 Re-running continues an interrupted run and keeps finished ones; delete runs/make_run to start
@@ -30,20 +31,18 @@ def arm_configs() -> list[config.RunConfig]:
         algo="iql", dataset=DATASET, seeds=SEEDS, eval_episodes=5, overwrite=True
     )
     iql = base.replace(edis=False, out=str(OUT / "iql"))
-    shared = {"init_from": iql.out}
-    return [
-        iql,
-        base.replace(edis=True, out=str(OUT / "iql_edis"), **shared),
-        base.replace(edis=True, guide=(), out=str(OUT / "iql_synther"), **shared),
-    ]
+    edis = base.replace(edis=True, out=str(OUT / "iql_edis"), init_from=iql.out)
+    # SynthER's generator is EDIS's without guidance: the same pretraining, done once.
+    synther = edis.replace(guide=(), out=str(OUT / "iql_synther"), generator_from=edis.out)
+    return [iql, edis, synther]
 
 
 def run_or_continue(cfg: config.RunConfig) -> None:
     run_dir = Path(cfg.out)
     saved = run_dir / "config.json"
-    # Compared as JSON, as saved: to_dict keeps tuples, which config.json reads back as lists.
-    wanted = json.loads(json.dumps(config.to_dict(cfg)))
-    same = saved.is_file() and json.loads(saved.read_text()) == wanted
+    # Compared as configs: a config.json written before a field existed reads back with that
+    # field's default, and its lists read back as the tuples they were.
+    same = saved.is_file() and config.from_dict(json.loads(saved.read_text())) == cfg
     if same and (run_dir / "summary.json").is_file():
         print(f"{run_dir}: finished earlier, kept")
     elif same and checkpoint.latest_step(run_dir) is not None:

@@ -1,6 +1,7 @@
 """Config validation and presets."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,28 @@ def test_make_run_arms_share_the_baselines_offline_phase():
         for name in directory.OFFLINE_FIELDS:
             assert getattr(arm, name) == getattr(iql, name), name
         assert arm.iql == iql.iql
+    # SynthER takes EDIS's pretraining: the same generator settings, only the guidance differs.
+    edis, synther = arms
+    assert (edis.generator_from, synther.generator_from) == (None, edis.out)
+    assert synther.diffusion == edis.diffusion and synther.diffusion.initial_steps > 0
+    for name in directory.PRETRAINING_FIELDS:
+        assert config.to_dict(synther).get(name) == config.to_dict(edis).get(name), name
+
+
+def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
+    from benchmarks import comparison
+
+    configs = comparison.arm_configs(tmp_path, 8, 30_000, list(comparison.ARMS))
+    by_name = {Path(c.out).name: c for c in configs}
+    assert by_name["iql_edis"].generator_from is None
+    for name, cfg in by_name.items():
+        shared = cfg.edis and name != "iql_edis"
+        assert cfg.generator_from == (str(tmp_path / "iql_edis") if shared else None), name
+        if shared:
+            assert cfg.diffusion == by_name["iql_edis"].diffusion, name
+    # Without IQL-EDIS among the arms, every generator arm pretrains its own.
+    alone = comparison.arm_configs(tmp_path, 8, 30_000, ["iql", "iql_synther"])
+    assert [c.generator_from for c in alone] == [None, None]
 
 
 @pytest.mark.parametrize(

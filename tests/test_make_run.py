@@ -1,5 +1,7 @@
 """make_run.run_or_continue: an interrupted arm continues, a finished arm is kept."""
 
+import json
+
 from tiny_runs import tiny
 
 from edis_jax import make_run
@@ -14,6 +16,11 @@ def test_run_or_continue_continues_an_interrupted_run_and_keeps_a_finished_one(
     cfg = tiny(tmp_path, "arm", edis=False)
     loop.train(cfg, stop_at_online_step=60, progress=False)
     assert not (tmp_path / "arm" / "summary.json").exists()
+
+    # A config.json written before a field existed (here generator_from) is still this config.
+    saved = tmp_path / "arm" / "config.json"
+    older = {k: v for k, v in json.loads(saved.read_text()).items() if k != "generator_from"}
+    saved.write_text(json.dumps(older))
 
     make_run.run_or_continue(cfg)
     assert "continuing from its latest checkpoint" in capsys.readouterr().out

@@ -130,19 +130,26 @@ def check_online_returns_to_go(cfg: config.RunConfig) -> None:
         )
 
 
+@pytest.fixture(scope="module")
+def warm_run(dataset_path, shared_run, tmp_path_factory) -> config.RunConfig:
+    """A warm-started generator, pretrained before the online phase, retrained at 40 and 80."""
+    cfg, _ = shared_run("iql", True)
+    diffusion = config.dataclasses.replace(
+        cfg.diffusion, warm_start=True, initial_steps=100, train_steps=50
+    )
+    online = config.dataclasses.replace(cfg.online, retrain_every=40)
+    out = tmp_path_factory.mktemp("warm") / "straight"
+    cfg = cfg.replace(out=str(out), diffusion=diffusion, online=online)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(dataset_path))
+        loop.train(cfg, progress=False)
+    return cfg
+
+
 @pytest.mark.parametrize("warm", [False, True])
-def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, tmp_path, warm):
-    straight, _ = shared_run("iql", True)
-    if warm:  # a warm-started generator, pretrained before the online phase, retrained at 40
-        # and 80: the retrain at 80 comes after the resume from the checkpoint at 60.
-        diffusion = config.dataclasses.replace(
-            straight.diffusion, warm_start=True, initial_steps=100, train_steps=50
-        )
-        online = config.dataclasses.replace(straight.online, retrain_every=40)
-        straight = straight.replace(
-            out=str(tmp_path / "straight"), diffusion=diffusion, online=online
-        )
-        loop.train(straight, progress=False)
+def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, warm_run, tmp_path, warm):
+    # Warm: the retrain at 80 comes after the resume from the checkpoint at 60.
+    straight = warm_run if warm else shared_run("iql", True)[0]
 
     killed = straight.replace(out=str(tmp_path / "killed"))
     # Stop at online step 90: after the checkpoint and retrain at 60, records at 90 written.
@@ -160,6 +167,45 @@ def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, tmp_pat
     )
     assert np.any(straight_returns != 0)
     np.testing.assert_array_equal(resumed_returns, straight_returns)
+
+
+def test_generator_from_shares_the_pretraining_exactly(
+    datasets_env, shared_run, warm_run, tmp_path, monkeypatch
+):
+    """--generator-from takes another run's pretrained generator: bitwise what pretraining
+    again would give (the whole run's records equal the source's), killed and resumed before
+    its online phase included. Inputs that differ are refused before anything is written."""
+    from edis_jax.train import generator_phases
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("pretrained again instead of taking --generator-from's")
+
+    monkeypatch.setattr(generator_phases, "pretrain", no_pretraining)
+    # As `make run` uses it: the offline phase from --init-from, the pretraining from here.
+    arm = warm_run.replace(
+        out=str(tmp_path / "arm"), init_from=warm_run.out, generator_from=warm_run.out
+    )
+    assert loop.train(arm, stop_at_online_step=0, progress=False) is None
+    loop.resume(arm.out, progress=False)
+    assert read_records(arm.out) == read_records(warm_run.out)
+    summaries = [json.loads((Path(c.out) / "summary.json").read_text()) for c in (arm, warm_run)]
+    assert summaries[0]["final_score"] == summaries[1]["final_score"]
+    # A shared pretraining counts in both arms' time.
+    walls = [s["wall_time_s"]["generator_pretrain"] for s in summaries]
+    assert walls[0] == walls[1] > 0
+
+    fewer_steps = config.dataclasses.replace(warm_run.diffusion, initial_steps=60)
+    refused = [
+        ({"diffusion": fewer_steps}, "diffusion.initial_steps 100 -> 60"),
+        ({"seed": 1}, "seed 0 -> 1"),
+        # A run that never pretrained (EDIS from scratch) has nothing to give.
+        ({"generator_from": shared_run("iql", True)[0].out}, "no pretrained"),
+    ]
+    for change, line in refused:
+        cfg = arm.replace(out=str(tmp_path / "refused"), init_from=None, **change)
+        with pytest.raises(directory.RunDirError, match=line):
+            loop.train(cfg, progress=False)
+        assert not (tmp_path / "refused").exists()
 
 
 def test_a_generator_pretrained_once_logs_no_diffusion_loss_at_retrains(datasets_env, tmp_path):

@@ -7,6 +7,8 @@ A run writes into its directory:
                   writes exactly the records an uninterrupted run writes)
   checkpoints/    orbax checkpoints of the whole run (train/state.RunState + host record),
                   and config.json: the config they were written with (resume checks it)
+  offline_checkpoint/    the agent at the end of the offline phase (for --init-from)
+  pretrained_generator/  the generator after its pretraining (for --generator-from)
   summary.json    the scores and timings (DESIGN.md section 4)
 
 One writer per run: `train` and `resume` hold an exclusive flock on the run folder itself (the
@@ -76,6 +78,34 @@ def check_offline_source(cfg: RunConfig) -> RunConfig:
             f"{checkpoint.OFFLINE_DIR}/ folder); finish or resume it first"
         )
     return source
+
+
+# The settings a pretraining depends on (beside the code and the dataset's files): the offline
+# data as the buffer holds it (dataset, seeds, the algorithm and its agent settings, which set
+# the reward scaling), the generator and its training (diffusion.*), and the learning-rate
+# horizon (the run's number of retrains).
+PRETRAINING_FIELDS = ("dataset", "seeds", "seed", "algo", "diffusion", "online_steps",
+                      "online.retrain_every", "online.schedule")  # fmt: skip
+
+
+def check_generator_source(cfg: RunConfig) -> list[str]:
+    """For --generator-from: check that the source run kept a pretrained generator; return the
+    PRETRAINING_FIELDS in which its config differs from this run's ("name old -> new")."""
+    source_dir = Path(cfg.generator_from)
+    source = read_config(source_dir)
+    if not (source_dir / checkpoint.PRETRAINED_DIR).is_dir():
+        raise RunDirError(
+            f"--generator-from {source_dir}: it has no pretrained generator (no "
+            f"{checkpoint.PRETRAINED_DIR}/ folder); give an EDIS run with "
+            "--diffusion.initial-steps that has started its online phase"
+        )
+    return [
+        f"{name} {theirs!r} -> {mine!r}"
+        for name, theirs, mine in _config_diff(
+            json.loads(json.dumps(to_dict(source))), json.loads(json.dumps(to_dict(cfg)))
+        )
+        if any(name == f or name.startswith(f + ".") for f in (*PRETRAINING_FIELDS, cfg.algo))
+    ]
 
 
 def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:

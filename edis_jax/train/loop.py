@@ -68,6 +68,8 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
             check_offline_source(cfg)
         dataset = _load_dataset(cfg)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
+        if cfg.generator_from is not None:
+            synthetic.load_pretrained(run)
         with staged(run_dir, existed, locks) as staging:
             run.run_dir = staging  # until the swap
             write_start(staging, cfg)
@@ -96,6 +98,8 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
             write_records_file(run_dir, run.progress.records)
             if cfg.init_from is not None:
                 run.start_from_offline(Path(cfg.init_from))
+        if cfg.generator_from is not None and run.progress.online_step == 0:
+            synthetic.load_pretrained(run)  # not pretrained yet
         return run.execute(stop_at_online_step)
 
 
@@ -139,6 +143,7 @@ class _Run:
         self.progress = Progress()
         self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
+        self.pretrained = None  # --generator-from's generator, until the online phase takes it
         self.terminal_fn = envs.termination_fn(dataset.env_id)
         if cfg.online.relabel == "simulator" and not simulators.can_simulate(dataset.env_id):
             raise RunDirError(

@@ -5,29 +5,89 @@ run (train/loop.py's _Run) and updates its state and progress."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax import agents, envs, simulators
+from edis_jax import agents, checkpoint, envs, sharding, simulators
+from edis_jax.config import to_dict
 from edis_jax.data.transition import Transition
 from edis_jax.train import generator_phases
 from edis_jax.train import state as S
+from edis_jax.train.directory import RunDirError, check_generator_source
 from edis_jax.train.health import generator_health
 from edis_jax.train.records import check_finite
 
 
 def pretrain_generator(run) -> None:
     """Train the warm-started diffusion model on the offline data before the first online
-    step. Not checkpointed on its own: a run killed before its first online checkpoint
-    redoes it with the same keys."""
+    step, or take it from --generator-from (`load_pretrained`); either way keep it in the run's
+    pretrained_generator/ folder for other runs. Not in the rolling checkpoints on its own: a
+    run killed before its first online checkpoint redoes it with the same keys."""
     t0 = time.perf_counter()
-    keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
-    gen, _ = generator_phases.pretrain(run.state.generator, run.state.real, keys, progress=run.show)
+    digest = pretraining_digest(run)
+    if run.pretrained is not None:
+        (diffusion, normalizer), wall = run.pretrained
+        gen = run.state.generator.replace(diffusion=diffusion, normalizer=normalizer)
+        run.pretrained = None
+    else:
+        keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
+        gen, _ = generator_phases.pretrain(
+            run.state.generator, run.state.real, keys, progress=run.show
+        )
+        wall = None
     run.state = run.state.replace(generator=jax.block_until_ready(gen))
-    run.progress.wall["generator_pretrain"] = time.perf_counter() - t0
+    # A shared pretraining counts in every arm's time, as a shared offline phase does.
+    wall = time.perf_counter() - t0 if wall is None else wall
+    run.progress.wall["generator_pretrain"] = wall
+    host = {"inputs_sha256": digest, "wall_s": wall}
+    checkpoint.save(
+        run.run_dir, 0, (gen.diffusion, gen.normalizer), host, folder=checkpoint.PRETRAINED_DIR
+    )
+
+
+def pretraining_digest(run) -> str:
+    """sha256 of all a pretraining computes from: the diffusion settings, the generator before
+    it, the real buffer (the offline data, as scaled for the agent) and the pretraining keys.
+    The offline phase changes none of them, so a run can compute it before that phase."""
+    gen = run.state.generator
+    keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
+    settings = json.dumps(to_dict(run.cfg)["diffusion"], sort_keys=True)
+    arrays = checkpoint.tree_sha256((gen.diffusion, gen.normalizer, run.state.real, keys))
+    return hashlib.sha256((settings + arrays).encode()).hexdigest()
+
+
+def load_pretrained(run) -> None:
+    """Read --generator-from's pretrained generator into run.pretrained, for the online phase's
+    start, after checking that it was pretrained on exactly this run's inputs (one line naming
+    the settings that differ, if it was not)."""
+    source_dir = Path(run.cfg.generator_from)
+    differ = check_generator_source(run.cfg)
+    gen = run.state.generator
+    try:
+        parts, host, _ = checkpoint.restore(
+            source_dir, (gen.diffusion, gen.normalizer), folder=checkpoint.PRETRAINED_DIR
+        )
+    except checkpoint.CheckpointError:
+        if not differ:  # damaged, not different
+            raise
+        parts, host = None, {}
+    if host.get("inputs_sha256") != pretraining_digest(run):
+        what = (
+            ", ".join(differ)
+            if differ
+            else "the settings match, so its dataset files or the edis-jax version differ"
+        )
+        raise RunDirError(
+            f"--generator-from {source_dir}: its generator was pretrained on other inputs "
+            f"({what}); runs that share a pretraining must match in them"
+        )
+    run.pretrained = sharding.shard_seeds(parts), host["wall_s"]
 
 
 def retrain(run) -> None:
