@@ -158,9 +158,9 @@ def run(
 
 
 def _child(part, args, tmp: Path, deadline, estimate, log, later: float = 0.0) -> dict:
-    """Run one part in a child process (`args`: the run's command-line options). Skipped when less than `estimate` seconds remain
-    (MIN_START_S for a part that keeps partial results); stopped once it would eat into the
-    `later` seconds the parts after it need. Without a
+    """Run one part in a child process (`args`: the run's command-line options). Skipped when
+    less than `estimate` seconds remain (MIN_START_S for a part that keeps partial results);
+    stopped once it would eat into the `later` seconds the parts after it need. Without a
     deadline (the probe) it always runs, stopped after `estimate` seconds."""
     left = estimate if deadline is None else deadline - time.monotonic()
     status = {"estimate_s": estimate, "seconds": None, "result": None}

@@ -115,6 +115,8 @@ def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
     ("changes", "match"),
     [
         ({"seed": -1}, "--seed must be >= 0"),
+        # The default DiffusionConfig has no pretraining to share.
+        ({"generator_from": "runs/edis"}, "--generator-from takes a pretrained generator"),
         ({"offline_steps": 0, "online_steps": 0}, "--offline-steps and --online-steps are both 0"),
         (
             {"diffusion": config.DiffusionConfig(train_steps=0)},

@@ -30,12 +30,13 @@ def pretrain_generator(run) -> None:
     pretrained_generator/ folder for other runs. Not in the rolling checkpoints on its own: a
     run killed before its first online checkpoint redoes it with the same keys."""
     t0 = time.perf_counter()
-    digest = pretraining_digest(run)
-    if run.pretrained is not None:
-        (diffusion, normalizer), wall = run.pretrained
+    if run.pretrained is not None:  # its digest was checked equal to this run's
+        (diffusion, normalizer), host = run.pretrained
         gen = run.state.generator.replace(diffusion=diffusion, normalizer=normalizer)
+        digest, wall = host["inputs_sha256"], host["wall_s"]
         run.pretrained = None
     else:
+        digest = pretraining_digest(run)
         keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
         gen, _ = generator_phases.pretrain(
             run.state.generator, run.state.real, keys, progress=run.show
@@ -87,7 +88,7 @@ def load_pretrained(run) -> None:
             f"--generator-from {source_dir}: its generator was pretrained on other inputs "
             f"({what}); runs that share a pretraining must match in them"
         )
-    run.pretrained = sharding.shard_seeds(parts), host["wall_s"]
+    run.pretrained = sharding.shard_seeds(parts), host
 
 
 def retrain(run) -> None:
