@@ -19,6 +19,7 @@ a-priori choice, not tuned on any seed, so the reported seeds carry no selection
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -40,11 +41,28 @@ ARMS: dict[str, tuple[bool, dict]] = {
 }
 
 
+def base_config(out: Path, seeds: int, online_steps: int) -> config.RunConfig:
+    """The settings every arm shares: the `cpu` preset as it is now or, once the baseline arm
+    has started, the settings it saved. The experiment spans sessions, and a later change to the
+    preset must not split it between two settings (its finished arms would be refused)."""
+    saved = out / "iql" / "config.json"
+    if not saved.is_file():
+        return presets.preset("cpu").replace(
+            algo="iql", dataset=DATASET, seeds=seeds, online_steps=online_steps, eval_episodes=5
+        )
+    base = config.from_dict(json.loads(saved.read_text()))
+    if (base.seeds, base.online_steps) != (seeds, online_steps):
+        raise RunDirError(
+            f"{out} holds an experiment of {base.seeds} seeds and {base.online_steps} online "
+            f"steps, not {seeds} and {online_steps}: pass --seeds {base.seeds} --online-steps "
+            f"{base.online_steps}, or another --out"
+        )
+    return base
+
+
 def arm_configs(out: Path, seeds: int, online_steps: int, arms: list[str]) -> list:
     """The configs of `arms`, the baseline first (it owns the shared offline phase)."""
-    base = presets.preset("cpu").replace(
-        algo="iql", dataset=DATASET, seeds=seeds, online_steps=online_steps, eval_episodes=5
-    )
+    base = base_config(out, seeds, online_steps)
     baseline = str(out / "iql")
     configs = []
     for name in ["iql", *[a for a in arms if a != "iql"]]:
@@ -67,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--report-only", action="store_true", help="report the finished arms")
     args = parser.parse_args(argv)
-    configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
+    try:
+        configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
+    except RunDirError as err:
+        print(f"comparison: {err}", file=sys.stderr)
+        return 2
     if not args.report_only:
         for cfg in configs:
             try:

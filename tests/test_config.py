@@ -111,6 +111,24 @@ def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
     assert [c.generator_from for c in alone] == [None, None]
 
 
+def test_comparison_keeps_the_settings_its_baseline_saved(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import comparison
+    from edis_jax.train.directory import RunDirError
+
+    first = comparison.arm_configs(tmp_path, 8, 30_000, list(comparison.ARMS))
+    (tmp_path / "iql").mkdir()
+    (tmp_path / "iql" / "config.json").write_text(json.dumps(config.to_dict(first[0])))
+    # A later session changes the `cpu` preset: the experiment keeps the settings it began with.
+    changed = comparison.presets.preset("cpu").replace(batch_size=128)
+    monkeypatch.setattr(comparison.presets, "preset", lambda name: changed)
+    assert comparison.arm_configs(tmp_path, 8, 30_000, list(comparison.ARMS)) == first
+    assert comparison.arm_configs(tmp_path / "new", 8, 30_000, ["iql"])[0].batch_size == 128
+    with pytest.raises(RunDirError, match="pass --seeds 8 --online-steps 30000"):
+        comparison.arm_configs(tmp_path, 4, 30_000, ["iql"])
+
+
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
