@@ -172,15 +172,27 @@ def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, warm_ru
 def test_generator_from_shares_the_pretraining_exactly(
     datasets_env, shared_run, warm_run, tmp_path, monkeypatch
 ):
-    """--generator-from takes another run's pretrained generator: bitwise what pretraining
-    again would give (the whole run's records equal the source's), killed and resumed before
-    its online phase included. Inputs that differ are refused before anything is written."""
+    """--generator-from takes another run's pretrained generator, and a resumed run its own:
+    bitwise what pretraining again would give (the whole run's records equal the source's),
+    killed and resumed before its online phase included. Inputs that differ are refused before
+    anything is written."""
     from edis_jax.train import generator_phases
 
     def no_pretraining(*args, **kwargs):
-        raise AssertionError("pretrained again instead of taking --generator-from's")
+        raise AssertionError("pretrained again instead of taking the generator pretrained earlier")
 
+    # A run killed after its pretraining, before its first online checkpoint, takes that
+    # pretraining back on resume instead of paying for it again.
+    own = warm_run.replace(out=str(tmp_path / "own"), init_from=warm_run.out)
+    assert loop.train(own, stop_at_online_step=0, progress=False) is None
+    host = Path(own.out) / checkpoint.PRETRAINED_DIR / "0" / "host" / "metadata"
+    first_wall = json.loads(host.read_text())["wall_s"]
     monkeypatch.setattr(generator_phases, "pretrain", no_pretraining)
+    loop.resume(own.out, progress=False)
+    assert read_records(own.out) == read_records(warm_run.out)
+    own_summary = json.loads((Path(own.out) / "summary.json").read_text())
+    assert own_summary["wall_time_s"]["generator_pretrain"] == first_wall
+
     # As `make run` uses it: the offline phase from --init-from, the pretraining from here.
     arm = warm_run.replace(
         out=str(tmp_path / "arm"), init_from=warm_run.out, generator_from=warm_run.out

@@ -98,8 +98,11 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
             write_records_file(run_dir, run.progress.records)
             if cfg.init_from is not None:
                 run.start_from_offline(Path(cfg.init_from))
-        if cfg.generator_from is not None and run.progress.online_step == 0:
-            synthetic.load_pretrained(run)  # not pretrained yet
+        if run.progress.online_step == 0 and run.use_edis and cfg.diffusion.initial_steps > 0:
+            if cfg.generator_from is not None:
+                synthetic.load_pretrained(run)  # not taken yet
+            else:
+                synthetic.reuse_own_pretraining(run)  # pretrained before the kill, if intact
         return run.execute(stop_at_online_step)
 
 
@@ -143,7 +146,7 @@ class _Run:
         self.progress = Progress()
         self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
-        self.pretrained = None  # --generator-from's generator, until the online phase takes it
+        self.pretrained = None  # a generator pretrained earlier, until the online phase takes it
         self.terminal_fn = envs.termination_fn(dataset.env_id)
         if cfg.online.relabel == "simulator" and not simulators.can_simulate(dataset.env_id):
             raise RunDirError(
