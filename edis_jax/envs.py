@@ -15,7 +15,7 @@ import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax.data.env_packages import register_env_package
+from edis_jax.data.env_packages import register_env_package, scratch_tempdir
 from edis_jax.data.observations import as_batch, flatten_observations
 
 TerminationFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -181,7 +181,8 @@ def _flat_observation_env(env: gym.Env) -> gym.Env:
 def _make(factory, env_id: str):
     register_env_package(env_id)  # a missing package fails here, with its name
     try:
-        return factory()
+        with scratch_tempdir():
+            return factory()
     except gym.error.Error as e:
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"

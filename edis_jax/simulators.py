@@ -11,7 +11,7 @@ import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax.data.env_packages import register_env_package
+from edis_jax.data.env_packages import make_gym_env, register_env_package
 from edis_jax.data.observations import as_batch, flatten_observations
 from edis_jax.envs import make_env
 
@@ -37,7 +37,7 @@ def pendulum_step(obs: jnp.ndarray, action: jnp.ndarray):
 def mujoco_supported(env_id: str) -> bool:
     """Whether `mujoco_step` can rebuild the simulator state from this env's observation."""
     try:
-        env = gym.make(env_id)
+        env = make_gym_env(env_id)
     except Exception:  # unknown id, missing extra: not a MuJoCo env we can set
         return False
     try:
@@ -56,7 +56,7 @@ def mujoco_step(env_id: str, obs: np.ndarray, action: np.ndarray):
     depend on the previous row. Real transitions are reproduced to ~1e-7 (float32 storage);
     Hopper and Walker2d clip observed velocities to +-10, so states at that clip are ambiguous.
     """
-    env = gym.make(env_id).unwrapped
+    env = make_gym_env(env_id).unwrapped
     layout = _qpos_qvel_layout(env)
     if layout is None:
         env.close()

@@ -163,3 +163,23 @@ def tiny_run(tmp_path: Path, dataset: str, **changes) -> config.RunConfig:
 def read_evals(run_dir: Path) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "eval_score" in r]
+
+
+def test_making_a_maze_env_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    # gymnasium-robotics writes each maze's XML into the temp dir itself and never deletes it;
+    # every way edis-jax makes an env builds it inside a folder of its own that it removes.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gym.make(ANTMAZE).close()  # the library alone: the leak this guards against
+    leaked = sorted(p.name for p in tmp_path.iterdir())
+    assert leaked and all(name.endswith(".xml") for name in leaked)
+    for path in tmp_path.iterdir():
+        path.unlink()
+    envs.make_env(ANTMAZE).close()
+    envs.make_vector_env(ANTMAZE, 2).close()
+    envs.ActionScale(ANTMAZE)
+    assert simulators.mujoco_supported(ANTMAZE) in (True, False)
+    assert datasets._action_bounds(ANTMAZE) is not None
+    assert list(tmp_path.iterdir()) == []
+    assert tempfile.tempdir == str(tmp_path)

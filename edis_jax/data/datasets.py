@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from edis_jax.data import hub, minari_store, shipped
-from edis_jax.data.env_packages import register_env_package
+from edis_jax.data.env_packages import make_gym_env
 from edis_jax.data.returns import returns_to_go
 from edis_jax.data.scores import ReferenceScoreError, normalized_score
 from edis_jax.data.transition import Transition
@@ -273,8 +273,7 @@ def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            register_env_package(env_id)
-            env = gym.make(env_id)
+            env = make_gym_env(env_id)
     except Exception:  # gymnasium raises many types for a missing env or package
         return None
     space = env.action_space

@@ -5,7 +5,9 @@ error naming it when it is missing, and the requirements a dataset of that env r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import tempfile
 
 import gymnasium as gym
 
@@ -33,6 +35,29 @@ def register_env_package(env_id: str) -> None:
         importlib.import_module(_PACKAGE_MODULES[package])
     except ImportError:
         raise _missing_package(env_id, package) from None
+
+
+def make_gym_env(env_id: str, **kwargs) -> gym.Env:
+    """`gym.make(env_id, **kwargs)` after `register_env_package`, under `scratch_tempdir`."""
+    register_env_package(env_id)
+    with scratch_tempdir():
+        return gym.make(env_id, **kwargs)
+
+
+@contextlib.contextmanager
+def scratch_tempdir():
+    """Build envs with the temp dir pointed at a folder of our own, removed afterwards.
+
+    gymnasium-robotics' mazes (AntMaze, PointMaze) write their maze XML beside a temporary
+    directory, into the system temp dir itself, and never delete it: one file per env made
+    (hundreds per AntMaze run, one set per evaluation). The XML is read while the env is built.
+    """
+    with tempfile.TemporaryDirectory(prefix="edis-env-") as folder:
+        before, tempfile.tempdir = tempfile.tempdir, folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = before
 
 
 def _missing_package(env_id: str, package: str) -> ValueError:

@@ -15,7 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from edis_jax.data.env_packages import register_env_package, requirements
+from edis_jax.data.env_packages import make_gym_env, register_env_package, requirements
 from edis_jax.data.observations import flatten_observations, unflatten_observations
 
 
@@ -133,8 +133,7 @@ def write_dataset(
             "(e.g. bump the -vN version) or pass --overwrite"
         )
     # The env's own spaces: Dict observations are stored as dicts, as Minari's D4RL/antmaze are.
-    register_env_package(env_id)
-    env = gym.make(env_id)
+    env = make_gym_env(env_id)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
     root = datasets_root()
