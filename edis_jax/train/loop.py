@@ -98,11 +98,7 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
             write_records_file(run_dir, run.progress.records)
             if cfg.init_from is not None:
                 run.start_from_offline(Path(cfg.init_from))
-        if run.progress.online_step == 0 and run.use_edis and cfg.diffusion.initial_steps > 0:
-            if cfg.generator_from is not None:
-                synthetic.load_pretrained(run)  # not taken yet
-            else:
-                synthetic.reuse_own_pretraining(run)  # pretrained before the kill, if intact
+        synthetic.resume_pretrained(run)
         return run.execute(stop_at_online_step)
 
 

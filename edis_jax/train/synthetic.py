@@ -27,7 +27,7 @@ from edis_jax.train.records import check_finite
 def pretrain_generator(run) -> None:
     """Train the warm-started diffusion model on the offline data before the first online
     step, or take it from --generator-from (`load_pretrained`) or from the run's own folder
-    (`reuse_own_pretraining`, after a resume); either way keep it in the run's
+    (`resume_pretrained`); either way keep it in the run's
     pretrained_generator/ folder for other runs."""
     t0 = time.perf_counter()
     kept = False  # the run's own folder already holds it
@@ -90,11 +90,18 @@ def load_pretrained(run) -> None:
     run.pretrained = sharding.shard_seeds(parts), host, False
 
 
-def reuse_own_pretraining(run) -> None:
-    """A run resumed before its first online checkpoint takes the generator it pretrained before
-    it stopped (run.pretrained), if that is intact and its digest is this run's: bitwise what
+def resume_pretrained(run) -> None:
+    """A run resumed before its online phase began takes the generator pretrained earlier into
+    run.pretrained: --generator-from's (checked, as at the start), or else the one it pretrained
+    itself before it stopped, if that is intact and its digest is this run's. Bitwise what
     pretraining again would give, without its cost (21 min for 8 seeds at the `cpu` preset).
     Otherwise the online phase pretrains again."""
+    cfg = run.cfg
+    if run.progress.online_step > 0 or not run.use_edis or cfg.diffusion.initial_steps == 0:
+        return
+    if cfg.generator_from is not None:
+        load_pretrained(run)
+        return
     if not (run.run_dir / checkpoint.PRETRAINED_DIR).is_dir():
         return
     try:
