@@ -68,7 +68,7 @@ def load_run(run_dir: str):
 def check_policy_env(run_dir: str, offline) -> None:
     """Refuse, before any work, a --policy run trained on another env than --dataset's."""
 
-    theirs = load_dataset(read_config(Path(run_dir)).dataset)
+    theirs = load_dataset(read_config(Path(run_dir), "--policy").dataset)
     mine, other = offline.transitions, theirs.transitions
     if (theirs.env_id, other.obs_dim, other.act_dim) != (
         offline.env_id,

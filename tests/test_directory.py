@@ -77,6 +77,9 @@ def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_p
         ({"dataset": nan_data}, datasets.InvalidDatasetError, "1 rows of rewards hold NaN"),
         ({"init_from": old.out, "seeds": 3}, directory.RunDirError, "its seeds is 2"),
         ({"init_from": str(broken)}, checkpoint.CheckpointError, "no usable checkpoint"),
+        # A source that is no run at all: the line names the flag that gave it.
+        ({"init_from": str(tmp_path / "nowhere")}, directory.RunDirError,
+         "--init-from .*nowhere is not a run directory"),
         # The folders above --out made for the staging folder are removed again.
         ({"init_from": str(broken), "out": str(tmp_path / "a" / "b" / "run")},
          checkpoint.CheckpointError, "no usable checkpoint"),

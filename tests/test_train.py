@@ -212,6 +212,7 @@ def test_generator_from_shares_the_pretraining_exactly(
         ({"seed": 1}, "seed 0 -> 1"),
         # A run that never pretrained (EDIS from scratch) has nothing to give.
         ({"generator_from": shared_run("iql", True)[0].out}, "no pretrained"),
+        ({"generator_from": str(tmp_path / "nowhere")}, "--generator-from .*nowhere is not a run"),
     ]
     for change, line in refused:
         cfg = arm.replace(out=str(tmp_path / "refused"), init_from=None, **change)

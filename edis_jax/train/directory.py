@@ -57,7 +57,7 @@ def check_offline_source(cfg: RunConfig) -> RunConfig:
     """The --init-from run's config, after checking that its offline phase is this run's: the
     same dataset, algorithm, seeds and offline settings (agent config included)."""
     source_dir = Path(cfg.init_from)
-    source = read_config(source_dir)
+    source = read_config(source_dir, "--init-from")
     for name in OFFLINE_FIELDS:
         mine, theirs = getattr(cfg, name), getattr(source, name)
         if mine != theirs:
@@ -92,7 +92,7 @@ def check_generator_source(cfg: RunConfig) -> list[str]:
     """For --generator-from: check that the source run kept a pretrained generator; return the
     PRETRAINING_FIELDS in which its config differs from this run's ("name old -> new")."""
     source_dir = Path(cfg.generator_from)
-    source = read_config(source_dir)
+    source = read_config(source_dir, "--generator-from")
     if not (source_dir / checkpoint.PRETRAINED_DIR).is_dir():
         raise RunDirError(
             f"--generator-from {source_dir}: it has no pretrained generator (no "
@@ -166,12 +166,14 @@ def _in_use(run_dir: Path) -> RunDirError:
     )
 
 
-def read_config(run_dir: Path) -> RunConfig:
-    """The config.json of a run directory, or one line saying why it is not one."""
+def read_config(run_dir: Path, flag: str = "") -> RunConfig:
+    """The config.json of a run directory, or one line saying why it is not one (naming the
+    `flag` that gave the directory, if one did)."""
     config_file = run_dir / "config.json"
     if not config_file.is_file():
+        given = f"{flag} {run_dir}" if flag else str(run_dir)
         raise RunDirError(
-            f"{run_dir} is not a run directory (no config.json): give the --out of an earlier "
+            f"{given} is not a run directory (no config.json): give the --out of an earlier "
             "`edis-jax train`"
         )
     try:
