@@ -41,6 +41,34 @@ ARMS: dict[str, tuple[bool, dict]] = {
 }
 
 
+# What each pair of arms isolates (A - B), for the question the issue asks when IQL-EDIS does
+# not beat IQL: which part (batch composition, synthetic rows, their dynamics, the guidance)
+# costs what. A pair is reported once both arms have finished.
+CONTRASTS = (
+    ("EDIS as a whole", "iql_edis", "iql"),
+    ("batch composition alone: half of each batch online-only rows", "iql_online_half", "iql"),
+    ("synthetic rows in place of half the online-only rows", "iql_edis", "iql_edis_no_synthetic"),
+    (
+        "the simulator's s', r, terminal for the same synthetic (s, a)",
+        "iql_edis_oracle",
+        "iql_edis",
+    ),
+    ("energy guidance (same pretrained generator)", "iql_edis", "iql_synther"),
+    ("offline rows kept in the mix (0.25 / 0.25 / 0.5)", "iql_edis_real", "iql_edis"),
+    ("the published schedule instead of the clean one", "iql_edis_published", "iql_edis"),
+)
+
+
+def contrast_pairs(out: Path, finished: list[str]) -> list[tuple[str, dict, dict]]:
+    """CONTRASTS whose two arms are both among the `finished` run directories, as loaded runs."""
+    done = {Path(d).name for d in finished}
+    return [
+        (what, report.load_run(out / a), report.load_run(out / b))
+        for what, a, b in CONTRASTS
+        if a in done and b in done
+    ]
+
+
 def base_config(out: Path, seeds: int, online_steps: int) -> config.RunConfig:
     """The settings every arm shares: the `cpu` preset as it is now or, once the baseline arm
     has started, the settings it saved. The experiment spans sessions, and a later change to the
@@ -102,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         print("no arm has finished yet")
         return 1
     result = report.report(finished, out=str(args.out / "report.png"), baseline=configs[0].out)
-    (args.out / "report.md").write_text(result.text + "\n")
-    print(result.text)
+    text = result.text
+    pairs = contrast_pairs(args.out, finished)
+    if pairs:
+        text += "\n\nWhat each pair of arms isolates:\n\n" + report.contrasts(pairs)
+    (args.out / "report.md").write_text(text + "\n")
+    print(text)
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edis_jax import plots
-from edis_jax.stats import BOOTSTRAP_DRAWS, SIGNIFICANCE, iqm_ci, welch_p
+from edis_jax.stats import BOOTSTRAP_DRAWS, SIGNIFICANCE, difference_ci, iqm_ci, welch_p
 
 
 class ReportError(ValueError):
@@ -229,6 +229,33 @@ def comparisons(runs: list[dict], baseline: int) -> list[str]:
     return sentences
 
 
+def contrasts(pairs: list[tuple[str, dict, dict]]) -> str:
+    """A markdown table, one row per (what the pair isolates, run A, run B): the difference
+    A - B of the mean final score and of the mean online AUC over seeds, each with its 95%
+    bootstrap interval (stats.difference_ci) and Welch's p."""
+    rows = [
+        "| contrast | A - B | final: mean A - B [95% CI] | p final | online AUC: mean A - B "
+        "[95% CI] | p AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for what, a, b in pairs:
+        sa, sb = statistics(a), statistics(b)
+        names = " - ".join(labels([a, b]))
+        cells = [what, names]
+        for key in ("final", "auc"):
+            cells += [
+                _difference_text(difference_ci(sa[key], sb[key])),
+                _p(welch_p(sa[key], sb[key])),
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    rows += [
+        "",
+        f"Differences of means over seeds; [95% CI]: percentile bootstrap ({BOOTSTRAP_DRAWS} "
+        "draws), each arm's seeds resampled on their own; p: Welch's t-test.",
+    ]
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------------- helpers
 
 
@@ -273,6 +300,11 @@ def _iqm_cell(value_ci: tuple[float, float, float]) -> str:
 def _iqm_text(value_ci: tuple[float, float, float]) -> str:
     value, low, high = value_ci
     return "n/a" if math.isnan(value) else f"{value:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _difference_text(value_ci: tuple[float, float, float]) -> str:
+    value, low, high = value_ci
+    return "n/a" if math.isnan(value) else f"{value:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 def _p(p: float) -> str:

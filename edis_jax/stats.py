@@ -1,7 +1,8 @@
 """Statistics for comparing RL runs over seeds (Agarwal et al. 2021, "Deep RL at the edge of the
 statistical precipice", the rliable method): the interquartile mean (IQM) over seeds with a 95%
 percentile bootstrap interval, seeds resampled with replacement within each run (the stratified
-bootstrap with one task), and Welch's t-test between two arms.
+bootstrap with one task), the difference of two arms' means with the same kind of interval,
+and Welch's t-test between two arms.
 """
 
 from __future__ import annotations
@@ -62,3 +63,21 @@ def welch_p(a, b) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy's NaN is the answer
         return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def difference_ci(
+    a, b, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), CI low, CI high): a percentile bootstrap interval of the difference,
+    each arm's seeds resampled with replacement on their own (the arms are independent strata),
+    `draws` times with a fixed numpy seed. NaNs if either arm has no seed."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size == 0 or b.size == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx_a = rng.integers(0, a.size, size=(draws, a.size))
+    idx_b = rng.integers(0, b.size, size=(draws, b.size))
+    samples = a[idx_a].mean(axis=1) - b[idx_b].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return (float(a.mean() - b.mean()), float(low), float(high))

@@ -218,3 +218,24 @@ def test_cli_report_with_baseline(tmp_path, capsys):
     assert f"generator health: {tmp_path / 'cli_health.png'}" in printed
     assert cli.main(["report", str(edis_dir), "--baseline", str(tmp_path / "nope")]) == 2
     assert "has no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_contrasts_table_gives_each_difference_its_interval_and_p(tmp_path):
+    from benchmarks import comparison
+
+    write_run(tmp_path / "iql", curve(BASE_FINAL))
+    write_run(tmp_path / "iql_edis", curve(EDIS_FINAL, start=20.0), edis=True)
+    write_run(tmp_path / "iql_online_half", curve(BASE_FINAL), finished=False)
+    finished = [str(tmp_path / "iql"), str(tmp_path / "iql_edis")]
+    # Only pairs whose two arms have finished: the online-share control has not.
+    pairs = comparison.contrast_pairs(tmp_path, finished)
+    assert [what for what, _, _ in pairs] == ["EDIS as a whole"]
+    text = report.contrasts(pairs)
+    row = next(line for line in text.splitlines() if line.startswith("| EDIS as a whole"))
+    diff, low, high = stats.difference_ci(EDIS_FINAL, BASE_FINAL)
+    assert diff == pytest.approx(np.mean(EDIS_FINAL) - np.mean(BASE_FINAL))
+    p = scipy.stats.ttest_ind(EDIS_FINAL, BASE_FINAL, equal_var=False).pvalue
+    assert f"{diff:+.1f} [{low:+.1f}, {high:+.1f}] | {p:.3g}" in row
+    assert "IQL-EDIS - IQL" in row
+    # Every contrast names two arms the comparison runs.
+    assert all({a, b} <= set(comparison.ARMS) for _, a, b in comparison.CONTRASTS)

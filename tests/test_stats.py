@@ -19,3 +19,18 @@ def test_iqm_is_the_mean_of_the_middle_half_and_its_ci_is_the_seed_bootstrap():
     same = np.full(8, 42.5)
     assert stats.bootstrap_ci(same) == pytest.approx((42.5, 42.5))
     assert stats.iqm_ci(same) == (42.5, 42.5, 42.5)
+
+
+def test_difference_ci_resamples_each_arm_on_its_own():
+    a = np.array([50.0, 60.0, 70.0, 80.0, 90.0, 20.0, 65.0, 55.0])
+    b = np.array([40.0, 45.0, 50.0, 10.0, 48.0, 52.0])  # arms may differ in seeds
+    diff, low, high = stats.difference_ci(a, b)
+    assert diff == pytest.approx(a.mean() - b.mean())
+    # by hand: one generator, arm a's 2000 x 8 indices drawn first, then arm b's 2000 x 6
+    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)
+    idx_a, idx_b = rng.integers(0, 8, size=(2000, 8)), rng.integers(0, 6, size=(2000, 6))
+    draws = a[idx_a].mean(1) - b[idx_b].mean(1)
+    assert (low, high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+    assert low < diff < high
+    assert stats.difference_ci(np.full(4, 3.0), np.full(5, 1.0)) == pytest.approx((2.0, 2.0, 2.0))
+    assert all(np.isnan(stats.difference_ci([], b)))
