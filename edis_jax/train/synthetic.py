@@ -93,9 +93,8 @@ def load_pretrained(run) -> None:
 def resume_pretrained(run) -> None:
     """A run resumed before its online phase began takes the generator pretrained earlier into
     run.pretrained: --generator-from's (checked, as at the start), or else the one it pretrained
-    itself before it stopped, if that is intact and its digest is this run's. Bitwise what
-    pretraining again would give, without its cost (21 min for 8 seeds at the `cpu` preset).
-    Otherwise the online phase pretrains again."""
+    itself before it stopped, if that is intact and its digest is this run's: bitwise what
+    pretraining again would give, without its cost. Otherwise the online phase pretrains again."""
     cfg = run.cfg
     if run.progress.online_step > 0 or not run.use_edis or cfg.diffusion.initial_steps == 0:
         return
