@@ -219,3 +219,22 @@ def test_gpu_run_skips_the_parts_its_budget_cannot_fit(tmp_path):
     assert all(p["status"].startswith("skipped: ") for p in data["parts"]), data["parts"]
     assert data["rows"] == [] and data["smoke"] is None and data["memory"] is None
     assert data["budget_s"] == budget and "skipped" in markdown
+
+
+@pytest.mark.slow
+def test_retrain_cost_times_every_phase_of_both_configs(tmp_path, datasets_env):
+    """`python -m benchmarks.retrain_cost` at the tiny sizes: both configs, every phase timed,
+    the files written. The two configs differ in the generator-fidelity issue's switches."""
+    from benchmarks import retrain_cost
+
+    before, now = retrain_cost.configs(1, "tiny").values()
+    assert (before.diffusion.warm_start, before.energy.bank_refreshes) == (False, 1)
+    assert before.agent == now.agent and before.online == now.online
+    retrain_cost.main(["--preset", "tiny", "--seeds", "1", "--online-rows", "300", "--out",
+                       str(tmp_path)])  # fmt: skip
+    record = json.loads(next(tmp_path.glob("retrain_cost_*.json")).read_text())
+    assert [r["name"] for r in record["results"]] == list(retrain_cost.configs(1, "tiny"))
+    for result in record["results"]:
+        assert set(result["phases_s"]) == set(retrain_cost.PHASES)
+        assert all(seconds > 0 for seconds in result["phases_s"].values()), result
+    assert "| tiny preset now | 1 |" in next(tmp_path.glob("retrain_cost_*.md")).read_text()
