@@ -171,11 +171,17 @@ def run_diagnose(
         {"data": "target", **_finite(measure(_take(half_a, n, seed), half_b.obs))},
     ]
     retrain = _finite({k: float(v[0]) for k, v in retrain_metrics.items()})
+    aligned = None
+    if "transition" in gen.guide:  # on the held-out rows of the last retrain's online data
+        online = buffer.from_transitions(target)
+        found = jax.jit(alignment.transition_alignment)(gen, online, k_sample)
+        aligned = {name: np.asarray(v).tolist() for name, v in found.items()}
     return {
         "rows": rows,
         "reference": reference,
         "retrain": retrain,  # diffusion loss, CEP losses/accuracies of the energies
         "retrains": retrains,
+        "transition_alignment": aligned,  # alignment.transition_alignment, per CEP level
         "timings": timings,  # wall seconds per retrain phase, summed over the retrains
         "env_id": env_id,
         "n": n,
@@ -263,6 +269,18 @@ def format_table(result: dict) -> str:
         lines.append(
             "seconds per phase (all retrains): "
             + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items())
+        )
+    if result.get("transition_alignment"):
+        a = result["transition_alignment"]
+        lines.append(
+            "E_t's gradient vs the needed s' correction (held-out rows), per CEP level "
+            "sigma: cos / rank accuracy (chance {:.3f}): ".format(a["chance"])
+            + ", ".join(
+                f"{s:.3g}: {c:+.3f} / {r:.3f}"
+                for s, c, r in zip(a["sigma"], a["cos"], a["rank_acc"], strict=True)
+            )
+            + f"; guidance this aligned brings s' at best {100 * a['best_cut']:.1f}% closer to the "
+            "true next state"
         )
     if result.get("retrain"):
         lines.append(
