@@ -419,3 +419,15 @@ def test_summary_and_metrics_are_strict_json_when_scores_are_not_finite(
     records = [strict(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     scored = [r for r in records if "eval_score" in r]
     assert [r["eval_score"] is None for r in scored] == [True, False]
+
+
+@pytest.mark.slow
+def test_inpainting_check_measures_free_and_inpainted_next_states(datasets_env, shared_run):
+    """`python -m benchmarks.inpainting_check` at the tiny sizes on a run's online data: the
+    free chain's dynamics error and the two-stage chain's at each E_t scale, all finite."""
+    from benchmarks import inpainting_check
+
+    cfg, _ = shared_run("iql", False)
+    result = inpainting_check.run(cfg.out, preset="tiny", retrains=1, n=64, scales=(0.0, 1.0))
+    assert set(result["two_stage"]) == {0.0, 1.0}
+    assert all(np.isfinite(e) and e > 0 for e in [result["free"], *result["two_stage"].values()])
