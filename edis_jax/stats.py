@@ -41,9 +41,7 @@ def bootstrap_ci(
     n = x.shape[-1]
     idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))
     samples = statistic(x[..., idx], axis=-1)  # (..., draws)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail], axis=-1)
-    return low, high
+    return _percentile_interval(samples, confidence)
 
 
 def iqm_ci(values) -> tuple[float, float, float]:
@@ -77,7 +75,12 @@ def difference_ci(
     rng = np.random.default_rng(seed)
     idx_a = rng.integers(0, a.size, size=(draws, a.size))
     idx_b = rng.integers(0, b.size, size=(draws, b.size))
-    samples = a[idx_a].mean(axis=1) - b[idx_b].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail])
+    low, high = _percentile_interval(a[idx_a].mean(axis=1) - b[idx_b].mean(axis=1), confidence)
     return (float(a.mean() - b.mean()), float(low), float(high))
+
+
+def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The central `confidence` quantiles of bootstrap draws (last axis)."""
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail], axis=-1)
+    return low, high
