@@ -12,6 +12,7 @@ records the results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -25,16 +26,19 @@ from edis_jax.simulators import dynamics_error
 
 
 def run(target_run: str, *, preset: str = "cpu", retrains: int = 3, seed: int = 0,
-        n: int = 2048, scales=(0.0, 0.3, 1.0, 3.0)) -> dict:  # fmt: skip
-    """{"free": dynamics error of the free chain, "two_stage": {w_t: dynamics error}}."""
+        n: int = 2048, scales=(0.0, 0.3, 1.0, 3.0), inpainting: str = "clean") -> dict:  # fmt: skip
+    """{"free": dynamics error of the free chain, "two_stage": {w_t: dynamics error}}.
+    `inpainting` is the generator's `--diffusion.inpainting`: both the second chain and the CEP
+    negatives E_t is trained on use it."""
     cfg = presets.preset(preset)
-    offline = diagnose._as_jnp(load_dataset(make_run.DATASET).transitions)
+    cfg = cfg.replace(diffusion=dataclasses.replace(cfg.diffusion, inpainting=inpainting))
+    offline = load_dataset(make_run.DATASET).transitions
     target, env_id = diagnose.load_target(target_run)
     _, agent = diagnose.load_policy(target_run)
     _, k_create, k_retrain, k_sample = jax.random.split(jax.random.PRNGKey(seed), 4)
     gen = generator.create(k_create, offline.obs_dim, offline.act_dim, cfg.diffusion, cfg.energy)
-    gen, _, _ = diagnose._train_generator(
-        gen, offline, diagnose._as_jnp(target), agents.policy(agent), k_retrain, retrains, False
+    gen, _, _ = diagnose.train_generator(
+        gen, offline, target, agents.policy(agent), k_retrain, retrains, False
     )
     last_fixed = vector_slices(offline.obs_dim, offline.act_dim)["action"].stop
     fixed = jnp.arange(gen.diffusion.data_dim) < last_fixed
@@ -53,7 +57,7 @@ def run(target_run: str, *, preset: str = "cpu", retrains: int = 3, seed: int = 
         return dynamics_error(env_id, rows.obs, rows.action, rows.next_obs)
 
     first = free(k_sample)
-    transition = diagnose._guided(gen, "transition")
+    transition = diagnose.guided(gen, "transition")
     result = {"free": error(first), "two_stage": {}}
     for w in scales:
         weights = jnp.asarray([0.0, 0.0, w], jnp.float32)
@@ -69,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrains", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=2048)
+    parser.add_argument("--inpainting", choices=("clean", "noised"), default="clean")
     args = parser.parse_args(argv)
-    result = run(args.target, preset=args.preset, retrains=args.retrains, seed=args.seed, n=args.n)
+    result = run(
+        args.target, preset=args.preset, retrains=args.retrains, seed=args.seed, n=args.n,
+        inpainting=args.inpainting,
+    )  # fmt: skip
     print(f"free chain: dynamics error {result['free']:.4f}")
     for w, e in result["two_stage"].items():
         change = 100 * (e / result["free"] - 1)

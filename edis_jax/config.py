@@ -76,6 +76,11 @@ class DiffusionConfig:
     warm_lr: Literal["restart", "continue"] = "restart"
     # The data vector's last part: "absolute" s' (SynthER, the published code) or "delta" s' - s.
     next_obs: Literal["absolute", "delta"] = "absolute"
+    # Inpainting (the CEP negatives of E_t and E_a): after each step to sigma, the conditioned
+    # dims are set to their "clean" values (the published code) or to the values "noised" to
+    # sigma with fresh noise, so that the denoiser sees every dim at the level it was trained on
+    # (the replacement method of Song et al. 2021, "Score-based generative modeling", App. I.2).
+    inpainting: Literal["clean", "noised"] = "clean"
 
     def __post_init__(self):
         positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
@@ -87,6 +92,10 @@ class DiffusionConfig:
         check(
             self.next_obs in ("absolute", "delta"),
             f"--diffusion.next-obs must be absolute or delta, got {self.next_obs!r}",
+        )
+        check(
+            self.inpainting in ("clean", "noised"),
+            f"--diffusion.inpainting must be clean or noised, got {self.inpainting!r}",
         )
         check(
             self.warm_lr in ("restart", "continue"),

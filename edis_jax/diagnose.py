@@ -143,7 +143,7 @@ def run_diagnose(
     if scales is not None:
         gen = gen.replace(scales=jnp.asarray(scales, jnp.float32))
     policy = agents.policy(agent)
-    gen, retrain_metrics, timings = _train_generator(
+    gen, retrain_metrics, timings = train_generator(
         gen, offline, target, policy, k_retrain, retrains, progress
     )
 
@@ -157,12 +157,12 @@ def run_diagnose(
 
     rows = []
     for name in guidance:
-        batch, _ = _generate(_guided(gen, name), k_sample, n)
+        batch, _ = _generate(guided(gen, name), k_sample, n)
         rows.append({"guidance": name, **_finite(measure(batch))})
     for name in ("state", "policy", "transition", "all") if scale_grid else ():
         for w in scale_grid:
             weights = jnp.full((3,), w, jnp.float32)
-            batch, _ = _generate(_guided(gen, name).replace(scales=weights), k_sample, n)
+            batch, _ = _generate(guided(gen, name).replace(scales=weights), k_sample, n)
             rows.append({"guidance": name, "scale": float(w), **_finite(measure(batch))})
     # The target's own row uses one half of it against the other: shared rows would bias MMD.
     half_a, half_b = _split(target, seed)
@@ -190,12 +190,13 @@ def run_diagnose(
     }
 
 
-def _train_generator(gen, offline, target, policy, key, retrains: int, progress: bool):
+def train_generator(gen, offline, target, policy, key, retrains: int, progress: bool):
     """The generator after `retrains` retrains of a run whose online data is `target`: the
     warm-started model's pretraining on `offline` first, then retrain k on the offline data plus
     the first k / retrains of `target` (energies on that part). Buffers keep one capacity so
-    that every retrain reuses the compiled programs."""
-
+    that every retrain reuses the compiled programs. Returns (generator, the last retrain's
+    metrics, wall seconds per phase)."""
+    offline, target = _as_jnp(offline), _as_jnp(target)
     cfg = gen.diffusion_cfg
     if cfg.warm_start and cfg.warm_lr == "continue":
         gen = generator.with_lr_horizon(gen, cfg.initial_steps + retrains * cfg.train_steps)
@@ -224,7 +225,7 @@ def _train_generator(gen, offline, target, policy, key, retrains: int, progress:
     return _without_seed_axis(gen), metrics, timings
 
 
-def _guided(gen, name: str):
+def guided(gen, name: str):
     """The generator guided as a row of the table says: none, one energy, or all."""
     return gen.replace(guide={"none": (), "all": GUIDES}.get(name, (name,)))
 

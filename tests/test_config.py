@@ -59,6 +59,11 @@ def test_run_config_rejects_bad_values(changes, match):
         ),
         (agent_configs.IQLConfig, {"expectile": -0.1}, "--iql.expectile"),
         (config.DiffusionConfig, {"sigma_min": 100.0}, "--diffusion.sigma-min"),
+        (
+            config.DiffusionConfig,
+            {"inpainting": "repaint"},
+            "--diffusion.inpainting must be clean or noised",
+        ),
         (agent_configs.CalQLConfig, {"cql_alpha": -1.0}, "--calql.cql-alpha must be >= 0"),
         (config.EnergyConfig, {"num_negatives": 0}, "--energy.num-negatives must be > 0"),
     ],

@@ -212,6 +212,7 @@ class DiagnoseArgs:
     initial_steps: int | None = None  # warm start: steps on the offline data first (preset's)
     warm_lr: Literal["restart", "continue"] | None = None  # warm start: lr cosine (preset's)
     next_obs: Literal["absolute", "delta"] | None = None  # model s' or s' - s (preset's)
+    inpainting: Literal["clean", "noised"] | None = None  # CEP negatives' condition (preset's)
     bank_refreshes: int | None = None  # CEP negative banks per retrain (default: preset's)
     recent_window: int | None = None  # E_s positives from the latest W online rows (preset's)
     sigma_scaled: bool | None = None  # guidance times sigma (default: preset's)
@@ -259,7 +260,7 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         config = config.replace(energy=dataclasses.replace(config.energy, steps=args.cep_steps))
     diffusion = {
         k: getattr(args, k)
-        for k in ("warm_start", "initial_steps", "warm_lr", "next_obs")
+        for k in ("warm_start", "initial_steps", "warm_lr", "next_obs", "inpainting")
         if getattr(args, k) is not None
     }
     energy = {

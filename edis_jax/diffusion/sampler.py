@@ -6,10 +6,11 @@ a single compiled step serves the whole schedule.
 
 - guidance g(x, sigma) -> (B, D) is added to the ODE direction d at both Heun evaluations
   (DESIGN.md section 2, "Guidance g").
-- a `Condition` overwrites the conditioned dims with their values after every step (inpainting).
+- a `Condition` overwrites the conditioned dims after every step (inpainting): with their clean
+  values, or with the values noised to the step's sigma (`inpainting="noised"`).
 - `save_at` returns the chain's state x_i at the schedule indices i (x_i sits at sigma_i): one
   unguided chain gives CEP its negatives at every chosen level at once. Under inpainting the
-  saved conditioned dims are the clean condition.
+  saved conditioned dims are the condition, clean or noised to the level.
 
 `sample` runs any n in equal batches of at most `config.sample_batch` rows (`lax.map`), batch b
 with key `fold_in(key, b)`; `sample_rows` is one such batch, for a host loop that shows progress
@@ -60,12 +61,17 @@ def heun_sample(
     guidance: Guidance | None = None,
     condition: Condition | None = None,
     save_at: tuple[int, ...] = (),
+    inpainting: str = "clean",
 ) -> tuple[jnp.ndarray, jnp.ndarray | None]:
-    """One chain from sigma_max to 0: returns (x_0 of `shape`, saved (len(save_at), *shape))."""
+    """One chain from sigma_max to 0: returns (x_0 of `shape`, saved (len(save_at), *shape)).
+
+    `inpainting` ("clean" or "noised", `DiffusionConfig.inpainting`) says what the conditioned
+    dims are set to after each step."""
     num_steps = sched.gammas.shape[0]
     _check_save_at(save_at, num_steps)
     key_init, key_steps = jax.random.split(key)
-    x = _inpaint(sched.sigmas[0] * jax.random.normal(key_init, shape), condition)
+    noise = jax.random.normal(key_init, shape)
+    x = _inpaint(sched.sigmas[0] * noise, condition, inpainting, sched.sigmas[0], lambda: noise)
     levels = jnp.asarray(save_at if save_at else (-1,), jnp.int32)
     saved = jnp.zeros((len(levels), *shape), x.dtype)
     step = functools.partial(_heun_step, denoise, guidance, sched.s_noise)
@@ -76,7 +82,11 @@ def heun_sample(
         slot = jnp.clip(jnp.searchsorted(levels, index), 0, len(levels) - 1)
         hit = levels[slot] == index
         saved = saved.at[slot].set(jnp.where(hit, x, saved[slot]))
-        x = _inpaint(step(x, sigma, sigma_next, gamma, step_key), condition)
+        # The noised condition's fresh noise comes from a key the step itself never uses.
+        fresh = lambda: jax.random.normal(jax.random.fold_in(step_key, 1), shape)  # noqa: E731
+        x = _inpaint(
+            step(x, sigma, sigma_next, gamma, step_key), condition, inpainting, sigma_next, fresh
+        )
         return (x, saved), None
 
     inputs = (
@@ -132,6 +142,7 @@ def sample_rows(state, key, guidance, condition, b, batch: int, save_at: tuple[i
         guidance=guidance,
         condition=condition,
         save_at=save_at,
+        inpainting=state.config.inpainting,
     )
 
 
@@ -188,10 +199,15 @@ def _slope(denoise, guidance, x, sigma):
     return d if guidance is None else d + guidance(x, sigma)
 
 
-def _inpaint(x, condition: Condition | None):
+def _inpaint(x, condition: Condition | None, inpainting: str, sigma, noise: Callable):
+    """x with the conditioned dims set to their values, clean or noised to `sigma` by `noise()`
+    (sigma = 0, the last step, leaves them clean either way)."""
     if condition is None:
         return x
-    return jnp.where(condition.mask > 0, condition.values, x)
+    values = condition.values
+    if inpainting == "noised":
+        values = values + sigma * noise()
+    return jnp.where(condition.mask > 0, values, x)
 
 
 def _pad_rows(x, rows):
