@@ -26,12 +26,17 @@ from edis_jax.simulators import dynamics_error
 
 
 def run(target_run: str, *, preset: str = "cpu", retrains: int = 3, seed: int = 0,
-        n: int = 2048, scales=(0.0, 0.3, 1.0, 3.0), inpainting: str = "clean") -> dict:  # fmt: skip
+        n: int = 2048, scales=(0.0, 0.3, 1.0, 3.0), inpainting: str = "clean",
+        resamples: int = 1) -> dict:  # fmt: skip
     """{"free": dynamics error of the free chain, "two_stage": {w_t: dynamics error}}.
-    `inpainting` is the generator's `--diffusion.inpainting`: both the second chain and the CEP
-    negatives E_t is trained on use it."""
+    `inpainting` and `resamples` are the generator's `--diffusion.inpainting` and
+    `--diffusion.inpaint-resamples`: both the second chain and the CEP negatives E_t is trained
+    on use them."""
     cfg = presets.preset(preset)
-    cfg = cfg.replace(diffusion=dataclasses.replace(cfg.diffusion, inpainting=inpainting))
+    diffusion = dataclasses.replace(
+        cfg.diffusion, inpainting=inpainting, inpaint_resamples=resamples
+    )
+    cfg = cfg.replace(diffusion=diffusion)
     offline = load_dataset(make_run.DATASET).transitions
     target, env_id = diagnose.load_target(target_run)
     _, agent = diagnose.load_policy(target_run)
@@ -74,10 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--inpainting", choices=("clean", "noised"), default="clean")
+    parser.add_argument("--resamples", type=int, default=1)
     args = parser.parse_args(argv)
     result = run(
         args.target, preset=args.preset, retrains=args.retrains, seed=args.seed, n=args.n,
-        inpainting=args.inpainting,
+        inpainting=args.inpainting, resamples=args.resamples,
     )  # fmt: skip
     print(f"free chain: dynamics error {result['free']:.4f}")
     for w, e in result["two_stage"].items():

@@ -81,11 +81,15 @@ class DiffusionConfig:
     # sigma with fresh noise, so that the denoiser sees every dim at the level it was trained on
     # (the replacement method of Song et al. 2021, "Score-based generative modeling", App. I.2).
     inpainting: Literal["clean", "noised"] = "clean"
+    # RePaint's resampling (Lugmayr et al. 2022): under inpainting each step is taken this many
+    # times, the state noised back to the step's sigma in between, so that the generated dims
+    # can agree with the conditioned ones. 1 = no resampling; costs this many times the steps.
+    inpaint_resamples: int = 1
 
     def __post_init__(self):
         positive(self, "width", "depth", "dim_t", "num_fourier", "sigma_data", "sigma_min")
         positive(self, "sigma_max", "rho", "batch_size", "lr", "train_chunk", "num_steps")
-        positive(self, "ema_every", "sample_batch", "grad_clip")
+        positive(self, "ema_every", "sample_batch", "grad_clip", "inpaint_resamples")
         non_negative(self, "train_steps", "s_churn", "s_tmin", "s_tmax")
         unit_interval(self, "beta1", "beta2", "ema_decay")
         non_negative(self, "initial_steps")

@@ -1,12 +1,13 @@
 """The data-alignment diagnostic: each metric against a known answer, then the whole command."""
 
+import dataclasses
 import math
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from edis_jax import diagnose
+from edis_jax import diagnose, presets
 from edis_jax.cli import commands
 
 
@@ -69,6 +70,7 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
         n=128,
         guidance=("none", "all"),
         diffusion_steps=50,
+        inpainting="noised",
         mmd_rows=128,
         json=str(out),
         progress=False,
@@ -81,6 +83,12 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
         assert row["n"] == 128
         assert all(math.isfinite(row[m]) for m in diagnose.METRICS)
     assert result["retrain"]["diffusion_loss"] > 0 and "cep_state_acc" in result["retrain"]
+    # The settings as used: the preset's, with the overrides given.
+    assert (
+        result["diffusion"]["train_steps"] == 50 and result["diffusion"]["inpainting"] == "noised"
+    )
+    energy = json.loads(json.dumps(dataclasses.asdict(presets.preset("tiny").energy)))
+    assert result["energy"] == energy
     offline, target = result["reference"]
     # Real data follows the true dynamics exactly; target states match themselves better than
     # the offline states (the target's torques are biased by 0.8) do.

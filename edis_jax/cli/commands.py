@@ -213,6 +213,7 @@ class DiagnoseArgs:
     warm_lr: Literal["restart", "continue"] | None = None  # warm start: lr cosine (preset's)
     next_obs: Literal["absolute", "delta"] | None = None  # model s' or s' - s (preset's)
     inpainting: Literal["clean", "noised"] | None = None  # CEP negatives' condition (preset's)
+    inpaint_resamples: int | None = None  # RePaint resampling of the CEP negatives (preset's)
     bank_refreshes: int | None = None  # CEP negative banks per retrain (default: preset's)
     recent_window: int | None = None  # E_s positives from the latest W online rows (preset's)
     sigma_scaled: bool | None = None  # guidance times sigma (default: preset's)
@@ -260,7 +261,14 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         config = config.replace(energy=dataclasses.replace(config.energy, steps=args.cep_steps))
     diffusion = {
         k: getattr(args, k)
-        for k in ("warm_start", "initial_steps", "warm_lr", "next_obs", "inpainting")
+        for k in (
+            "warm_start",
+            "initial_steps",
+            "warm_lr",
+            "next_obs",
+            "inpainting",
+            "inpaint_resamples",
+        )
         if getattr(args, k) is not None
     }
     energy = {
@@ -289,7 +297,14 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
         seed=args.seed,
         progress=args.progress,
     )
-    result.update(dataset=args.dataset, target=args.target, preset=args.preset)
+    # The generator's settings as used (preset and overrides), so that a JSON says what it measured.
+    result.update(
+        dataset=args.dataset,
+        target=args.target,
+        preset=args.preset,
+        diffusion=dataclasses.asdict(config.diffusion),
+        energy=dataclasses.asdict(config.energy),
+    )
     print(diagnose.format_table(result))
     if args.json is not None:
         path = Path(args.json)

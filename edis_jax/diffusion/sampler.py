@@ -62,11 +62,13 @@ def heun_sample(
     condition: Condition | None = None,
     save_at: tuple[int, ...] = (),
     inpainting: str = "clean",
+    resamples: int = 1,
 ) -> tuple[jnp.ndarray, jnp.ndarray | None]:
     """One chain from sigma_max to 0: returns (x_0 of `shape`, saved (len(save_at), *shape)).
 
     `inpainting` ("clean" or "noised", `DiffusionConfig.inpainting`) says what the conditioned
-    dims are set to after each step."""
+    dims are set to after each step; under a condition each step is taken `resamples` times
+    (`DiffusionConfig.inpaint_resamples`)."""
     num_steps = sched.gammas.shape[0]
     _check_save_at(save_at, num_steps)
     key_init, key_steps = jax.random.split(key)
@@ -82,12 +84,23 @@ def heun_sample(
         slot = jnp.clip(jnp.searchsorted(levels, index), 0, len(levels) - 1)
         hit = levels[slot] == index
         saved = saved.at[slot].set(jnp.where(hit, x, saved[slot]))
-        # The noised condition's fresh noise comes from a key the step itself never uses.
-        fresh = lambda: jax.random.normal(jax.random.fold_in(step_key, 1), shape)  # noqa: E731
-        x = _inpaint(
-            step(x, sigma, sigma_next, gamma, step_key), condition, inpainting, sigma_next, fresh
-        )
-        return (x, saved), None
+
+        def advance(x, key):
+            # The noised condition's fresh noise comes from a key the step itself never uses.
+            fresh = lambda: jax.random.normal(jax.random.fold_in(key, 1), shape)  # noqa: E731
+            x = step(x, sigma, sigma_next, gamma, key)
+            return _inpaint(x, condition, inpainting, sigma_next, fresh)
+
+        if condition is None or resamples == 1:
+            return (advance(x, step_key), saved), None
+
+        def jump(u, x):  # the step, then noise from sigma_next back up to sigma
+            key = jax.random.fold_in(step_key, 2 + u)
+            back = jnp.sqrt(jnp.maximum(sigma**2 - sigma_next**2, 0.0))
+            return advance(x, key) + back * jax.random.normal(jax.random.fold_in(key, 2), shape)
+
+        x = jax.lax.fori_loop(0, resamples - 1, jump, x)
+        return (advance(x, jax.random.fold_in(step_key, 1 + resamples)), saved), None
 
     inputs = (
         jnp.arange(num_steps),
@@ -143,6 +156,7 @@ def sample_rows(state, key, guidance, condition, b, batch: int, save_at: tuple[i
         condition=condition,
         save_at=save_at,
         inpainting=state.config.inpainting,
+        resamples=state.config.inpaint_resamples,
     )
 
 
