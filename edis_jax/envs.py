@@ -9,6 +9,7 @@ the dataset loader (Minari stores the dict) and the env wrapper use.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -186,6 +187,17 @@ def _make(factory, env_id: str):
     except gym.error.Error as e:
         raise ValueError(
             f"cannot make gymnasium env {env_id!r} ({e}); give a registered id such as Hopper-v5"
+        ) from None
+    except (AttributeError, ImportError, OSError) as e:
+        # MuJoCo loads the renderer MUJOCO_GL names at import; without its libraries (EGL on a
+        # GPU machine without them, say) the import fails deep inside PyOpenGL.
+        backend = os.environ.get("MUJOCO_GL")
+        if not backend:
+            raise
+        raise ValueError(
+            f"cannot make {env_id!r}: MuJoCo could not load the renderer MUJOCO_GL={backend} "
+            f"({type(e).__name__}: {e}); unset MUJOCO_GL (nothing here renders) or install "
+            "that renderer's libraries"
         ) from None
 
 

@@ -121,6 +121,20 @@ def test_unknown_env_id_is_a_clear_error():
         envs.make_env("Hopperz-v5")
 
 
+def test_a_missing_mujoco_renderer_is_a_clear_error(monkeypatch):
+    # What importing MuJoCo raises with MUJOCO_GL=egl on a machine without EGL (seen on a GPU
+    # machine): PyOpenGL finds no EGL platform.
+    def factory():
+        raise AttributeError("'NoneType' object has no attribute 'eglQueryString'")
+
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    with pytest.raises(ValueError, match="renderer MUJOCO_GL=egl .*unset MUJOCO_GL"):
+        envs._make(factory, "Hopper-v5")
+    monkeypatch.delenv("MUJOCO_GL")
+    with pytest.raises(AttributeError):  # not a renderer problem: the error as it came
+        envs._make(factory, "Hopper-v5")
+
+
 def test_action_units_map_the_agents_box_to_the_env_bounds():
     # Pendulum's torque spans [-2, 2]; Hopper's box is already [-1, 1] (identity maps).
     scale = envs.ActionScale("Pendulum-v1")
