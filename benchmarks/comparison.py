@@ -47,6 +47,11 @@ ARMS: dict[str, tuple[bool, dict]] = {
 CONTRASTS = (
     ("EDIS as a whole", "iql_edis", "iql"),
     ("batch composition alone: half of each batch online-only rows", "iql_online_half", "iql"),
+    (
+        "synthetic rows in place of real (offline + online) rows, at the same online share",
+        "iql_edis",
+        "iql_online_half",
+    ),
     ("synthetic rows in place of half the online-only rows", "iql_edis", "iql_edis_no_synthetic"),
     (
         "the simulator's s', r, terminal for the same synthetic (s, a)",

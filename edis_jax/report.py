@@ -116,12 +116,14 @@ def load_run(run_dir: str | Path) -> dict:
 
 def label(run: dict) -> str:
     """The run's name: algorithm, -EDIS (-SynthER without guidance), its guidance energies
-    where not all three, and the oracle relabelling where on."""
+    where not all three, the oracle relabelling where on, and a baseline's online share of each
+    online batch where set."""
     c = run["config"]
     edis = c["edis"] and c["online_steps"] > 0
     algo = c["algo"].upper()
     if not edis:
-        return algo
+        share = c.get("online", {}).get("baseline_online_ratio", 0.0)
+        return f"{algo} [online share {share:g}]" if share > 0 else algo
     if not c["guide"]:
         name = f"{algo}-SynthER"
     else:

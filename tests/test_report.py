@@ -29,6 +29,8 @@ def test_labels_name_runs_and_tell_equal_names_apart():
     ]
     runs.append(fake_run("runs/d/oracle", edis=True))
     runs[-1]["config"]["online"] = {"relabel": "simulator"}
+    runs.append(fake_run("runs/d/online_half", edis=False))
+    runs[-1]["config"]["online"] = {"baseline_online_ratio": 0.5}
     assert report.labels(runs) == [
         "IQL",
         "IQL-EDIS (iql_edis)",
@@ -36,6 +38,7 @@ def test_labels_name_runs_and_tell_equal_names_apart():
         "IQL-EDIS [state]",
         "IQL-SynthER",
         "IQL-EDIS [oracle]",
+        "IQL [online share 0.5]",
     ]
 
 
