@@ -124,11 +124,17 @@ def test_sampler_fits_2d_mixture():
         np.testing.assert_allclose(x[mode == c].std(0), 0.4, atol=0.05)
 
 
-def test_inpainting_keeps_conditioned_dims_and_conditions_the_rest():
-    denoise = gmm_denoiser([0.5, 0.5], [[-2.0, -2.0], [2.0, 2.0]], [0.5, 0.5])
-    values = jnp.concatenate([jnp.full((1000, 1), 2.0), jnp.full((1000, 1), -2.0)])
+def _two_modes(m: float, std: float):
+    """The exact denoiser of N(-m 1, std^2 I) / 2 + N(+m 1, std^2 I) / 2 in 2-d, and a condition
+    fixing x0 to +m in 1000 rows, then -m in 1000 rows: (denoise, values, condition)."""
+    denoise = gmm_denoiser([0.5, 0.5], [[-m, -m], [m, m]], [std, std])
+    values = jnp.concatenate([jnp.full((1000, 1), m), jnp.full((1000, 1), -m)])
     values = jnp.concatenate([values, jnp.zeros_like(values)], axis=1)
-    cond = sampler.Condition(values, jnp.array([1.0, 0.0]))
+    return denoise, values, sampler.Condition(values, jnp.array([1.0, 0.0]))
+
+
+def test_inpainting_keeps_conditioned_dims_and_conditions_the_rest():
+    denoise, values, cond = _two_modes(2.0, 0.5)
     x, saved = run_chain(denoise, 2000, 2, condition=cond, save_at=(10, 100))
     assert jnp.all(x[:, 0] == values[:, 0]) and jnp.all(saved[:, :, 0] == values[None, :, 0])
     # x1 | x0 = +-2 is (almost exactly) the matching component: N(+-2, 0.5^2).
@@ -137,10 +143,7 @@ def test_inpainting_keeps_conditioned_dims_and_conditions_the_rest():
 
 
 def test_noised_inpainting_holds_the_condition_at_each_level_and_ends_clean():
-    denoise = gmm_denoiser([0.5, 0.5], [[-2.0, -2.0], [2.0, 2.0]], [0.5, 0.5])
-    values = jnp.concatenate([jnp.full((1000, 1), 2.0), jnp.full((1000, 1), -2.0)])
-    values = jnp.concatenate([values, jnp.zeros_like(values)], axis=1)
-    cond = sampler.Condition(values, jnp.array([1.0, 0.0]))
+    denoise, values, cond = _two_modes(2.0, 0.5)
     save_at = (10, 100, 120)
     x, saved = run_chain(denoise, 2000, 2, condition=cond, save_at=save_at, inpainting="noised")
     assert jnp.all(x[:, 0] == values[:, 0])  # the last step (sigma = 0) leaves them clean
@@ -158,10 +161,7 @@ def test_noised_inpainting_holds_the_condition_at_each_level_and_ends_clean():
 def test_resampling_makes_inpainting_sample_the_true_conditional():
     # x1 | x0 = +-1 is the matching component, N(+-1, 0.3^2): the other one is 22 nats less
     # likely, so 0.04% of rows fall on the wrong side of 0 (the normal tail at 3.3 std).
-    denoise = gmm_denoiser([0.5, 0.5], [[-1.0, -1.0], [1.0, 1.0]], [0.3, 0.3])
-    values = jnp.concatenate([jnp.full((1000, 1), 1.0), jnp.full((1000, 1), -1.0)])
-    values = jnp.concatenate([values, jnp.zeros_like(values)], axis=1)
-    cond = sampler.Condition(values, jnp.array([1.0, 0.0]))
+    denoise, values, cond = _two_modes(1.0, 0.3)
 
     def spread_and_wrong(**kw):
         x, _ = run_chain(denoise, 2000, 2, condition=cond, inpainting="noised", **kw)
