@@ -66,12 +66,10 @@ def measure(name: str, cfg: config.RunConfig, online_rows: int, repeats: int = 2
         gen, _ = generator_phases.retrain(
             state.generator, state.real, online, policy, keys, progress=False, timings=timings
         )
-        start = time.perf_counter()
         samples, _ = generator_phases.generate(
-            gen, keys, cfg.online.num_samples, terminal_fn=terminal_fn, progress=False
-        )
-        jax.block_until_ready(samples)
-        timings["generate"] = time.perf_counter() - start
+            gen, keys, cfg.online.num_samples, terminal_fn=terminal_fn, progress=False,
+            timings=timings,
+        )  # fmt: skip
         start = time.perf_counter()
         generator_health(samples, state.real, online, dataset.env_id, actions)
         timings["health"] = time.perf_counter() - start

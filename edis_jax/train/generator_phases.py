@@ -87,13 +87,18 @@ def generate(
     *,
     terminal_fn: TerminalFn | None = None,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> tuple[Transition, dict[str, jnp.ndarray]]:
     """`jax.vmap(generator.generate)`, batch by batch with a progress bar. `terminal_fn` is a
-    compile-time constant: reuse the same function object across calls to compile once."""
+    compile-time constant: reuse the same function object across calls to compile once.
+    `timings`, if given, receives the wall seconds as "generate"."""
     check_seeds(gen, key)
+    clock = PhaseClock(timings)
     guidance = over_seeds(_guidance, gen)
     x, _ = sample(gen.diffusion, key, n, guidance=guidance, progress=progress, desc="generating")
-    return over_seeds(generator.to_transitions, gen, x, terminal_fn=terminal_fn)
+    samples, metrics = over_seeds(generator.to_transitions, gen, x, terminal_fn=terminal_fn)
+    clock.lap("generate", samples)
+    return samples, metrics
 
 
 def negative_bank(

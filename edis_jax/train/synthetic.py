@@ -135,7 +135,6 @@ def retrain(run) -> None:
         progress=run.show,
         timings=timings,
     )
-    t0 = time.perf_counter()
     keys = S.step_key(run.keys, S.GENERATE_STREAM, p.online_step)
     samples, sample_metrics = generator_phases.generate(
         gen,
@@ -143,8 +142,8 @@ def retrain(run) -> None:
         cfg.online.num_samples,
         terminal_fn=run.terminal_fn,
         progress=run.show,
+        timings=timings,
     )
-    timings["generate"] = elapsed(t0, samples)
     check_finite(run.run_dir, "online", p.online_step, {**metrics, **sample_metrics})
     finite = jax.device_get(jax.vmap(all_finite)(samples))  # one flag per seed
     check_finite(
@@ -210,8 +209,3 @@ def relabel(samples: Transition, env_id: str, actions: envs.ActionScale, seeds: 
 
 def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
-
-
-def elapsed(t0: float, ready) -> float:
-    jax.block_until_ready(ready)
-    return time.perf_counter() - t0
