@@ -246,6 +246,24 @@ def test_resume_refuses_an_edited_config_naming_the_fields(run_copy, capsys, edi
     assert tree_hashes(run_copy) == before
 
 
+def test_resume_accepts_a_run_written_before_a_field_was_added(run_copy):
+    # A run written by an older version has no diffusion.inpainting in either config file; the
+    # field's default is what that version did, so the checkpoints still match.
+    files = [run_copy / "config.json", run_copy / checkpoint.CHECKPOINT_DIR / "config.json"]
+    for path in files:
+        data = json.loads(path.read_text())
+        del data["diffusion"]["inpainting"]
+        path.write_text(json.dumps(data, indent=2))
+    cfg = config.from_dict(json.loads(files[0].read_text()))
+    directory.check_checkpoints_match(run_copy, cfg)  # no refusal
+    # A value that differs from the default is still a mismatch, named.
+    data = json.loads(files[1].read_text())
+    data["diffusion"]["inpainting"] = "noised"
+    files[1].write_text(json.dumps(data, indent=2))
+    with pytest.raises(directory.RunDirError, match="diffusion.inpainting 'noised' -> 'clean'"):
+        directory.check_checkpoints_match(run_copy, cfg)
+
+
 def test_resume_without_checkpoints_folder_is_one_line(run_copy, capsys):
     shutil.rmtree(run_copy / checkpoint.CHECKPOINT_DIR)
     before = tree_hashes(run_copy)

@@ -120,10 +120,13 @@ def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
     written = ckpt_dir / "config.json"
     if not written.is_file():  # runs made before the checkpoints kept their config
         return
+    # Read through from_dict, so that a field added since the checkpoints were written takes
+    # its default there too: new fields default to the behaviour the older code had.
+    saved = from_dict(json.loads(written.read_text()))
     differ = [
         f"{name} {theirs!r} -> {mine!r}"
         for name, theirs, mine in _config_diff(
-            json.loads(written.read_text()), json.loads(json.dumps(to_dict(cfg)))
+            json.loads(json.dumps(to_dict(saved))), json.loads(json.dumps(to_dict(cfg)))
         )
         if name not in ("out", "overwrite")
     ]
