@@ -12,12 +12,11 @@ records the results.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 
-from edis_jax import agents, diagnose, generator, make_run, presets
+from edis_jax import agents, config, diagnose, generator, make_run, presets
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.transition import vector_slices
 from edis_jax.diffusion import sampler
@@ -32,11 +31,10 @@ def run(target_run: str, *, preset: str = "cpu", retrains: int = 3, seed: int = 
     `inpainting` and `resamples` are the generator's `--diffusion.inpainting` and
     `--diffusion.inpaint-resamples`: both the second chain and the CEP negatives E_t is trained
     on use them."""
-    cfg = presets.preset(preset)
-    diffusion = dataclasses.replace(
-        cfg.diffusion, inpainting=inpainting, inpaint_resamples=resamples
+    cfg = config.with_values(
+        presets.preset(preset),
+        {"diffusion.inpainting": inpainting, "diffusion.inpaint_resamples": resamples},
     )
-    cfg = cfg.replace(diffusion=diffusion)
     offline = load_dataset(make_run.DATASET).transitions
     target, env_id = diagnose.load_target(target_run)
     _, agent = diagnose.load_policy(target_run)

@@ -192,8 +192,9 @@ def _make(factory, env_id: str):
         # MuJoCo loads the renderer MUJOCO_GL names at import; without its libraries (EGL on a
         # GPU machine without them, say) the import fails deep inside PyOpenGL.
         backend = os.environ.get("MUJOCO_GL")
-        if not backend:
-            raise
+        message = str(e).lower()
+        if not backend or not (backend.lower() in message or "opengl" in message):
+            raise  # not the renderer: the error as it came
         raise ValueError(
             f"cannot make {env_id!r}: MuJoCo could not load the renderer MUJOCO_GL={backend} "
             f"({type(e).__name__}: {e}); unset MUJOCO_GL (nothing here renders) or install "

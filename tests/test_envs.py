@@ -134,6 +134,13 @@ def test_a_missing_mujoco_renderer_is_a_clear_error(monkeypatch):
     with pytest.raises(AttributeError):  # not a renderer problem: the error as it came
         envs._make(factory, "Hopper-v5")
 
+    def broken():  # an unrelated bug in an env, with MUJOCO_GL set
+        raise AttributeError("'Hopper' object has no attribute 'frame_skip'")
+
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    with pytest.raises(AttributeError, match="frame_skip"):
+        envs._make(broken, "Hopper-v5")
+
 
 def test_action_units_map_the_agents_box_to_the_env_bounds():
     # Pendulum's torque spans [-2, 2]; Hopper's box is already [-1, 1] (identity maps).

@@ -101,9 +101,7 @@ def check_generator_source(cfg: RunConfig) -> list[str]:
         )
     return [
         f"{name} {theirs!r} -> {mine!r}"
-        for name, theirs, mine in _config_diff(
-            json.loads(json.dumps(to_dict(source))), json.loads(json.dumps(to_dict(cfg)))
-        )
+        for name, theirs, mine in _config_diff(_as_json(source), _as_json(cfg))
         if any(name == f or name.startswith(f + ".") for f in (*PRETRAINING_FIELDS, cfg.algo))
     ]
 
@@ -125,9 +123,7 @@ def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
     saved = from_dict(json.loads(written.read_text()))
     differ = [
         f"{name} {theirs!r} -> {mine!r}"
-        for name, theirs, mine in _config_diff(
-            json.loads(json.dumps(to_dict(saved))), json.loads(json.dumps(to_dict(cfg)))
-        )
+        for name, theirs, mine in _config_diff(_as_json(saved), _as_json(cfg))
         if name not in ("out", "overwrite")
     ]
     if differ:
@@ -136,6 +132,11 @@ def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
             f"with ({', '.join(differ)}): put those values back (they are in "
             f"{written}), or start a new run with `edis-jax train`"
         )
+
+
+def _as_json(cfg: RunConfig) -> dict:
+    """The config as config.json holds it (tuples as lists), for comparing field by field."""
+    return json.loads(json.dumps(to_dict(cfg)))
 
 
 def _config_diff(old: dict, new: dict, prefix: str = ""):
