@@ -41,6 +41,10 @@ OFFLINE_DIR = "offline_checkpoint"
 # The warm-started generator after its pretraining on the offline data, kept for the run's
 # whole life: other runs take it instead of pretraining again (`--generator-from`).
 PRETRAINED_DIR = "pretrained_generator"
+# A baseline's whole state at online step --online.retrain-every, kept for the run's whole life:
+# EDIS arms with that schedule train exactly as the baseline until their first retrain there,
+# and start from it (`--init-from RUN --init-at first-retrain`).
+FIRST_RETRAIN_DIR = "first_retrain_checkpoint"
 CHECKSUMS = "checksums.json"
 # Orbax's name for a step folder being written (renamed to the step number once complete).
 _TMP_MARK = ".orbax-checkpoint-tmp"

@@ -239,9 +239,13 @@ class RunConfig:
     guide: tuple[Guide, ...] = GUIDES
     out: str = "runs/default"
     overwrite: bool = False
-    # Start the online phase from this run's offline phase (its agent at the last offline
-    # step): arms that share it differ only in their online settings.
+    # Start from this run's offline phase (its agent at the last offline step), or later in it
+    # (--init-at): arms that share it differ only in their online settings.
     init_from: str | None = None
+    # Where in that run to start: "offline", the end of its offline phase; "first-retrain", a
+    # baseline's state at this run's first generator retrain (online step --online.retrain-every;
+    # the baseline keeps it), up to which an EDIS arm trains exactly as its baseline does.
+    init_at: Literal["offline", "first-retrain"] = "offline"
     # Take the warm-started generator as this run's pretraining would leave it from that run
     # (its pretrained_generator/ folder) instead of training it again: arms that differ only in
     # guidance or online settings pretrain once. Refused unless the inputs are the same.
@@ -304,11 +308,36 @@ class RunConfig:
             )
         if self.edis and self.online_steps > 0:
             self._check_generator()
+        self._check_init_at()
         check(
             self.generator_from is None
             or (self.edis and self.online_steps > 0 and self.diffusion.initial_steps > 0),
             "--generator-from takes a pretrained generator: it needs EDIS on, online steps and "
             "a pretraining (--diffusion.warm-start --diffusion.initial-steps N)",
+        )
+
+    def _check_init_at(self) -> None:
+        check(
+            self.init_at in ("offline", "first-retrain"),
+            f"--init-at must be offline or first-retrain, got {self.init_at!r}",
+        )
+        if self.init_at == "offline":
+            return
+        check(
+            self.init_from is not None,
+            "--init-at first-retrain starts from another run's state: give that baseline run "
+            "with --init-from RUN",
+        )
+        check(
+            self.edis and self.online.retrain_every < self.online_steps,
+            "--init-at first-retrain needs an EDIS run that retrains inside its online phase "
+            "(--edis, --online.retrain-every below --online-steps); otherwise use --init-at "
+            "offline",
+        )
+        check(
+            not (self.online.schedule == "published" and self.algo == "calql"),
+            "--init-at first-retrain: Cal-QL-EDIS's published schedule retrains after online "
+            "step 1, before --online.retrain-every; use --init-at offline",
         )
 
     def _check_generator(self) -> None:

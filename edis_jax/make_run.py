@@ -1,9 +1,11 @@
 """`make run`: does EDIS help IQL on the shipped Hopper-v5 medium dataset (`cpu` preset)?
 
 One IQL run (4 seeds, one compiled program) trains the offline phase and continues online as the
-baseline; IQL-EDIS and IQL-SynthER (the same generator, unguided) start their online phase from
-that run's offline phase (`--init-from`), so the three arms differ only in what they do online,
-and SynthER takes the generator EDIS pretrained on the offline data (`--generator-from`).
+baseline. IQL-EDIS and IQL-SynthER (the same generator, unguided) train exactly as IQL does until
+their first generator retrain, so they start there from the state IQL kept (`--init-from`
+with `--init-at first-retrain`): the three arms share every step before it and differ only in
+what the generator changes, and SynthER takes the generator EDIS pretrained on the offline data
+(`--generator-from`).
 It ends with the statistics table (IQM with 95% bootstrap intervals, area under the online
 curve, Welch p against IQL), one sentence per arm, and the score and generator-health plots.
 Re-running continues an interrupted run and keeps finished ones; delete runs/make_run to start
@@ -31,7 +33,9 @@ def arm_configs() -> list[config.RunConfig]:
         algo="iql", dataset=DATASET, seeds=SEEDS, eval_episodes=5, overwrite=True
     )
     iql = base.replace(edis=False, out=str(OUT / "iql"))
-    edis = base.replace(edis=True, out=str(OUT / "iql_edis"), init_from=iql.out)
+    edis = base.replace(
+        edis=True, out=str(OUT / "iql_edis"), init_from=iql.out, init_at="first-retrain"
+    )
     # SynthER's generator is EDIS's without guidance: the same pretraining, done once.
     synther = edis.replace(guide=(), out=str(OUT / "iql_synther"), generator_from=edis.out)
     return [iql, edis, synther]
@@ -43,6 +47,9 @@ def run_or_continue(cfg: config.RunConfig) -> None:
     # Compared as configs: a config.json written before a field existed reads back with that
     # field's default, and its lists read back as the tuples they were.
     same = saved.is_file() and config.from_dict(json.loads(saved.read_text())) == cfg
+    if same and _lacks_first_retrain_state(cfg):
+        print(f"{run_dir}: written before baselines kept their first-retrain state, redone")
+        same = False
     if same and (run_dir / "summary.json").is_file():
         print(f"{run_dir}: finished earlier, kept")
     elif same and checkpoint.latest_step(run_dir) is not None:
@@ -51,6 +58,20 @@ def run_or_continue(cfg: config.RunConfig) -> None:
     else:
         print(f"{run_dir}: training {report.label({'config': config.to_dict(cfg)})}")
         loop.train(cfg)
+
+
+def _lacks_first_retrain_state(cfg: config.RunConfig) -> bool:
+    """A baseline past its first-retrain step without the state kept there (an older edis-jax
+    wrote it): the arms could not start from it."""
+    run_dir = Path(cfg.out)
+    latest = checkpoint.latest_step(run_dir)
+    kept_at = cfg.offline_steps + cfg.online.retrain_every
+    return (
+        not cfg.edis
+        and latest is not None
+        and latest >= kept_at
+        and not (run_dir / checkpoint.FIRST_RETRAIN_DIR).is_dir()
+    )
 
 
 def main() -> int:

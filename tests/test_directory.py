@@ -50,6 +50,47 @@ def test_init_from_refuses_another_offline_phase(datasets_env, tmp_path, change,
     assert not (tmp_path / "arm").exists()  # refused before touching the disk
 
 
+def test_init_at_first_retrain_refuses_a_source_it_would_not_repeat(datasets_env, tmp_path):
+    """--init-at first-retrain starts from a baseline that kept its state at this run's first
+    retrain and matches it in everything that acts before that retrain; anything else is one
+    line, before the disk is touched."""
+    baseline = tiny(tmp_path, "baseline", algo="iql", edis=False)
+    arm = baseline.replace(
+        out=str(tmp_path / "arm"), edis=True, init_from=baseline.out, init_at="first-retrain"
+    )
+
+    def source(**changes) -> None:
+        folder = Path(baseline.out)
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / checkpoint.OFFLINE_DIR).mkdir(parents=True)
+        folder.joinpath("config.json").write_text(
+            json.dumps(config.to_dict(baseline.replace(**changes)))
+        )
+
+    half = config.dataclasses.replace(baseline.online, baseline_online_ratio=0.5)
+    refused = [
+        ({"edis": True}, "is an EDIS run: --init-at first-retrain starts from a baseline"),
+        ({"online": half}, r"act before the first retrain \(online.baseline_online_ratio 0.5"),
+        ({"online_steps": 240}, "online_steps 240 -> 120"),
+        ({}, "no first_retrain_checkpoint/ folder .* not reached online step 60"),
+    ]
+    for changes, line in refused:
+        source(**changes)
+        with pytest.raises(directory.RunDirError, match=line):
+            loop.train(arm, progress=False)
+        assert not (tmp_path / "arm").exists()
+    # The arm's own settings are checked when it is made.
+    published = config.dataclasses.replace(arm.online, schedule="published")
+    for changes, line in [
+        ({"init_from": None}, "give that baseline run with --init-from"),
+        ({"edis": False}, "needs an EDIS run that retrains inside its online phase"),
+        ({"online_steps": 60}, "needs an EDIS run that retrains inside its online phase"),
+        ({"algo": "calql", "online": published}, "retrains after online step 1"),
+    ]:
+        with pytest.raises(config.ConfigError, match=line):
+            arm.replace(**changes)
+
+
 def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_path):
     old = tiny(tmp_path, "old", offline_steps=30, online_steps=0)
     loop.train(old, progress=False)

@@ -1,10 +1,12 @@
-"""make_run.run_or_continue: an interrupted arm continues, a finished arm is kept."""
+"""make_run.run_or_continue: an interrupted arm continues, a finished arm is kept, a baseline
+without the state its arms start from is redone."""
 
 import json
+import shutil
 
 from tiny_runs import tiny
 
-from edis_jax import make_run
+from edis_jax import checkpoint, make_run
 from edis_jax.train import loop
 
 
@@ -13,7 +15,7 @@ def test_run_or_continue_continues_an_interrupted_run_and_keeps_a_finished_one(
 ):
     # The config holds tuples (hidden_dims, guide) that config.json reads back as lists: the
     # comparison must still find the saved run the same, or it retrains (or refuses) instead.
-    cfg = tiny(tmp_path, "arm", edis=False)
+    cfg = tiny(tmp_path, "arm", edis=False, overwrite=True)  # as make_run's arms are
     loop.train(cfg, stop_at_online_step=60, progress=False)
     assert not (tmp_path / "arm" / "summary.json").exists()
 
@@ -29,4 +31,14 @@ def test_run_or_continue_continues_an_interrupted_run_and_keeps_a_finished_one(
 
     make_run.run_or_continue(cfg)
     assert "finished earlier, kept" in capsys.readouterr().out
+    assert (tmp_path / "arm" / "metrics.jsonl").read_bytes() == metrics
+
+    # A baseline written before baselines kept their first-retrain state: the EDIS arms could
+    # not start from it, so it is trained again (bitwise the same run), this time keeping it.
+    kept = tmp_path / "arm" / checkpoint.FIRST_RETRAIN_DIR
+    assert kept.is_dir()
+    shutil.rmtree(kept)
+    make_run.run_or_continue(cfg)
+    assert "redone" in capsys.readouterr().out
+    assert kept.is_dir()
     assert (tmp_path / "arm" / "metrics.jsonl").read_bytes() == metrics

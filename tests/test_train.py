@@ -395,6 +395,41 @@ def test_init_from_shares_the_offline_phase_exactly(datasets_env, shared_run, tm
     assert first_online[0] == first_online[1]
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_init_at_first_retrain_equals_the_straight_edis_run(
+    datasets_env, shared_run, warm_run, tmp_path, warm
+):
+    """An EDIS arm started at its first retrain from its baseline's kept state is bitwise the
+    straight EDIS run: records, scores and final state, killed and resumed after the start
+    included. Warm-started, it pretrains on the offline data as the straight run does at
+    online step 0 (retrains at 40 and 80); from scratch it retrains at 60."""
+    straight = warm_run if warm else shared_run("iql", True)[0]
+    if warm:  # the baseline of the warm run's schedule (retrain_every 40)
+        baseline = straight.replace(out=str(tmp_path / "baseline"), edis=False)
+        loop.train(baseline, progress=False)
+    else:
+        baseline = shared_run("iql", False)[0]
+    kept = baseline.offline_steps + baseline.online.retrain_every
+    assert (Path(baseline.out) / checkpoint.FIRST_RETRAIN_DIR / str(kept)).is_dir()
+    # An EDIS run keeps no such state: its own differs from the baseline's after the retrain.
+    assert not (Path(straight.out) / checkpoint.FIRST_RETRAIN_DIR).exists()
+
+    arm = straight.replace(
+        out=str(tmp_path / "arm"), init_from=baseline.out, init_at="first-retrain"
+    )
+    assert loop.train(arm, stop_at_online_step=90, progress=False) is None
+    # It started at the kept step (its first checkpoint): the steps before it were not repeated.
+    saved = sorted(int(p.name) for p in (Path(arm.out) / "checkpoints").iterdir() if p.is_dir())
+    assert min(saved) == kept
+    summary = loop.resume(arm.out, progress=False)
+    assert read_records(arm.out) == read_records(straight.out)
+    reference = json.loads((Path(straight.out) / "summary.json").read_text())
+    for key in ("offline_score", "final_score", "best_score", "retrains"):
+        assert summary[key] == reference[key]
+    final = [checkpoint.tree_sha256(loop.load_run(c.out)[1]) for c in (arm, straight)]
+    assert final[0] == final[1]
+
+
 # --------------------------------------------------------------------- what a run records
 
 

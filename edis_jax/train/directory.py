@@ -9,6 +9,8 @@ A run writes into its directory:
                   and config.json: the config they were written with (resume checks it)
   offline_checkpoint/    the agent at the end of the offline phase (for --init-from)
   pretrained_generator/  the generator after its pretraining (for --generator-from)
+  first_retrain_checkpoint/  a baseline's state at online step --online.retrain-every (for
+                  --init-from with --init-at first-retrain)
   summary.json    the scores and timings (DESIGN.md section 4)
 
 One writer per run: `train` and `resume` hold an exclusive flock on the run folder itself (the
@@ -78,6 +80,44 @@ def check_offline_source(cfg: RunConfig) -> RunConfig:
             f"{checkpoint.OFFLINE_DIR}/ folder); finish or resume it first"
         )
     return source
+
+
+# What an EDIS arm may set differently from the baseline it starts from at its first retrain:
+# none of it acts before that retrain (the generator, its data and guidance, the batches after
+# the retrain), or it names the run rather than changes it.
+EDIS_ONLY_FIELDS = (
+    "edis", "guide", "diffusion", "energy", "online.num_samples", "online.synthetic_ratio",
+    "online.mixture", "online.relabel", "online.schedule", "online.utd_retrain",
+    "out", "overwrite", "init_from", "init_at", "generator_from", "log", "preset", "task",
+)  # fmt: skip
+
+
+def check_first_retrain_source(cfg: RunConfig) -> None:
+    """For --init-at first-retrain: the --init-from run must be a baseline that kept its state
+    at this run's first retrain, and match this run in everything that acts before it."""
+    source_dir = Path(cfg.init_from)
+    source = check_offline_source(cfg)
+    if source.edis:
+        raise RunDirError(
+            f"--init-from {source_dir} is an EDIS run: --init-at first-retrain starts from a "
+            "baseline (--no-edis), whose online phase an EDIS arm repeats until its first retrain"
+        )
+    differ = [
+        f"{name} {theirs!r} -> {mine!r}"
+        for name, theirs, mine in _config_diff(_as_json(source), _as_json(cfg))
+        if not any(name == f or name.startswith(f + ".") for f in EDIS_ONLY_FIELDS)
+    ]
+    if differ:
+        raise RunDirError(
+            f"--init-from {source_dir}: it differs from this run in settings that act before "
+            f"the first retrain ({', '.join(differ)}); match them, or use --init-at offline"
+        )
+    if not (source_dir / checkpoint.FIRST_RETRAIN_DIR).is_dir():
+        raise RunDirError(
+            f"--init-from {source_dir}: it has no {checkpoint.FIRST_RETRAIN_DIR}/ folder (it has "
+            f"not reached online step {cfg.online.retrain_every}, or an older edis-jax wrote "
+            "it); resume it past that step, or use --init-at offline"
+        )
 
 
 # The settings a pretraining depends on (beside the code and the dataset's files): the offline

@@ -22,11 +22,12 @@ from edis_jax import checkpoint, envs, sharding, simulators
 from edis_jax.config import RunConfig, to_dict
 from edis_jax.data import datasets
 from edis_jax.data.scores import normalized_score, scored_by_success
-from edis_jax.train import env_step, scales, synthetic
+from edis_jax.train import arms, env_step, scales, synthetic
 from edis_jax.train import state as S
 from edis_jax.train.directory import (
     RunDirError,
     check_checkpoints_match,
+    check_first_retrain_source,
     check_offline_source,
     check_out,
     locked,
@@ -64,7 +65,9 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
     with contextlib.ExitStack() as locks:
         if existed:  # the run --overwrite replaces: nobody may be working in it
             locks.enter_context(locked(run_dir))
-        if cfg.init_from is not None:
+        if cfg.init_at == "first-retrain":
+            check_first_retrain_source(cfg)
+        elif cfg.init_from is not None:
             check_offline_source(cfg)
         dataset = _load_dataset(cfg)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
@@ -74,7 +77,7 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
             run.run_dir = staging  # until the swap
             write_start(staging, cfg)
             if cfg.init_from is not None:
-                run.start_from_offline(Path(cfg.init_from))
+                arms.start(run)
         run.run_dir = run_dir
         return run.execute(stop_at_online_step)
 
@@ -97,7 +100,7 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
             )
             write_records_file(run_dir, run.progress.records)
             if cfg.init_from is not None:
-                run.start_from_offline(Path(cfg.init_from))
+                arms.start(run)
         synthetic.resume_pretrained(run)
         return run.execute(stop_at_online_step)
 
@@ -137,6 +140,7 @@ class _Run:
                     fail_reward=self.fail_reward,
                 )
             )
+        self.offline = offline  # as the agent sees it (train/arms.py builds a source's state)
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = sharding.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
@@ -156,29 +160,11 @@ class _Run:
     def save(self, step: int) -> None:
         checkpoint.save(self.run_dir, step, self.state, as_dict(self.progress))
 
-    def start_from_offline(self, source_dir: Path) -> None:
-        """Take the agent (params, optimiser states, normaliser), the offline evaluations and
-        records, and the offline time of `source_dir`'s offline phase, and checkpoint them here.
-        Everything else of the offline phase is the same by construction: the buffers hold the
-        offline data and the random streams derive from the (shared) seed and step."""
-        agent, host, _ = checkpoint.restore(
-            source_dir, self.state.agent, folder=checkpoint.OFFLINE_DIR
-        )
-        p = self.progress
-        p.phase, p.offline_step = "online", host["offline_step"]
-        p.evals = [e for e in host["evals"] if e["phase"] == "offline"]
-        p.records = [r for r in host["records"] if r["phase"] == "offline"]
-        p.wall["offline"] = host["wall"]["offline"]
-        self.state = self.state.replace(agent=sharding.shard_seeds(agent))
-        write_records_file(self.run_dir, self.progress.records)
-        self.save(self._global_step())
-        self.save_offline()
-
     def save_offline(self) -> None:
         """Keep the agent at the end of the offline phase (for `--init-from`) in its own folder,
         which the rolling checkpoints never delete."""
         checkpoint.save(
-            self.run_dir, self._global_step(), self.state.agent, as_dict(self.progress),
+            self.run_dir, self.global_step(), self.state.agent, as_dict(self.progress),
             folder=checkpoint.OFFLINE_DIR,
         )  # fmt: skip
 
@@ -189,7 +175,7 @@ class _Run:
         # checkpoint so that the resumed run appends exactly what a straight run would.
         write_records_file(self.run_dir, self.progress.records)
 
-    def _global_step(self) -> int:
+    def global_step(self) -> int:
         return self.progress.offline_step + self.progress.online_step
 
     # ------------------------------------------------------------------------- phases
@@ -232,7 +218,7 @@ class _Run:
                 p.phase = "online" if cfg.online_steps > 0 else "done"
                 self.save_offline()
             if done or self._crossed(before, p.offline_step, cfg.checkpoint_every):
-                self.save(self._global_step())
+                self.save(self.global_step())
         bar.close()
         if p.phase == "offline":  # zero offline steps
             p.phase = "online" if cfg.online_steps > 0 else "done"
@@ -306,10 +292,12 @@ class _Run:
                     synthetic.retrain_step_updates(self)
                     action = None  # the agent changed after online_step drew it
             p.wall["online"] = time.perf_counter() - t0
+            if arms.keeps_first_retrain(self, t):
+                arms.keep_first_retrain(self)
             if t % cfg.checkpoint_every == 0 or t == cfg.online_steps:
                 if t == cfg.online_steps:
                     p.phase = "done"
-                self.save(self._global_step())
+                self.save(self.global_step())
         bar.close()
         vec_env.close()
         p.phase = "done"
