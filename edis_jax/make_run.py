@@ -41,13 +41,16 @@ def arm_configs() -> list[config.RunConfig]:
     return [iql, edis, synther]
 
 
-def run_or_continue(cfg: config.RunConfig) -> None:
+def run_or_continue(cfg: config.RunConfig, *, arms_start_at_first_retrain: bool = False) -> None:
+    """Train `cfg`, continue it from its latest checkpoint, or keep it if it finished. A
+    baseline that arms start at their first retrain (`arms_start_at_first_retrain`) is redone
+    if an older edis-jax wrote it without the state they start from."""
     run_dir = Path(cfg.out)
     saved = run_dir / "config.json"
     # Compared as configs: a config.json written before a field existed reads back with that
     # field's default, and its lists read back as the tuples they were.
     same = saved.is_file() and config.from_dict(json.loads(saved.read_text())) == cfg
-    if same and _lacks_first_retrain_state(cfg):
+    if same and arms_start_at_first_retrain and _lacks_first_retrain_state(cfg):
         print(f"{run_dir}: written before baselines kept their first-retrain state, redone")
         same = False
     if same and (run_dir / "summary.json").is_file():
@@ -61,14 +64,13 @@ def run_or_continue(cfg: config.RunConfig) -> None:
 
 
 def _lacks_first_retrain_state(cfg: config.RunConfig) -> bool:
-    """A baseline past its first-retrain step without the state kept there (an older edis-jax
-    wrote it): the arms could not start from it."""
+    """A run past its first-retrain step without the state kept there (an older edis-jax wrote
+    it): the arms could not start from it."""
     run_dir = Path(cfg.out)
     latest = checkpoint.latest_step(run_dir)
     kept_at = cfg.offline_steps + cfg.online.retrain_every
     return (
-        not cfg.edis
-        and latest is not None
+        latest is not None
         and latest >= kept_at
         and not (run_dir / checkpoint.FIRST_RETRAIN_DIR).is_dir()
     )
@@ -76,8 +78,9 @@ def _lacks_first_retrain_state(cfg: config.RunConfig) -> bool:
 
 def main() -> int:
     configs = arm_configs()
+    sources = {c.init_from for c in configs if c.init_at == "first-retrain"}
     for cfg in configs:
-        run_or_continue(cfg)
+        run_or_continue(cfg, arms_start_at_first_retrain=cfg.out in sources)
     result = report.report(
         [c.out for c in configs], out=str(OUT / "report.png"), baseline=configs[0].out
     )

@@ -38,7 +38,9 @@ def test_run_or_continue_continues_an_interrupted_run_and_keeps_a_finished_one(
     kept = tmp_path / "arm" / checkpoint.FIRST_RETRAIN_DIR
     assert kept.is_dir()
     shutil.rmtree(kept)
-    make_run.run_or_continue(cfg)
+    make_run.run_or_continue(cfg)  # no arm starts there (as in the comparison): kept as it is
+    assert "finished earlier, kept" in capsys.readouterr().out
+    make_run.run_or_continue(cfg, arms_start_at_first_retrain=True)
     assert "redone" in capsys.readouterr().out
     assert kept.is_dir()
     assert (tmp_path / "arm" / "metrics.jsonl").read_bytes() == metrics

@@ -1,5 +1,6 @@
 """train/synthetic.py: the digest that decides whether a run may take another's pretraining."""
 
+import json
 from types import SimpleNamespace
 
 import jax
@@ -60,3 +61,27 @@ def test_pretraining_digest_covers_every_input_and_nothing_else():
     }
     for what, other in same.items():
         assert synthetic.pretraining_digest(other) == digest, what
+
+
+def test_pretraining_digest_leaves_out_settings_an_older_run_did_not_write(tmp_path):
+    """Compared with a run written before a diffusion setting existed, the digest leaves that
+    setting out, as the older run's own digest did (load_pretrained checks separately that it
+    holds its default). Compared with a run that wrote every setting, nothing is left out."""
+    cfg = config.with_values(
+        presets.preset("tiny"),
+        {"edis": True, "diffusion.warm_start": True, "diffusion.initial_steps": 10},
+    )
+    run = tiny_run(cfg)
+    written = config.to_dict(cfg)
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    assert synthetic.pretraining_digest(run, tmp_path) == synthetic.pretraining_digest(run)
+
+    del written["diffusion"]["inpainting"]  # as a run written before the setting existed
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    older = synthetic.pretraining_digest(run, tmp_path)
+    assert older != synthetic.pretraining_digest(run)
+    noised = SimpleNamespace(
+        **{**vars(run), "cfg": config.with_values(cfg, {"diffusion.inpainting": "noised"})}
+    )
+    assert synthetic.pretraining_digest(noised, tmp_path) == older  # left out
+    assert synthetic.pretraining_digest(noised) != synthetic.pretraining_digest(run)

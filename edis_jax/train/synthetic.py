@@ -31,10 +31,11 @@ def pretrain_generator(run) -> None:
     pretrained_generator/ folder for other runs."""
     t0 = time.perf_counter()
     kept = False  # the run's own folder already holds it
-    if run.pretrained is not None:  # its digest was checked equal to this run's
+    if run.pretrained is not None:  # its inputs were checked equal to this run's
         (diffusion, normalizer), host, kept = run.pretrained
+        digest = pretraining_digest(run)  # this run's own, for runs that take it from here
         gen = run.state.generator.replace(diffusion=diffusion, normalizer=normalizer)
-        digest, wall = host["inputs_sha256"], host["wall_s"]
+        wall = host["wall_s"]
         run.pretrained = None
     else:
         digest = pretraining_digest(run)
@@ -54,13 +55,22 @@ def pretrain_generator(run) -> None:
         )
 
 
-def pretraining_digest(run) -> str:
+def pretraining_digest(run, settings_from: Path | None = None) -> str:
     """sha256 of all a pretraining computes from: the diffusion settings, the generator before
     it, the real buffer (the offline data, as scaled for the agent) and the pretraining keys.
-    The offline phase changes none of them, so a run can compute it before that phase."""
+    The offline phase changes none of them, so a run can compute it before that phase.
+
+    `settings_from`: the run directory whose digest this is compared with. Only the diffusion
+    settings its config.json holds enter the digest: a setting added to edis-jax after that run
+    was written is left out (its value is checked separately to be the default, which is what
+    the older code did), so that a newer edis-jax still takes the older run's pretraining."""
     gen = run.state.generator
     keys = S.step_key(run.keys, S.PRETRAIN_STREAM, 0)
-    settings = json.dumps(to_dict(run.cfg)["diffusion"], sort_keys=True)
+    diffusion = to_dict(run.cfg)["diffusion"]
+    if settings_from is not None:
+        written = json.loads((settings_from / "config.json").read_text())["diffusion"]
+        diffusion = {name: value for name, value in diffusion.items() if name in written}
+    settings = json.dumps(diffusion, sort_keys=True)
     arrays = checkpoint.tree_sha256((gen.diffusion, gen.normalizer, run.state.real, keys))
     return hashlib.sha256((settings + arrays).encode()).hexdigest()
 
@@ -77,7 +87,9 @@ def load_pretrained(run) -> None:
         if not differ:  # damaged, not different
             raise
         parts, host = None, {}
-    if host.get("inputs_sha256") != pretraining_digest(run):
+    # A diffusion setting the source's config.json lacks is not in its digest: checked here.
+    unwritten = any(d.startswith("diffusion.") for d in differ)
+    if unwritten or host.get("inputs_sha256") != pretraining_digest(run, source_dir):
         what = (
             ", ".join(differ)
             if differ
@@ -107,7 +119,7 @@ def resume_pretrained(run) -> None:
         parts, host = _read_pretrained(run, run.run_dir)
     except checkpoint.CheckpointError:
         return
-    if host.get("inputs_sha256") == pretraining_digest(run):
+    if host.get("inputs_sha256") == pretraining_digest(run, run.run_dir):
         run.pretrained = sharding.shard_seeds(parts), host, True
 
 
