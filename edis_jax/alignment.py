@@ -14,7 +14,7 @@ import numpy as np
 
 from edis_jax import generator
 from edis_jax.data.buffer import ReplayBuffer
-from edis_jax.data.transition import vector_slices
+from edis_jax.data.transition import Transition, vector_slices
 from edis_jax.diffusion import sampler
 from edis_jax.energy import cep
 from edis_jax.energy.model import energy
@@ -107,6 +107,29 @@ def transition_alignment(gen: generator.Generator, online: ReplayBuffer, key: ja
         "chance": 1.0 / (k + 1),
         "best_cut": 1.0 - jnp.sqrt(1.0 - jnp.maximum(last, 0.0) ** 2),
     }
+
+
+def model_rows_alignment(
+    gen: generator.Generator, rows: Transition, true_next_obs: jnp.ndarray
+) -> jnp.ndarray:
+    """`transition_alignment`'s cosine at the last CEP level, on the model's own rows.
+
+    `rows` are transitions the unguided chain generated and `true_next_obs` the simulator's next
+    state for each row's (s, a). Returns the mean cosine between -grad_{s'} E_t(x, sigma) and
+    the correction x_true - x in the s' dims, x encoding a row and x_true the row with the true
+    next state. Here (s, a) come from the model, as in EDIS's guided sampling; in
+    `transition_alignment` they are held-out online rows, like CEP's positives.
+    """
+    x = gen.codec.encode(rows)
+    x_true = gen.codec.encode(rows.replace(next_obs=true_next_obs))
+    s_next = vector_slices(rows.obs_dim, rows.act_dim)["next_obs"]
+    sigma = sampler.schedule(gen.diffusion_cfg).sigmas[generator.cep_levels(gen)[-1]]
+
+    def total(y):
+        return energy(gen.energies, "transition", y, sigma).sum()
+
+    push = -jax.grad(total)(x)[:, s_next]
+    return cosines(push, (x_true - x)[:, s_next]).mean()
 
 
 def cosines(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

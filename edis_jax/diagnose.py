@@ -47,7 +47,7 @@ from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
-from edis_jax.simulators import dynamics_error
+from edis_jax.simulators import dynamics_error, true_next_obs
 from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
@@ -176,6 +176,7 @@ def run_diagnose(
         online = buffer.from_transitions(target)
         found = jax.jit(alignment.transition_alignment)(gen, online, k_sample)
         aligned = {name: np.asarray(v).tolist() for name, v in found.items()}
+        aligned["model_rows_cos"] = _model_rows_cos(gen, env_id, k_sample, n)
     return {
         "rows": rows,
         "reference": reference,
@@ -283,6 +284,11 @@ def format_table(result: dict) -> str:
             + f"; guidance this aligned brings s' at best {100 * a['best_cut']:.1f}% closer to the "
             "true next state"
         )
+    if (result.get("transition_alignment") or {}).get("model_rows_cos") is not None:
+        lines.append(
+            "on the unguided chain's own rows (s'_true from the simulator), cos at the last "
+            f"level: {result['transition_alignment']['model_rows_cos']:+.3f}"
+        )
     if result.get("retrain"):
         lines.append(
             "retrain: "
@@ -301,6 +307,20 @@ def _with_seed_axis(tree):
 
 def _without_seed_axis(tree):
     return jax.tree.map(lambda x: x[0], tree)
+
+
+def _model_rows_cos(gen, env_id: str, key, n: int) -> float | None:
+    """alignment.model_rows_alignment on the unguided rows (None without a simulator)."""
+    rows, _ = _generate(guided(gen, "none"), key, n)
+    true_next = true_next_obs(env_id, np.asarray(rows.obs), np.asarray(rows.action))
+    if true_next is None:
+        return None
+    ok = np.isfinite(true_next).all(-1)
+    rows = jax.tree.map(lambda x: x[ok], rows)
+    cos = jax.jit(alignment.model_rows_alignment)(
+        gen, rows, jnp.asarray(true_next[ok], jnp.float32)
+    )
+    return float(cos)
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -112,3 +112,13 @@ def test_transition_alignment_of_an_energy_that_knows_the_dynamics(monkeypatch):
     assert float(result["rank_acc"][-1]) == 1.0
     assert float(result["best_cut"]) > 0.85
     assert result["chance"] == pytest.approx(1 / (cfg.energy.num_negatives + 1))
+
+    # On rows of its own whose s' is off (here s + noise; the truth is s), the same energy's
+    # gradient points straight at the true next state.
+    rows = data.replace(next_obs=obs + rng.normal(size=obs.shape).astype(np.float32))
+    rows = jax.tree.map(jnp.asarray, rows)
+    cos = alignment.model_rows_alignment(gen, rows, jnp.asarray(obs))
+    assert float(cos) > 0.99
+    # An energy that pulls s' away from s points the other way.
+    monkeypatch.setattr(alignment, "energy", lambda *a, **k: -knows_the_dynamics(*a, **k))
+    assert float(alignment.model_rows_alignment(gen, rows, jnp.asarray(obs))) < -0.99

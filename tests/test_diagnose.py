@@ -100,17 +100,19 @@ def test_diagnose_command_writes_the_json_schema(minari_path, tmp_path):
     aligned = result["transition_alignment"]
     assert len(aligned["sigma"]) == len(aligned["cos"]) == len(aligned["rank_acc"]) > 1
     assert all(-1 <= c <= 1 for c in aligned["cos"]) and 0 <= aligned["best_cut"] <= 1
+    assert -1 <= aligned["model_rows_cos"] <= 1  # on the unguided rows (the env has a simulator)
 
 
 def test_table_prints_the_transition_energys_alignment():
     aligned = {"sigma": [20.0, 0.002], "cos": [0.01, 0.14], "rank_acc": [0.09, 0.2],
-               "chance": 1 / 11, "best_cut": 0.0098}  # fmt: skip
+               "chance": 1 / 11, "best_cut": 0.0098, "model_rows_cos": -0.05}  # fmt: skip
     rows = [{"guidance": "none", "state_mmd": 0.5, "action_logprob": -1.0,
              "dynamics_error": 0.4, "n": 8}]  # fmt: skip
     table = diagnose.format_table({"rows": rows, "transition_alignment": aligned})
     line = next(t for t in table.splitlines() if t.startswith("E_t's gradient"))
     assert "(chance 0.091)" in line and "20: +0.010 / 0.090" in line
     assert "0.002: +0.140 / 0.200" in line and "at best 1.0% closer" in line
+    assert "own rows (s'_true from the simulator), cos at the last level: -0.050" in table
 
 
 def test_diagnose_args_reject_unknown_guidance():
