@@ -10,6 +10,12 @@ Only the unguided row is generated: the dynamics error of unguided rows does not
 energies or the policy, so CEP runs its minimum and the policy is a short behaviour clone (its
 action log-likelihood column is not meaningful here and is not reported).
 
+`--transition` asks #10's other open question at each size: does the transition energy E_t,
+trained with the `cpu` preset's CEP, lower the dynamics error there? It adds the row guided by
+E_t alone (at the preset's w_t) and E_t's alignment: the cosine of its gradient with the needed
+s' correction on held-out online rows and on the unguided chain's own rows (diagnose's
+`transition_alignment`). `--settings` picks rows of the grid by label.
+
 The target (the online data of retrains 1..3) is a `.npz` of transitions written by
 `--export-target RUN_DIR` (seed 0's online buffer), so a GPU machine needs no run directory.
 Results go to `--out` as JSON after every setting (a timeout keeps the finished rows) and as a
@@ -63,13 +69,23 @@ def _markdown(results: list[dict]) -> str:
         "| offline data's | ratio | diffusion loss | seconds |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    guided = any("transition_dynamics_error" in r for r in results)
+    if guided:
+        lines[0] += " E_t: dyn. error | cos, held-out rows | cos, model rows |"
+        lines[1] += " ---: | ---: | ---: |"
     for r in results:
-        lines.append(
+        line = (
             f"| {r['label']} | {r['width']}x{r['depth']} | {r['initial_steps']} + "
             f"{r['train_steps']} | {r['seed']} | {r['dynamics_error']:.3f} | "
             f"{r['offline_dynamics_error']:.3f} | {r['ratio']:.1f}x | "
             f"{r['diffusion_loss']:.4f} | {r['seconds']:.0f} |"
         )
+        if guided:
+            line += (
+                f" {r['transition_dynamics_error']:.3f} | {r['heldout_cos']:+.3f} |"
+                f" {r['model_rows_cos']:+.3f} |"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -82,6 +98,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--tiny", action="store_true", help="one tiny setting (a CPU check)")
     p.add_argument("--budget-s", type=float, default=300.0)
+    p.add_argument("--transition", action="store_true", help="also E_t's row and alignment")
+    p.add_argument("--settings", nargs="+", help="grid rows to run, by label (default: all)")
     args = p.parse_args()
     if args.export_target:
         export_target(args.export_target, args.target)
@@ -104,7 +122,16 @@ def main() -> None:
     base = preset("cpu")
     device = jax.devices()[0].device_kind
     results, seconds_of = [], {}
-    runs = [(seed, *row) for seed in args.seeds for row in (TINY_GRID if args.tiny else GRID)]
+    grid = [
+        r for r in (TINY_GRID if args.tiny else GRID) if not args.settings or r[0] in args.settings
+    ]
+    runs = [(seed, *row) for seed in args.seeds for row in grid]
+    # E_t needs the preset's CEP to be worth measuring; the unguided row alone needs none.
+    energy = (
+        base.energy
+        if args.transition
+        else dataclasses.replace(base.energy, steps=10, bank_refreshes=1)
+    )
     for seed, label, width, depth, initial, per_retrain in runs:
         config = base.replace(
             diffusion=dataclasses.replace(
@@ -114,7 +141,7 @@ def main() -> None:
                 initial_steps=initial,
                 train_steps=per_retrain,
             ),
-            energy=dataclasses.replace(base.energy, steps=10, bank_refreshes=1),
+            energy=energy,
         )
         left = args.budget_s - (time.perf_counter() - start)
         need = seconds_of.get(label, 0.0)  # a setting not yet run is tried: JSON is kept per row
@@ -129,7 +156,7 @@ def main() -> None:
             config=config,
             policy_steps=10,
             n=4096,
-            guidance=("none",),
+            guidance=("none", "transition") if args.transition else ("none",),
             retrains=3,
             seed=seed,
             progress=False,
@@ -153,6 +180,13 @@ def main() -> None:
                 "timings": r["timings"],
             }
         )
+        if args.transition:
+            aligned = r["transition_alignment"]
+            results[-1].update(
+                transition_dynamics_error=r["rows"][1]["dynamics_error"],
+                heldout_cos=aligned["cos"][-1],
+                model_rows_cos=aligned["model_rows_cos"],
+            )
         seconds_of[label] = seconds
         doc = {"device": device, "dataset": args.dataset, "results": results}
         (out / "results.json").write_text(json.dumps(doc, indent=1))
