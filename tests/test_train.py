@@ -428,6 +428,10 @@ def test_init_at_first_retrain_equals_the_straight_edis_run(
         assert summary[key] == reference[key]
     final = [checkpoint.tree_sha256(loop.load_run(c.out)[1]) for c in (arm, straight)]
     assert final[0] == final[1]
+    # The online time holds every retrain, the one made at the start too, as a straight run's.
+    wall = summary["wall_time_s"]
+    phases = ("diffusion", "cep_negatives", "cep", "cep_heldout", "generate", "health")
+    assert wall["online"] >= sum(wall.get(phase, 0.0) for phase in phases) > 0
 
 
 # --------------------------------------------------------------------- what a run records

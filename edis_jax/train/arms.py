@@ -7,6 +7,7 @@ Each function takes the run (train/loop.py's _Run) and updates its state and pro
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from edis_jax import checkpoint, sharding
@@ -61,9 +62,11 @@ def take_first_retrain(run, source_dir: Path) -> None:
     if pretrain_wall is not None:
         run.progress.wall["generator_pretrain"] = pretrain_wall
     write_records_file(run.run_dir, run.progress.records)
+    t0 = time.perf_counter()
     synthetic.retrain(run)
     if not S.synthetic_every_update(cfg):
         synthetic.retrain_step_updates(run)
+    run.progress.wall["online"] += time.perf_counter() - t0  # as in the straight run's loop
 
 
 def keep_first_retrain(run) -> None:
