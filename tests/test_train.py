@@ -221,6 +221,40 @@ def test_generator_from_shares_the_pretraining_exactly(
         assert not (tmp_path / "refused").exists()
 
 
+def test_generator_from_takes_a_pretraining_written_before_a_setting_existed(
+    datasets_env, warm_run, tmp_path
+):
+    """A source written by an older edis-jax lacks a diffusion setting added since (here
+    `inpainting`) in its config.json and in its pretraining's digest: it is still taken while
+    this run keeps that setting's default (what the older code did), and refused, naming the
+    setting, when this run changes it."""
+    from edis_jax.train import synthetic
+
+    older = tmp_path / "older"
+    shutil.copytree(warm_run.out, older)
+    written = json.loads((older / "config.json").read_text())
+    del written["diffusion"]["inpainting"]
+    (older / "config.json").write_text(json.dumps(written))
+    arm = warm_run.replace(
+        out=str(tmp_path / "arm"), init_from=warm_run.out, generator_from=str(older)
+    )
+    # The digest the older version stored: computed without the setting it did not have.
+    run = loop._Run(arm, loop._load_dataset(arm), Path(arm.out), progress=False)
+    step_dir = older / checkpoint.PRETRAINED_DIR / "0"
+    host_file = step_dir / "host" / "metadata"
+    host = json.loads(host_file.read_text())
+    host["inputs_sha256"] = synthetic.pretraining_digest(run, older)
+    host_file.write_text(json.dumps(host))
+    checkpoint._write_checksums(step_dir)  # as that version's save left them
+
+    assert loop.train(arm, stop_at_online_step=0, progress=False) is None  # taken
+    noised = config.dataclasses.replace(arm.diffusion, inpainting="noised")
+    changed = arm.replace(out=str(tmp_path / "changed"), diffusion=noised)
+    with pytest.raises(directory.RunDirError, match="diffusion.inpainting 'clean' -> 'noised'"):
+        loop.train(changed, progress=False)
+    assert not (tmp_path / "changed").exists()
+
+
 def test_a_generator_pretrained_once_logs_no_diffusion_loss_at_retrains(datasets_env, tmp_path):
     """--diffusion.train-steps 0 with a warm start: pretrained before the online phase, never
     trained after. Its retrains train no diffusion step, so their records hold no
