@@ -155,10 +155,10 @@ def run_diagnose(
             "n": len(batch),
         }
 
-    rows = []
+    rows, batches = [], {}
     for name in guidance:
-        batch, _ = _generate(guided(gen, name), k_sample, n)
-        rows.append({"guidance": name, **_finite(measure(batch))})
+        batches[name], _ = _generate(guided(gen, name), k_sample, n)
+        rows.append({"guidance": name, **_finite(measure(batches[name]))})
     for name in ("state", "policy", "transition", "all") if scale_grid else ():
         for w in scale_grid:
             weights = jnp.full((3,), w, jnp.float32)
@@ -176,7 +176,10 @@ def run_diagnose(
         online = buffer.from_transitions(target)
         found = jax.jit(alignment.transition_alignment)(gen, online, k_sample)
         aligned = {name: np.asarray(v).tolist() for name, v in found.items()}
-        aligned["model_rows_cos"] = _model_rows_cos(gen, env_id, k_sample, n)
+        unguided = batches.get("none")  # generated above, or now with the same key
+        if unguided is None:
+            unguided, _ = _generate(guided(gen, "none"), k_sample, n)
+        aligned["model_rows_cos"] = _model_rows_cos(gen, env_id, unguided)
     return {
         "rows": rows,
         "reference": reference,
@@ -309,9 +312,8 @@ def _without_seed_axis(tree):
     return jax.tree.map(lambda x: x[0], tree)
 
 
-def _model_rows_cos(gen, env_id: str, key, n: int) -> float | None:
-    """alignment.model_rows_alignment on the unguided rows (None without a simulator)."""
-    rows, _ = _generate(guided(gen, "none"), key, n)
+def _model_rows_cos(gen, env_id: str, rows: Transition) -> float | None:
+    """alignment.model_rows_alignment on the unguided `rows` (None without a simulator)."""
     true_next = true_next_obs(env_id, np.asarray(rows.obs), np.asarray(rows.action))
     if true_next is None:
         return None

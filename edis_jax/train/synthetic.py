@@ -87,9 +87,10 @@ def load_pretrained(run) -> None:
         if not differ:  # damaged, not different
             raise
         parts, host = None, {}
-    # A diffusion setting the source's config.json lacks is not in its digest: checked here.
-    unwritten = any(d.startswith("diffusion.") for d in differ)
-    if unwritten or host.get("inputs_sha256") != pretraining_digest(run, source_dir):
+    # The digest leaves out diffusion settings the source's config.json lacks; a differing
+    # diffusion setting, written or not, is refused here.
+    diffusion_differs = any(d.startswith("diffusion.") for d in differ)
+    if diffusion_differs or host.get("inputs_sha256") != pretraining_digest(run, source_dir):
         what = (
             ", ".join(differ)
             if differ
