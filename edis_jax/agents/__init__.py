@@ -16,35 +16,22 @@ import jax
 
 from edis_jax.agents.calql import CalQL
 from edis_jax.agents.iql import IQL
-from edis_jax.agents.learner import update_chunk
+from edis_jax.agents.learner import Agent, update_chunk
 from edis_jax.agents.sac import SAC
-from edis_jax.data.normalizer import Normalizer
 
-__all__ = ["AGENTS", "IQL", "SAC", "CalQL", "create", "policy", "update_chunk"]
+__all__ = ["AGENTS", "IQL", "Agent", "SAC", "CalQL", "create", "policy", "update_chunk"]
 
 AGENTS = {"iql": IQL, "sac": SAC, "calql": CalQL}
 
 
-def create(
-    algo: str,
-    key: jax.Array,
-    obs_dim: int,
-    act_dim: int,
-    config,
-    *,
-    obs_norm: Normalizer | None = None,
-    reward_scale: float = 1.0,
-    offline_steps: int = 0,
-):
-    """A fresh agent of the algorithm named `algo`. offline_steps is the length of the offline
-    phase: the horizon of IQL's cosine actor-lr annealing (CORL); SAC and Cal-QL keep constant
-    learning rates."""
+def create(algo: str, key: jax.Array, obs_dim: int, act_dim: int, config, *, offline_steps=0, **kw):
+    """A fresh agent of the algorithm named `algo`; `kw` as `Agent.create` (obs_norm,
+    reward_scale). offline_steps is the length of the offline phase: the horizon of IQL's cosine
+    actor-lr annealing (CORL); SAC and Cal-QL keep constant learning rates."""
     if algo not in AGENTS:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(AGENTS)}")
     schedule = {"decay_steps": offline_steps} if AGENTS[algo] is IQL else {}
-    return AGENTS[algo].create(
-        key, obs_dim, act_dim, config, obs_norm=obs_norm, reward_scale=reward_scale, **schedule
-    )
+    return AGENTS[algo].create(key, obs_dim, act_dim, config, **kw, **schedule)
 
 
 def policy(agent) -> jax.tree_util.Partial:

@@ -19,13 +19,13 @@ from flax import struct
 
 from edis_jax.agent_configs import CalQLConfig
 from edis_jax.agents import sac
-from edis_jax.agents.learner import Learner, check_create_args, scalar
+from edis_jax.agents.learner import Agent, Learner, scalar
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import tanh_gaussian_sample
 
 
-class CalQL(struct.PyTreeNode):
+class CalQL(Agent):
     sac: sac.SAC  # actor, critics, temperature, targets, normaliser, rng, SAC numbers
     cql_alpha: jnp.ndarray  # in use now
     cql_alpha_online: jnp.ndarray
@@ -41,22 +41,16 @@ class CalQL(struct.PyTreeNode):
     cql_n_actions: int = struct.field(pytree_node=False)
     cql_lagrange: bool = struct.field(pytree_node=False, default=False)
 
+    NAME, CONFIG = "calql", CalQLConfig
+
     @classmethod
-    def create(
-        cls,
-        key: jax.Array,
-        obs_dim: int,
-        act_dim: int,
-        config: CalQLConfig,
-        *,
-        obs_norm: Normalizer | None = None,
-        reward_scale: float = 1.0,
-    ) -> CalQL:
-        obs_norm = check_create_args(
-            "calql", obs_dim, act_dim, config, CalQLConfig, obs_norm, reward_scale
-        )
+    def build(
+        cls, key, obs_dim: int, act_dim: int, config: CalQLConfig, obs_norm: Normalizer,
+        reward_scale: float,
+    ) -> CalQL:  # fmt: skip
+        """`create`'s work: SAC's pieces, then the CQL and calibration numbers."""
         return cls(
-            sac=sac.build(key, obs_dim, act_dim, config, obs_norm, reward_scale),
+            sac=sac.SAC.build(key, obs_dim, act_dim, config, obs_norm, reward_scale),
             cql_alpha=scalar(config.cql_alpha),
             cql_alpha_online=scalar(config.cql_alpha_online),
             cql_temperature=scalar(config.cql_temperature),

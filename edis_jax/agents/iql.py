@@ -15,13 +15,13 @@ import jax.numpy as jnp
 from flax import struct
 
 from edis_jax.agent_configs import IQLConfig
-from edis_jax.agents.learner import Learner, check_create_args, polyak, scalar
+from edis_jax.agents.learner import Agent, Learner, polyak, scalar
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import CriticEnsemble, GaussianActor, ValueNet, gaussian_log_prob
 
 
-class IQL(struct.PyTreeNode):
+class IQL(Agent):
     actor: Learner
     critic: Learner
     value: Learner
@@ -40,23 +40,16 @@ class IQL(struct.PyTreeNode):
     critic_net: CriticEnsemble = struct.field(pytree_node=False)
     value_net: ValueNet = struct.field(pytree_node=False)
 
+    NAME, CONFIG = "iql", IQLConfig
+
     @classmethod
-    def create(
-        cls,
-        key: jax.Array,
-        obs_dim: int,
-        act_dim: int,
-        config: IQLConfig,
-        *,
-        obs_norm: Normalizer | None = None,
-        reward_scale: float = 1.0,
-        decay_steps: int = 0,
-    ) -> IQL:
-        """decay_steps: period of the actor's cosine lr annealing (the driver passes the offline
-        steps); 0, or config.actor_cosine_decay False, keeps the actor lr constant."""
-        obs_norm = check_create_args(
-            "iql", obs_dim, act_dim, config, IQLConfig, obs_norm, reward_scale
-        )
+    def build(
+        cls, key, obs_dim: int, act_dim: int, config: IQLConfig, obs_norm: Normalizer,
+        reward_scale: float, decay_steps: int = 0,
+    ) -> IQL:  # fmt: skip
+        """`create`'s work. decay_steps: period of the actor's cosine lr annealing (the driver
+        passes the offline steps); 0, or config.actor_cosine_decay False, keeps the actor lr
+        constant."""
         if decay_steps < 0:
             raise ValueError(f"iql.create: decay_steps must be >= 0, got {decay_steps}")
         # Four keys, the last unused, so that the networks start as they always have.

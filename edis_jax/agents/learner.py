@@ -67,7 +67,32 @@ def scalar(value) -> jnp.ndarray:
     return jnp.asarray(value, jnp.float32)
 
 
-def check_create_args(
+class Agent(struct.PyTreeNode):
+    """The constructor the three agents share. A subclass names its algorithm (`NAME`) and its
+    config type (`CONFIG`) and builds itself from checked arguments (`build`)."""
+
+    @classmethod
+    def create(
+        cls,
+        key: jax.Array,
+        obs_dim: int,
+        act_dim: int,
+        config,
+        *,
+        obs_norm: Normalizer | None = None,
+        reward_scale: float = 1.0,
+        **options,
+    ):
+        """A fresh agent. obs_norm: the observation normaliser (identity if None); reward_scale
+        (from the data) multiplies the config's; options: the algorithm's own (IQL's
+        decay_steps)."""
+        obs_norm = _checked_normalizer(
+            cls.NAME, obs_dim, act_dim, config, cls.CONFIG, obs_norm, reward_scale
+        )
+        return cls.build(key, obs_dim, act_dim, config, obs_norm, reward_scale, **options)
+
+
+def _checked_normalizer(
     name: str, obs_dim: int, act_dim: int, config, config_type: type, obs_norm, reward_scale
 ) -> Normalizer:
     """Validate create()'s arguments; returns the observation normaliser (identity if None)."""

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from edis_jax.agent_configs import SACConfig
-from edis_jax.agents.learner import Learner, check_create_args, polyak, scalar
+from edis_jax.agents.learner import Agent, Learner, polyak, scalar
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import (
@@ -25,7 +25,7 @@ from edis_jax.nets import (
 )
 
 
-class SAC(struct.PyTreeNode):
+class SAC(Agent):
     actor: Learner
     critic: Learner
     temperature: Learner  # params = log(alpha), a scalar
@@ -41,25 +41,41 @@ class SAC(struct.PyTreeNode):
     critic_net: CriticEnsemble = struct.field(pytree_node=False)
     backup_entropy: bool = struct.field(pytree_node=False)
 
+    NAME, CONFIG = "sac", SACConfig
+
     @property
     def alpha(self) -> jnp.ndarray:
         return jnp.exp(self.temperature.params)
 
     @classmethod
-    def create(
-        cls,
-        key: jax.Array,
-        obs_dim: int,
-        act_dim: int,
-        config: SACConfig,
-        *,
-        obs_norm: Normalizer | None = None,
-        reward_scale: float = 1.0,
+    def build(
+        cls, key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_scale
     ) -> SAC:
-        obs_norm = check_create_args(
-            "sac", obs_dim, act_dim, config, SACConfig, obs_norm, reward_scale
+        """`create`'s work, for any config with SAC's fields (Cal-QL builds its SAC part here)."""
+        actor_key, critic_key, rng = jax.random.split(key, 3)
+        actor_net = TanhGaussianActor(tuple(config.hidden_dims), act_dim)
+        critic_dims = config.critic_hidden_dims or config.hidden_dims
+        critic_net = CriticEnsemble(
+            tuple(critic_dims), num=config.num_qs, layer_norm=config.critic_layer_norm
         )
-        return build(key, obs_dim, act_dim, config, obs_norm, reward_scale)
+        obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        critic_params = critic_net.init(critic_key, obs, action)
+        return cls(
+            actor=Learner.create(actor_net.init(actor_key, obs), config.actor_lr),
+            critic=Learner.create(critic_params, config.critic_lr),
+            temperature=Learner.create(scalar(jnp.log(config.init_temperature)), config.temp_lr),
+            target_critic=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation-safe)
+            obs_norm=obs_norm,
+            rng=rng,
+            discount=scalar(config.discount),
+            tau=scalar(config.tau),
+            target_entropy=scalar(-act_dim),  # SAC's heuristic: -dim(A)
+            reward_scale=scalar(reward_scale * config.reward_scale),
+            reward_bias=scalar(config.reward_bias),
+            actor_net=actor_net,
+            critic_net=critic_net,
+            backup_entropy=config.backup_entropy,
+        )
 
     def update(self, batch: Transition) -> tuple[SAC, dict[str, jnp.ndarray]]:
         """One critic step, then one actor and temperature step, then the Polyak target step."""
@@ -84,35 +100,6 @@ class SAC(struct.PyTreeNode):
     def to_online(self) -> SAC:
         """Unchanged: SAC has no phase-dependent numbers."""
         return self
-
-
-def build(key, obs_dim: int, act_dim: int, config, obs_norm: Normalizer, reward_scale) -> SAC:
-    """SAC.create without argument checks; any config with SAC's fields (Cal-QL's too).
-    reward_scale (from the data) multiplies the config's reward_scale."""
-    actor_key, critic_key, rng = jax.random.split(key, 3)
-    actor_net = TanhGaussianActor(tuple(config.hidden_dims), act_dim)
-    critic_dims = config.critic_hidden_dims or config.hidden_dims
-    critic_net = CriticEnsemble(
-        tuple(critic_dims), num=config.num_qs, layer_norm=config.critic_layer_norm
-    )
-    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-    critic_params = critic_net.init(critic_key, obs, action)
-    return SAC(
-        actor=Learner.create(actor_net.init(actor_key, obs), config.actor_lr),
-        critic=Learner.create(critic_params, config.critic_lr),
-        temperature=Learner.create(scalar(jnp.log(config.init_temperature)), config.temp_lr),
-        target_critic=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation-safe)
-        obs_norm=obs_norm,
-        rng=rng,
-        discount=scalar(config.discount),
-        tau=scalar(config.tau),
-        target_entropy=scalar(-act_dim),  # SAC's heuristic: -dim(A)
-        reward_scale=scalar(reward_scale * config.reward_scale),
-        reward_bias=scalar(config.reward_bias),
-        actor_net=actor_net,
-        critic_net=critic_net,
-        backup_entropy=config.backup_entropy,
-    )
 
 
 # ------------------------------------------------------------------- pieces Cal-QL reuses
