@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import jax
+
 from edis_jax import checkpoint, sharding
 from edis_jax.train import state as S
 from edis_jax.train import synthetic
@@ -50,8 +52,13 @@ def take_first_retrain(run, source_dir: Path) -> None:
     cfg = run.cfg
     if cfg.diffusion.initial_steps > 0:
         synthetic.pretrain_generator(run)  # on run.state.real: the offline data alone, as at 0
+    # The source's state as shapes only: a built one would hold a second copy of the buffers.
     source_cfg = read_config(source_dir)
-    template = S.init_state(source_cfg, run.offline, run.reward_scale)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    template = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        jax.eval_shape(lambda: S.init_state(source_cfg, run.offline, run.reward_scale)),
+    )
     state, host, _ = checkpoint.restore(source_dir, template, folder=checkpoint.FIRST_RETRAIN_DIR)
     state = sharding.shard_seeds(state)
     run.state = run.state.replace(
