@@ -91,6 +91,26 @@ def test_init_at_first_retrain_refuses_a_source_it_would_not_repeat(datasets_env
             arm.replace(**changes)
 
 
+def test_init_from_takes_a_source_written_before_a_setting_existed(datasets_env, tmp_path):
+    """A baseline written by an older edis-jax lacks settings added since: it reads back with
+    their defaults (what the older code did), so an arm keeping the defaults starts from it at
+    either point, and an arm changing one of them is refused, naming it."""
+    baseline = tiny(tmp_path, "older", algo="iql", edis=False)
+    folder = Path(baseline.out)
+    for kept in (checkpoint.OFFLINE_DIR, checkpoint.FIRST_RETRAIN_DIR):
+        (folder / kept).mkdir(parents=True)
+    written = config.to_dict(baseline)
+    del written["init_at"], written["online"]["baseline_online_ratio"]  # added in later versions
+    folder.joinpath("config.json").write_text(json.dumps(written))
+    arm = baseline.replace(out=str(tmp_path / "arm"), init_from=baseline.out)
+    assert directory.check_offline_source(arm) == baseline
+    first_retrain = arm.replace(edis=True, init_at="first-retrain")
+    directory.check_first_retrain_source(first_retrain)  # accepted: raises nothing
+    half = config.dataclasses.replace(arm.online, baseline_online_ratio=0.5)
+    with pytest.raises(directory.RunDirError, match=r"online.baseline_online_ratio 0.0 -> 0.5"):
+        directory.check_first_retrain_source(first_retrain.replace(online=half))
+
+
 def test_refused_overwrite_leaves_the_old_run_byte_identical(datasets_env, tmp_path):
     old = tiny(tmp_path, "old", offline_steps=30, online_steps=0)
     loop.train(old, progress=False)
