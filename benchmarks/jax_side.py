@@ -194,94 +194,74 @@ def sampler_seeds_timing(
     return Timing(time_ms(lambda: compiled(gen, key), warmup=0, repeats=repeats), compile_s)
 
 
-def online_step_timing(
-    env_id: str, algo: str, utd: int, steps: int, *, config=None, batch_size: int = 256
-) -> Timing:
-    """One online step of the run driver for 1 seed, as train/loop.py makes it: the action back
-    to the host, the vector env step, and one `online_step` call (store + `utd` updates + the
-    next action). Mean over `steps` steps after 3 warm-up steps; compile time is that of the
-    warm-up.
+class OnlineStepLoop:
+    """The run driver's online step for 1 seed, as train/loop.py makes it: the action back to
+    the host, the vector env step, and one `online_step` call (store + `utd` updates + the next
+    action). Built and compiled (3 warm-up steps) on creation, so that `run` can be called in
+    rounds interleaved with the reference's; `capacity` bounds the steps of all calls together.
+    """
 
-    The note splits the step: env (vec_env.step), update (the compiled program called again on
-    device-resident inputs, `steps` times, each waited for) and transfer (the rest: host <->
-    device copies, dispatch, packing the env's answer)."""
-    from edis_jax import envs
-    from edis_jax.train import env_step
-    from edis_jax.train import state as S
+    def __init__(self, env_id, algo, utd, capacity, *, config=None, batch_size=256):
+        from edis_jax import envs
+        from edis_jax.train import env_step
+        from edis_jax.train import state as S
 
-    vec_env = envs.make_vector_env(env_id, 1)
-    obs_dim = vec_env.single_observation_space.shape[0]
-    act_dim = vec_env.single_action_space.shape[0]
-    cfg = RunConfig(
-        algo=algo,
-        seeds=1,
-        edis=False,
-        online_steps=2 * steps + 6,
-        offline_steps=0,
-        batch_size=batch_size,
-    )
-    if config is not None:
-        cfg = cfg.replace(**{algo: config})
-    offline = jax.tree.map(
-        np.asarray, random_transitions(jax.random.key(0), 10_000, obs_dim, act_dim)
-    )
-    state = S.init_state(cfg, offline, 1.0)
-    keys = S.seed_keys(cfg)
-    obs = jnp.asarray(vec_env.reset(seed=0)[0], jnp.float32)
-    action = S.choose_action(state.agent, obs, keys, np.int32(0), False)
-    env_s = 0.0
-
-    def step(t):
-        nonlocal state, obs, action, env_s
-        action_host = np.asarray(action)  # waits for the previous call: not env time
+        self.S, self.env_step, self.utd, self.batch_size = S, env_step, utd, batch_size
+        self.vec_env = envs.make_vector_env(env_id, 1)
+        self.obs_dim = self.vec_env.single_observation_space.shape[0]
+        act_dim = self.vec_env.single_action_space.shape[0]
+        cfg = RunConfig(
+            algo=algo, seeds=1, edis=False, online_steps=capacity + 3, offline_steps=0,
+            batch_size=batch_size,
+        )  # fmt: skip
+        if config is not None:
+            cfg = cfg.replace(**{algo: config})
+        offline = random_transitions(jax.random.key(0), 10_000, self.obs_dim, act_dim)
+        self.state = S.init_state(cfg, jax.tree.map(np.asarray, offline), 1.0)
+        self.keys = S.seed_keys(cfg)
+        self.obs = jnp.asarray(self.vec_env.reset(seed=0)[0], jnp.float32)
+        self.action = S.choose_action(self.state.agent, self.obs, self.keys, np.int32(0), False)
+        self.t = 0
         start = time.perf_counter()
-        next_obs, reward, terminated, truncated, _ = vec_env.step(action_host)
-        env_s += time.perf_counter() - start
-        row = env_step.env_row(next_obs, next_obs, reward, terminated)
-        state, obs, action, metrics = S.online_step(
-            state, obs, action, row, keys, np.int32(t), False,
-            utd=utd, batch_size=batch_size,
+        self.run(3)
+        self.compile_s = time.perf_counter() - start
+
+    def _call(self, row, t):
+        self.state, self.obs, self.action, metrics = self.S.online_step(
+            self.state, self.obs, self.action, row, self.keys, t, False,
+            utd=self.utd, batch_size=self.batch_size,
         )  # fmt: skip
         return metrics
 
-    def device_only(inputs):
-        nonlocal state, obs, action
-        row, t = inputs
-        state, obs, action, metrics = S.online_step(
-            state, obs, action, row, keys, t, False, utd=utd, batch_size=batch_size
-        )
-        return action, metrics
-
-    try:
-        start = time.perf_counter()
-        for t in range(3):
-            jax.block_until_ready(step(t))
-        compile_s = time.perf_counter() - start
-        counter = iter(range(3, steps + 3))
-        env_s = 0.0
-        ms = (
-            time_ms(lambda: [step(next(counter)) for _ in range(steps)], warmup=0, repeats=1)
-            / steps
-        )
-        env_ms = env_s * 1e3 / steps
-        # The same program on inputs already on the device (uploaded before the clock starts).
-        zeros = np.zeros((1, obs_dim), np.float32)
-        inputs = [
-            (jnp.asarray(env_step.env_row(zeros, zeros, np.zeros(1), np.zeros(1))), jnp.int32(t))
-            for t in range(steps + 3, 2 * steps + 3)
-        ]
-        jax.block_until_ready(inputs)
-        update_ms = (
-            time_ms(
-                lambda: [jax.block_until_ready(device_only(x)) for x in inputs], warmup=0, repeats=1
+    def run(self, steps: int) -> tuple[float, float]:
+        """(ms per step, of which ms in the env step) over `steps` steps."""
+        env_s, start = 0.0, time.perf_counter()
+        for _ in range(steps):
+            action = np.asarray(self.action)  # waits for the previous call: not env time
+            env_start = time.perf_counter()
+            next_obs, reward, terminated, _, _ = self.vec_env.step(action)
+            env_s += time.perf_counter() - env_start
+            self._call(
+                self.env_step.env_row(next_obs, next_obs, reward, terminated), np.int32(self.t)
             )
-            / steps
-        )
-    finally:
-        vec_env.close()
-    transfer_ms = ms - env_ms - update_ms
-    note = f"split: env {env_ms:.3f}, transfer {transfer_ms:.3f}, update {update_ms:.3f} ms"
-    return Timing(ms, compile_s, note)
+            self.t += 1
+        jax.block_until_ready(self.action)
+        return (time.perf_counter() - start) * 1e3 / steps, env_s * 1e3 / steps
+
+    def device_ms(self, steps: int) -> float:
+        """ms per call of the same program on inputs already on the device, each waited for."""
+        zeros = np.zeros((1, self.obs_dim), np.float32)
+        row = jnp.asarray(self.env_step.env_row(zeros, zeros, np.zeros(1), np.zeros(1)))
+        times = [jnp.int32(t) for t in range(self.t, self.t + steps)]
+        jax.block_until_ready((row, times))
+        start = time.perf_counter()
+        for t in times:
+            jax.block_until_ready(self._call(row, t))
+        self.t += steps
+        return (time.perf_counter() - start) * 1e3 / steps
+
+    def close(self) -> None:
+        self.vec_env.close()
 
 
 # ----------------------------------------------------------------------------------- helpers

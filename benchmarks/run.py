@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from benchmarks import flops, harness
 from benchmarks import jax_side as J
@@ -56,7 +57,8 @@ class Sizes:
     agent_updates: int = 1000
     ref_updates: tuple[tuple[str, int], ...] = (("iql", 200), ("sac", 200), ("calql", 40))
     cep_chunk: int = 20  # CEP steps per retrain (EnergyConfig.steps)
-    online_steps: tuple[tuple[int, int], ...] = ((1, 200), (20, 20))  # (U, steps timed)
+    online_steps: tuple[tuple[int, int], ...] = ((1, 200), (20, 20))  # (U, steps per round)
+    online_rounds: int = 5  # JAX and reference rounds alternate: drift hits both alike
     scaling_seeds: tuple[int, ...] = (1, 2, 4, 8)  # plus 32 on a GPU
     scaling_updates: int = 1000
     scaling_preset: str = "cpu"  # the generator of the sampler scaling rows (its num_steps)
@@ -69,7 +71,7 @@ class Sizes:
         return dataclasses.replace(
             self, models=(("paper", 4, 4), ("cpu", 4, 0)), samples=1024, sampler_steps=16,
             train_chunk=50, ref_train_steps=5, agent_updates=100,
-            ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)),
+            ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)), online_rounds=3,
             scaling_updates=50, scaling_rows=256, repeats=1,
         )  # fmt: skip
 
@@ -191,13 +193,7 @@ class Suite:
                 ref_note=f"ref: mean of {ref_updates} updates x {s.agent_updates}",
             ))  # fmt: skip
         for utd, steps in s.online_steps:
-            out.append(self._row(
-                f"online step, 1 seed, IQL, {ENV_ID}: act + env step + store + {utd} update(s)",
-                lambda u=utd, n=steps: J.online_step_timing(
-                    ENV_ID, "iql", u, n, config=agent_cfg.iql, batch_size=s.agent_batch),
-                lambda u=utd, n=steps: self.ref.online_step_ms(
-                    ENV_ID, "iql", agent_cfg.iql, u, n, s.agent_batch),
-            ))  # fmt: skip
+            out.append(self._online_step_row(utd, steps))
         return [r for r in out if r is not None]
 
     def scaling(self) -> list[dict]:
@@ -248,6 +244,56 @@ class Suite:
     def _selected(self, name: str) -> bool:
         wanted = [w.strip() for w in self.only.split("|") if w.strip()]
         return not wanted or any(w in name for w in wanted)
+
+    def _online_step_row(self, utd: int, steps: int) -> Row | None:
+        """The online step, JAX and reference timed in alternating rounds of `steps` steps
+        (this machine's speed drifts by tens of percent within minutes); each side's median."""
+        name = f"online step, 1 seed, IQL, {ENV_ID}: act + env step + store + {utd} update(s)"
+        if not self._selected(name):
+            return None
+        self.log(f"- {name}")
+        s, config = self.s, preset(self.s.agent_preset).iql
+        jax_loop = ref_loop = None
+        notes, jax_ms, ref_ms = [], None, None
+        try:
+            capacity = (s.online_rounds + 1) * steps  # the rounds, then the device-only calls
+            jax_loop = J.OnlineStepLoop(
+                ENV_ID, "iql", utd, capacity, config=config, batch_size=s.agent_batch
+            )
+            if self.ref is not None:
+                try:
+                    ref_loop = self.ref.OnlineStepLoop(ENV_ID, "iql", config, utd, s.agent_batch)
+                except Exception as error:  # keep the JAX side
+                    notes.append(f"ref failed: {error!r}"[:300])
+                    self.log(f"    ref FAILED: {traceback.format_exc()}")
+            rounds = []  # (jax ms, env ms, ref ms or None)
+            for _ in range(s.online_rounds):
+                ms, env_ms = jax_loop.run(steps)
+                rounds.append((ms, env_ms, ref_loop.run(steps) if ref_loop else None))
+            update_ms = jax_loop.device_ms(steps)
+            jax_ms, env_ms = (float(np.median([r[i] for r in rounds])) for i in (0, 1))
+            notes.insert(0, f"compile {jax_loop.compile_s:.1f} s")
+            notes.append(f"median of {s.online_rounds} alternating rounds of {steps} steps")
+            if ref_loop is not None:
+                ref_ms = float(np.median([r[2] for r in rounds]))
+                per_round = [r[2] / r[0] for r in rounds]
+                notes.append(f"speedup per round {min(per_round):.2f}-{max(per_round):.2f}x")
+            notes.append(
+                f"split: env {env_ms:.3f}, transfer {jax_ms - env_ms - update_ms:.3f}, "
+                f"update {update_ms:.3f} ms"
+            )
+            self.log(f"    jax {jax_ms:.2f} ms" + (f", ref {ref_ms:.2f} ms" if ref_ms else ""))
+        except Exception as error:  # keep the rest of the benchmark
+            notes.append(f"JAX failed: {error!r}"[:300])
+            self.log(f"    JAX FAILED: {traceback.format_exc()}")
+        finally:
+            for loop in (jax_loop, ref_loop):
+                if loop is not None:
+                    loop.close()
+        row = Row.make(name, jax_ms, ref_ms, peak_gflops=self.peak, note="; ".join(notes))
+        if self.on_row is not None:
+            self.on_row(row)
+        return row
 
     def _row(self, name, jax_fn, ref_fn, *, flops=None, ref_note=None) -> Row | None:
         if not self._selected(name):

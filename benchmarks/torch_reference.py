@@ -106,33 +106,37 @@ def agent_update_ms(
     return _mean_ms(lambda: agent.train(buffer.sample(batch_size)), updates, warmup=5)
 
 
-def online_step_ms(
-    env_id: str, algo: str, cfg, utd: int, steps: int, batch_size: int = 256
-) -> float:
-    """One online step of a single seed, CORL's fine-tuning loop: act, env step, store,
-    `utd` updates (reset on episode end)."""
-    import gymnasium as gym
+class OnlineStepLoop:
+    """One online step of a single seed, CORL's fine-tuning loop: act, env step, store, `utd`
+    updates (reset on episode end). Warmed up (3 steps) on creation; `run` in rounds."""
 
-    env = gym.make(env_id)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = torch_agents.AGENTS[algo](obs_dim, act_dim, cfg)
-    buffer = torch_agents.ReplayBuffer(obs_dim, act_dim, 100_000).fill_random(
-        np.random.default_rng(0)
-    )
-    state = {"obs": env.reset(seed=0)[0]}
+    def __init__(self, env_id: str, algo: str, cfg, utd: int, batch_size: int = 256):
+        import gymnasium as gym
 
-    def step():
-        action = agent.actor.act(state["obs"])
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(state["obs"], action, reward, next_obs, terminated)
-        state["obs"] = env.reset()[0] if terminated or truncated else next_obs
-        for _ in range(utd):
-            agent.train(buffer.sample(batch_size))
+        self.env = gym.make(env_id)
+        obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
+        self.agent = torch_agents.AGENTS[algo](obs_dim, act_dim, cfg)
+        self.buffer = torch_agents.ReplayBuffer(obs_dim, act_dim, 100_000).fill_random(
+            np.random.default_rng(0)
+        )
+        self.utd, self.batch_size = utd, batch_size
+        self.obs = self.env.reset(seed=0)[0]
+        self.run(3)
 
-    try:
-        return _mean_ms(step, steps, warmup=3)
-    finally:
-        env.close()
+    def _step(self):
+        action = self.agent.actor.act(self.obs)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        self.obs = self.env.reset()[0] if terminated or truncated else next_obs
+        for _ in range(self.utd):
+            self.agent.train(self.buffer.sample(self.batch_size))
+
+    def run(self, steps: int) -> float:
+        """ms per step over `steps` steps."""
+        return _mean_ms(self._step, steps, warmup=0)
+
+    def close(self) -> None:
+        self.env.close()
 
 
 def _mean_ms(fn, n: int, warmup: int) -> float:

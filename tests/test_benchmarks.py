@@ -5,6 +5,7 @@ without it the reference columns must come out null and the torch-only checks ar
 import dataclasses
 import importlib.util
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +81,24 @@ def test_tiny_run_scales_over_seeds(tiny_run):
         ("IQL update chunk", 2)
     ]
     _check_scaling(scaling[0], "updates/s")
+
+
+def test_online_step_row_alternates_jax_and_reference_rounds(tmp_path):
+    """The online-step row times JAX and the reference in alternating rounds (this machine's
+    speed drifts within minutes) and reports each side's median and the per-round speedups."""
+    sizes = dataclasses.replace(TINY, online_rounds=3)
+    record, _ = run(
+        sizes, tmp_path, quick=True, torch=HAS_TORCH, memory=False, only="online step",
+        log=lambda _: None,
+    )  # fmt: skip
+    (row,) = [dataclasses.asdict(r) for r in record["rows"]]
+    _check_rows([row], HAS_TORCH)
+    assert "median of 3 alternating rounds of 2 steps" in row["note"]
+    assert ("speedup per round" in row["note"]) == HAS_TORCH
+    split = re.search(r"env ([\d.]+), transfer (-?[\d.]+), update ([\d.]+) ms", row["note"])
+    env, transfer, update = (float(x) for x in split.groups())
+    assert env > 0 and update > 0  # transfer is the rest of the median step (3 decimals shown)
+    assert transfer == pytest.approx(row["jax_ms"] - env - update, abs=1e-3)
 
 
 @pytest.mark.slow
