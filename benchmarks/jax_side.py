@@ -18,12 +18,13 @@ import numpy as np
 
 from benchmarks.harness import time_ms
 from edis_jax import agents, generator
-from edis_jax.config import GUIDES, DiffusionConfig, EnergyConfig, RunConfig
+from edis_jax.config import RunConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
 from edis_jax.diffusion import model as diffusion_model
 from edis_jax.diffusion import sampler
 from edis_jax.energy import cep
+from edis_jax.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 
 
 @dataclasses.dataclass

@@ -4,15 +4,8 @@ sizes and schedules), and the published per-task values on top of one (tasks.py)
 from __future__ import annotations
 
 from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
-from edis_jax.config import (
-    PRESET_NAMES,
-    DiffusionConfig,
-    EnergyConfig,
-    OnlineConfig,
-    RunConfig,
-    unknown_task,
-    with_values,
-)
+from edis_jax.config import PRESET_NAMES, OnlineConfig, RunConfig, unknown_task, with_values
+from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
 from edis_jax.tasks import TASKS
 from edis_jax.validation import ConfigError
 

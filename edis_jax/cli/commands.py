@@ -12,7 +12,8 @@ import tyro
 
 from edis_jax import presets
 from edis_jax.cli.parsing import fail, format_table, parse
-from edis_jax.config import GUIDANCE_ROWS, Algo
+from edis_jax.config import Algo
+from edis_jax.generator_configs import GUIDANCE_ROWS
 from edis_jax.validation import ConfigError
 
 
