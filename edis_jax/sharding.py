@@ -33,15 +33,6 @@ def shard_seeds(tree, devices: Sequence[jax.Device] | None = None):
     return jax.device_put(tree, seed_sharding(devices))
 
 
-def replicate(tree, devices: Sequence[jax.Device] | None = None):
-    """Copy `tree` (no seed axis, e.g. data shared by all seeds) to every device of the
-    seed mesh, so that it can enter a program whose other inputs are seed-sharded."""
-    devices = list(jax.devices() if devices is None else devices)
-    if len(devices) <= 1:
-        return tree
-    return jax.device_put(tree, NamedSharding(seed_mesh(devices), PartitionSpec()))
-
-
 def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh named "seeds" over `devices` (default: all)."""
     devices = list(jax.devices() if devices is None else devices)
@@ -63,7 +54,7 @@ def seed_count(tree) -> int:
         if not shape:
             raise ValueError(
                 f"leaf {jax.tree_util.keystr(path)} is a scalar with no seed axis: give every "
-                "leaf a leading seed axis (jax.vmap the state's creation), or use replicate()"
+                "leaf a leading seed axis (jax.vmap the state's creation)"
             )
         sizes.setdefault(shape[0], jax.tree_util.keystr(path))
     if len(sizes) != 1:
