@@ -19,11 +19,10 @@ retrain. We draw the negatives once per retrain instead: one unguided chain with
 `negative_bank` rows per energy (default 2560 = B*K, i.e. P = bank / K = 256 positive groups)
 returns its intermediates at every CEP level at once (`save_at`), and each CEP step resamples
 B groups from the bank, each at one level, with fresh positive noise and fresh policy actions.
-That is 35x fewer chain rows (7.7k instead of 20 x 5.4k per retrain). Measured on the shared
-2-core CPU (load ~9, cpu preset: 256x4, 32 steps, bank 1024, 2 vmapped seeds, hopper dims):
-bank chain 1.9 s, the 20 CEP updates 3.5 s, so the negatives no longer dominate; drawing them
-every step would cost ~65 s. The price: E_t/E_a see only P distinct positives per retrain
-(raise `negative_bank` for more).
+That is 35x fewer chain rows (7.7k instead of 20 x 5.4k per retrain); what the bank and the
+CEP steps cost per retrain is measured by benchmarks/retrain_cost.py (README, "Retrain cost").
+The price: E_t/E_a see only P distinct positives per retrain (raise `negative_bank`, or
+`bank_refreshes`, for more).
 
 Within a softmax group the conditioned dims of the negatives are set to the positive's noised
 values, so the classifier can only tell them apart by the dims the model generated (s' for
