@@ -370,6 +370,7 @@ def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(
     assert summaries[1]["synthetic_updates"] == 120 - 60
     _, state = loop.load_run(published.out)
     np.testing.assert_array_equal(np.asarray(state.weights), [[0.0, 0.0, 1.0]] * 2)
+    _assert_kill_and_resume_is_exact(published, tmp_path)
 
 
 def test_relabel_oracle_gives_the_simulators_next_states(datasets_env, tmp_path):
@@ -387,6 +388,22 @@ def test_relabel_oracle_gives_the_simulators_next_states(datasets_env, tmp_path)
     exact = (np.abs(synthetic.obs[:, 5:]) < 10).all(1)
     np.testing.assert_allclose(synthetic.next_obs[exact], sim_next[exact], atol=1e-4)
     np.testing.assert_allclose(synthetic.reward[exact], sim_reward[exact], atol=1e-4)
+    _assert_kill_and_resume_is_exact(cfg, tmp_path)
+
+
+def _assert_kill_and_resume_is_exact(straight: config.RunConfig, tmp_path) -> None:
+    """`straight`, finished, against a copy killed at online step 90 (after the checkpoint and
+    retrain at 60) and resumed: the same records, scores and final state, bit for bit."""
+    killed = straight.replace(out=str(tmp_path / f"{Path(straight.out).name}_killed"))
+    assert loop.train(killed, stop_at_online_step=90, progress=False) is None
+    summary = loop.resume(killed.out, progress=False)
+    assert read_records(killed.out) == read_records(straight.out)
+    reference = json.loads((Path(straight.out) / "summary.json").read_text())
+    for key in ("final_score", "retrains", "synthetic_updates"):
+        assert summary[key] == reference[key]
+    states = [loop.load_run(c.out)[1] for c in (straight, killed)]
+    for a, b in zip(*(jax.tree.leaves(s) for s in states), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_mixture_and_schedule_flags_are_validated():
