@@ -374,14 +374,21 @@ def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(
 
 
 def test_relabel_oracle_gives_the_simulators_next_states(datasets_env, tmp_path):
-    online = config.OnlineConfig(utd=1, retrain_every=60, num_samples=256, relabel="simulator")
+    """The oracle relabelling, in a run whose batches also keep real rows (--online.mixture, the
+    comparison's IQL-EDIS arm with real data): one run, killed and resumed, checks both."""
+    online = config.OnlineConfig(
+        utd=1, retrain_every=60, num_samples=256, relabel="simulator", mixture=(0.25, 0.25, 0.5)
+    )
     cfg = tiny(tmp_path, "oracle", algo="iql", edis=True, online=online)
-    loop.train(cfg, progress=False)
+    summary = loop.train(cfg, progress=False)
+    assert summary["retrains"] == 1 and summary["synthetic_updates"] == 120 - 60
     retrains = [r for r in read_records(cfg.out) if r.get("event") == "retrain"]
     # The health check re-simulates synthetic rows: relabelled ones match to float32 storage,
     # except rows whose velocities sit at Hopper's observation clip (+-10).
     assert retrains and all(r["synthetic_dynamics_error"] < 0.05 for r in retrains)
     _, state = loop.load_run(cfg.out)
+    # After the retrain at step 60 the batches are the mixture: synthetic, online-only, real.
+    np.testing.assert_array_equal(np.asarray(state.weights), [[0.25, 0.25, 0.5]] * 2)
     synthetic = jax.tree.map(lambda x: np.asarray(x[0, :64]), state.synthetic.data)
 
     sim_next, sim_reward, _ = simulators.simulate("Hopper-v5", synthetic.obs, synthetic.action)
