@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import time_ms
-from edis_jax import agents, generator
+from edis_jax import agents, envs, generator
 from edis_jax.config import RunConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
@@ -25,6 +25,8 @@ from edis_jax.diffusion import model as diffusion_model
 from edis_jax.diffusion import sampler
 from edis_jax.energy import cep
 from edis_jax.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
+from edis_jax.train import env_step
+from edis_jax.train import state as S
 
 
 @dataclasses.dataclass
@@ -203,11 +205,7 @@ class OnlineStepLoop:
     """
 
     def __init__(self, env_id, algo, utd, capacity, *, config=None, batch_size=256):
-        from edis_jax import envs
-        from edis_jax.train import env_step
-        from edis_jax.train import state as S
-
-        self.S, self.env_step, self.utd, self.batch_size = S, env_step, utd, batch_size
+        self.utd, self.batch_size = utd, batch_size
         self.vec_env = envs.make_vector_env(env_id, 1)
         self.obs_dim = self.vec_env.single_observation_space.shape[0]
         act_dim = self.vec_env.single_action_space.shape[0]
@@ -228,7 +226,7 @@ class OnlineStepLoop:
         self.compile_s = time.perf_counter() - start
 
     def _call(self, row, t):
-        self.state, self.obs, self.action, metrics = self.S.online_step(
+        self.state, self.obs, self.action, metrics = S.online_step(
             self.state, self.obs, self.action, row, self.keys, t, False,
             utd=self.utd, batch_size=self.batch_size,
         )  # fmt: skip
@@ -242,9 +240,7 @@ class OnlineStepLoop:
             env_start = time.perf_counter()
             next_obs, reward, terminated, _, _ = self.vec_env.step(action)
             env_s += time.perf_counter() - env_start
-            self._call(
-                self.env_step.env_row(next_obs, next_obs, reward, terminated), np.int32(self.t)
-            )
+            self._call(env_step.env_row(next_obs, next_obs, reward, terminated), np.int32(self.t))
             self.t += 1
         jax.block_until_ready(self.action)
         return (time.perf_counter() - start) * 1e3 / steps, env_s * 1e3 / steps
@@ -252,7 +248,7 @@ class OnlineStepLoop:
     def device_ms(self, steps: int) -> float:
         """ms per call of the same program on inputs already on the device, each waited for."""
         zeros = np.zeros((1, self.obs_dim), np.float32)
-        row = jnp.asarray(self.env_step.env_row(zeros, zeros, np.zeros(1), np.zeros(1)))
+        row = jnp.asarray(env_step.env_row(zeros, zeros, np.zeros(1), np.zeros(1)))
         times = [jnp.int32(t) for t in range(self.t, self.t + steps)]
         jax.block_until_ready((row, times))
         start = time.perf_counter()

@@ -71,7 +71,8 @@ class Sizes:
         return dataclasses.replace(
             self, models=(("paper", 4, 4), ("cpu", 4, 0)), samples=1024, sampler_steps=16,
             train_chunk=50, ref_train_steps=5, agent_updates=100,
-            ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)), online_rounds=3,
+            ref_updates=(("iql", 20), ("sac", 20), ("calql", 5)), online_steps=((1, 20), (20, 3)),
+            online_rounds=3,
             scaling_updates=50, scaling_rows=256, repeats=1,
         )  # fmt: skip
 
@@ -291,10 +292,9 @@ class Suite:
             for loop in (jax_loop, ref_loop):
                 if loop is not None:
                     loop.close()
-        row = Row.make(name, jax_ms, ref_ms, peak_gflops=self.peak, note="; ".join(notes))
-        if self.on_row is not None:
-            self.on_row(row)
-        return row
+        return self._emit(
+            Row.make(name, jax_ms, ref_ms, peak_gflops=self.peak, note="; ".join(notes))
+        )
 
     def _row(self, name, jax_fn, ref_fn, *, flops=None, ref_note=None) -> Row | None:
         if not self._selected(name):
@@ -318,9 +318,12 @@ class Suite:
             except Exception as error:
                 notes.append(f"ref failed: {error!r}"[:300])
                 self.log(f"    ref FAILED: {traceback.format_exc()}")
-        row = Row.make(
+        return self._emit(Row.make(
             name, jax_ms, ref_ms, flops=flops, peak_gflops=self.peak, note="; ".join(notes) or None
-        )
+        ))  # fmt: skip
+
+    def _emit(self, row: Row) -> Row:
+        """Hand a finished row to `on_row` (the GPU run saves as it goes), and return it."""
         if self.on_row is not None:
             self.on_row(row)
         return row
