@@ -39,13 +39,14 @@ PARTS = ("smoke", "memory", "scaling", "rows")
 SIZES = ("paper", "tiny")
 
 # Seconds each part is expected to take, compile included. Paper size: one NVIDIA H200 under
-# JAX 0.11.2 with a cold compilation cache took 4 / 128 / 97 / 136 / 179 s
-# (benchmarks/results/gpu_nvidia-h200*.md), plus margin; together they need more than the
+# JAX 0.11.2 with a cold compilation cache took 3 / 113 / 79 / 103 s for probe, smoke, memory and
+# scaling, and 161 s for the rows before the online-step ones, which took 81 s at five rounds
+# (benchmarks/results/gpu_nvidia-h200-971f357*.md), plus margin; together they need more than the
 # default 8 minutes, so the rows part runs last and keeps the rows it measured (MIN_START_S).
 # Tiny: 2 CPU cores at load 4-5 took 26 / 22 / 53 / 48 s with a warm compilation cache (3-7
 # times that cold), plus margin.
 ESTIMATES_S = {
-    "paper": {"probe": 30, "smoke": 140, "memory": 105, "scaling": 145, "rows": 180},
+    "paper": {"probe": 30, "smoke": 140, "memory": 105, "scaling": 145, "rows": 230},
     "tiny": {"probe": 15, "smoke": 60, "memory": 40, "scaling": 80, "rows": 80},
 }
 
@@ -82,7 +83,12 @@ def sizes(size: str):
 
     seeds = (1, 8, 32)
     if size == "paper":
-        return Sizes(models=(("paper", 16, 0),), scaling_seeds=seeds, scaling_preset="paper")
+        # Three rounds of 10 steps at U = 20: the reference takes ~230 ms a step there, and five
+        # rounds of 20 (the CPU default) took 81 s of the budget for the two online-step rows.
+        return Sizes(
+            models=(("paper", 16, 0),), online_steps=((1, 200), (20, 10)), online_rounds=3,
+            scaling_seeds=seeds, scaling_preset="paper",
+        )  # fmt: skip
     return Sizes(
         models=(("tiny", 2, 0),), samples=64, small_batch=16, sampler_steps=4, train_chunk=4,
         ref_train_steps=2, agent_preset="tiny", agent_batch=16, agent_updates=4,
