@@ -170,13 +170,26 @@ def test_resampling_makes_inpainting_sample_the_true_conditional():
 
     # Replacement alone commits early (seeds 0-3: spread 0.345-0.362, 0.55-1.1% of rows on the
     # wrong side). Resampling each step 10 times reaches the true conditional (seeds 0-3:
-    # 0.298-0.303, 0.05-0.2%): the spread's standard error is 0.3 / sqrt(2000) ~ 0.007
+    # 0.298-0.304, 0-0.05%): the spread's standard error is 0.3 / sqrt(2000) ~ 0.007
     # (tolerance 3 of them), and 0.4% wrong is 10 times the true rate.
     spread, wrong = spread_and_wrong()
     assert spread > 0.33 and wrong > 0.004
     spread, wrong = spread_and_wrong(resamples=10)
     np.testing.assert_allclose(spread, 0.3, atol=0.02)
     assert wrong < 0.004
+
+
+def test_resampling_leaves_rows_without_a_conditioned_dim_on_the_plain_chain():
+    """The CEP bank samples its unconditioned E_s rows in one chain with the inpainted E_t / E_a
+    rows (per-row mask): resampling is for the inpainted rows only."""
+    denoise, values, _ = _two_modes(1.0, 0.3)
+    mask = jnp.zeros_like(values).at[:1000, 0].set(1.0)  # rows 1000.. are unconditioned
+    cond = sampler.Condition(values, mask)
+    plain, _ = run_chain(denoise, 2000, 2, condition=cond, inpainting="noised")
+    resampled, _ = run_chain(denoise, 2000, 2, condition=cond, inpainting="noised", resamples=3)
+    np.testing.assert_array_equal(resampled[1000:], plain[1000:])
+    assert jnp.all(resampled[:1000, 0] == values[:1000, 0])
+    assert not jnp.allclose(resampled[:1000, 1], plain[:1000, 1])
 
 
 def test_batched_sampling_pads_and_equals_its_batches_one_by_one():

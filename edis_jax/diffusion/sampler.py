@@ -67,8 +67,8 @@ def heun_sample(
     """One chain from sigma_max to 0: returns (x_0 of `shape`, saved (len(save_at), *shape)).
 
     `inpainting` ("clean" or "noised", `DiffusionConfig.inpainting`) says what the conditioned
-    dims are set to after each step; under a condition each step is taken `resamples` times
-    (`DiffusionConfig.inpaint_resamples`)."""
+    dims are set to after each step; under a condition each step of a row with a conditioned dim
+    is taken `resamples` times (`DiffusionConfig.inpaint_resamples`)."""
     num_steps = sched.gammas.shape[0]
     _check_save_at(save_at, num_steps)
     key_init, key_steps = jax.random.split(key)
@@ -99,8 +99,11 @@ def heun_sample(
             back = jnp.sqrt(jnp.maximum(sigma**2 - sigma_next**2, 0.0))
             return advance(x, key) + back * jax.random.normal(jax.random.fold_in(key, 2), shape)
 
-        x = jax.lax.fori_loop(0, resamples - 1, jump, x)
-        return (advance(x, jax.random.fold_in(step_key, 1 + resamples)), saved), None
+        # Only rows with a conditioned dim jump: an unconditioned row (the CEP bank's E_s rows
+        # share the chain with the inpainted ones) takes the plain step, with the plain key.
+        jumps = jnp.any(condition.mask > 0, axis=-1, keepdims=True)
+        x = jnp.where(jumps, jax.lax.fori_loop(0, resamples - 1, jump, x), x)
+        return (advance(x, step_key), saved), None
 
     inputs = (
         jnp.arange(num_steps),
