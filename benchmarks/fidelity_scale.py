@@ -51,16 +51,17 @@ def export_target(run_dir: str, path: str) -> None:
 
     import orbax.checkpoint as ocp
 
+    from edis_jax import checkpoint
     from edis_jax.data.datasets import load_dataset
     from edis_jax.train.directory import read_config
 
-    steps = sorted(Path(run_dir, "checkpoints").resolve().iterdir(), key=lambda d: int(d.name))
-    online = ocp.PyTreeCheckpointer().restore(steps[-1] / "state")["online"]
+    step_dir = Path(run_dir, checkpoint.CHECKPOINT_DIR, str(checkpoint.latest_step(Path(run_dir))))
+    online = ocp.PyTreeCheckpointer().restore(step_dir.resolve() / "state")["online"]
     size = int(online["size"][0])
     rows = {f: np.asarray(online["data"][f][0, :size]) for f in FIELDS}
     env_id = load_dataset(read_config(Path(run_dir)).dataset).env_id
     np.savez(path, env_id=env_id, **rows)
-    print(f"wrote {path}: {size} online rows of {env_id} from {steps[-1]}")
+    print(f"wrote {path}: {size} online rows of {env_id} from {step_dir}")
 
 
 def _markdown(results: list[dict]) -> str:
