@@ -518,6 +518,24 @@ def test_summary_and_metrics_are_strict_json_when_scores_are_not_finite(
     assert [r["eval_score"] is None for r in scored] == [True, False]
 
 
+def test_fidelity_target_export_is_seed_0s_online_buffer(datasets_env, shared_run, tmp_path):
+    """`python -m benchmarks.fidelity_scale --export-target RUN_DIR` (the GPU check's input):
+    seed 0's online rows in the newest checkpoint, beside the env id."""
+    from benchmarks import fidelity_scale
+
+    cfg, _ = shared_run("iql", False)
+    path = tmp_path / "target.npz"
+    fidelity_scale.export_target(cfg.out, str(path))
+    _, state = loop.load_run(cfg.out)
+    size = int(state.online.size[0])
+    assert size == cfg.online_steps
+    with np.load(path) as z:
+        assert str(z["env_id"]) == "Hopper-v5"
+        for field in fidelity_scale.FIELDS:
+            expected = np.asarray(getattr(state.online.data, field)[0, :size])
+            np.testing.assert_array_equal(z[field], expected)
+
+
 @pytest.mark.slow
 def test_inpainting_check_measures_free_and_inpainted_next_states(datasets_env, shared_run):
     """`python -m benchmarks.inpainting_check` at the tiny sizes on a run's online data: the
