@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 import jax
+import mujoco
+import numpy as np
 
 from edis_jax import agent_configs, checkpoint, config, presets
 from edis_jax.train import loop
@@ -148,14 +150,32 @@ def behaviour_hashes(minari_path: Path) -> dict[str, str]:
 
 
 def environment() -> dict[str, str]:
-    """What the hashes depend on besides the code."""
+    """What the hashes depend on besides the code. XLA compiles CPU code for the host's vector
+    instructions, so the same code and versions give other bits on another CPU (the generator's
+    hashes moved between an earlier machine and an AVX-512 AMD EPYC, the agents' did not)."""
     return {
         "jax": jax.__version__,
+        "numpy": np.__version__,
+        "mujoco": mujoco.__version__,
         "device": jax.devices()[0].device_kind,
         "platform": jax.devices()[0].platform,
         "machine": platform.machine(),
+        "cpu": _cpu(),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
     }
+
+
+def _cpu() -> str:
+    """The CPU's model name and the widest x86 vector extension it has (Linux; else '')."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    first = info.split("\n\n")[0]  # the first processor's block
+    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in first.splitlines())}
+    flags = set(fields.get("flags", "").split())
+    widest = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
+    return f"{fields.get('model name', '')}; {widest}".strip("; ")
 
 
 def main(argv: list[str] | None = None) -> int:
