@@ -14,7 +14,8 @@ action log-likelihood column is not meaningful here and is not reported).
 trained with the `cpu` preset's CEP, lower the dynamics error there? It adds the row guided by
 E_t alone (at the preset's w_t) and E_t's alignment: the cosine of its gradient with the needed
 s' correction on held-out online rows and on the unguided chain's own rows (diagnose's
-`transition_alignment`). `--settings` picks rows of the grid by label.
+`transition_alignment`). `--settings` picks rows of the grid by label and runs them in the
+order given.
 
 The target (the online data of retrains 1..3) is a `.npz` of transitions written by
 `--export-target RUN_DIR` (seed 0's online buffer), so a GPU machine needs no run directory.
@@ -100,7 +101,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="one tiny setting (a CPU check)")
     p.add_argument("--budget-s", type=float, default=300.0)
     p.add_argument("--transition", action="store_true", help="also E_t's row and alignment")
-    p.add_argument("--settings", nargs="+", help="grid rows to run, by label (default: all)")
+    p.add_argument("--settings", nargs="+", help="grid rows to run, by label, in this order")
     args = p.parse_args()
     if args.export_target:
         export_target(args.export_target, args.target)
@@ -123,9 +124,12 @@ def main() -> None:
     base = preset("cpu")
     device = jax.devices()[0].device_kind
     results, seconds_of = [], {}
-    grid = [
-        r for r in (TINY_GRID if args.tiny else GRID) if not args.settings or r[0] in args.settings
-    ]
+    grid = TINY_GRID if args.tiny else GRID
+    if args.settings:  # in the order given: a budget cut drops the last
+        unknown = set(args.settings) - {r[0] for r in grid}
+        if unknown:
+            p.error(f"unknown settings {sorted(unknown)}: choose from {[r[0] for r in grid]}")
+        grid = [r for label in args.settings for r in grid if r[0] == label]
     runs = [(seed, *row) for seed in args.seeds for row in grid]
     # E_t needs the preset's CEP to be worth measuring; the unguided row alone needs none.
     energy = (
