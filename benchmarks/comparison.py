@@ -12,6 +12,10 @@ experiment may span several sessions. It ends with `edis-jax report` of the fini
 against IQL (IQM [95% CI], final score, online AUC, Welch p, wall time), written to
 `--out`/report.md and report.png.
 
+`--archive DIR` copies each finished arm's config.json, summary.json and metrics.jsonl (what the
+report reads, a few hundred kB) to DIR/<arm>/: the run directories live on one machine, and a
+session's machine is not always kept. `--out DIR --report-only` reports an archive.
+
 The mixture of the "keeping real data" arm (0.25 synthetic / 0.25 online / 0.5 all real) is an
 a-priori choice, not tuned on any seed, so the reported seeds carry no selection.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from edis_jax import config, make_run, presets, report
 from edis_jax.train.directory import RunDirError
 
 DATASET = make_run.DATASET  # shipped with the package
+ARCHIVED = ("config.json", "summary.json", "metrics.jsonl")  # what report.load_run reads
 
 # arm -> RunConfig values beside `edis` (config.with_values keys); the baseline comes first.
 ARMS: dict[str, tuple[bool, dict]] = {
@@ -110,6 +117,17 @@ def arm_configs(out: Path, seeds: int, online_steps: int, arms: list[str]) -> li
     return configs
 
 
+def archive(finished: list[str], dest: Path) -> None:
+    """Copy each finished arm's result files (report.load_run's inputs) to dest/<arm>/, each
+    written whole before it replaces an older copy."""
+    for run_dir in map(Path, finished):
+        target = dest / run_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED:
+            shutil.copyfile(run_dir / name, target / f"{name}.tmp")
+            os.replace(target / f"{name}.tmp", target / name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/comparison"))
@@ -117,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--online-steps", type=int, default=30_000)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--report-only", action="store_true", help="report the finished arms")
+    parser.add_argument("--archive", type=Path, help="copy finished arms' results to DIR/<arm>")
     args = parser.parse_args(argv)
     try:
         configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
@@ -130,10 +149,14 @@ def main(argv: list[str] | None = None) -> int:
             except RunDirError as err:  # an arm's folder holds a run of other settings
                 print(f"comparison: {err}", file=sys.stderr)
                 return 2
+            if args.archive is not None:  # each arm as soon as it has finished
+                archive([cfg.out], args.archive)
     finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
     if not finished:
         print("no arm has finished yet")
         return 1
+    if args.archive is not None and args.report_only:
+        archive(finished, args.archive)
     result = report.report(finished, out=str(args.out / "report.png"), baseline=configs[0].out)
     text = result.text
     pairs = contrast_pairs(args.out, finished)

@@ -201,3 +201,22 @@ def test_retrain_schedule_of_each_loop():
     assert S.num_retrains(calql) == 3 and S.num_retrains(clean.replace(edis=False)) == 0
     # Only IQL-EDIS's published loop keeps synthetic rows out of its per-step updates.
     assert [S.synthetic_every_update(c) for c in (clean, iql, calql)] == [True, False, True]
+
+
+def test_comparison_archives_the_finished_arms_results(tmp_path):
+    """`--archive DIR` keeps what the report reads of each finished arm beyond the machine the
+    run directories live on; a copy replaces an older one whole."""
+    from benchmarks import comparison
+
+    out, dest = tmp_path / "runs", tmp_path / "archive"
+    for arm in ("iql", "iql_edis"):
+        (out / arm / "checkpoints").mkdir(parents=True)
+        for name in comparison.ARCHIVED:
+            (out / arm / name).write_text(f"{arm} {name}")
+    (dest / "iql").mkdir(parents=True)
+    (dest / "iql" / "summary.json").write_text("older")
+    comparison.archive([str(out / "iql"), str(out / "iql_edis")], dest)
+    for arm in ("iql", "iql_edis"):
+        assert sorted(p.name for p in (dest / arm).iterdir()) == sorted(comparison.ARCHIVED)
+        for name in comparison.ARCHIVED:
+            assert (dest / arm / name).read_text() == f"{arm} {name}"
