@@ -119,13 +119,23 @@ def arm_configs(out: Path, seeds: int, online_steps: int, arms: list[str]) -> li
 
 def archive(finished: list[str], dest: Path) -> None:
     """Copy each finished arm's result files (report.load_run's inputs) to dest/<arm>/, each
-    written whole before it replaces an older copy."""
+    written whole before it replaces an older copy. A failed copy (a full disk) removes its
+    partial file and raises RunDirError with one line; older copies are untouched."""
     for run_dir in map(Path, finished):
         target = dest / run_dir.name
-        target.mkdir(parents=True, exist_ok=True)
         for name in ARCHIVED:
-            shutil.copyfile(run_dir / name, target / f"{name}.tmp")
-            os.replace(target / f"{name}.tmp", target / name)
+            partial = target / f"{name}.tmp"
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run_dir / name, partial)
+                os.replace(partial, target / name)
+            except OSError as err:
+                partial.unlink(missing_ok=True)
+                raise RunDirError(
+                    f"could not archive {run_dir / name} to {target} ({err.strerror or err}): "
+                    "free space or pass another --archive DIR, then run again (finished arms "
+                    "are kept)"
+                ) from err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,24 +149,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
+        if not args.report_only:
+            for cfg in configs:
+                make_run.run_or_continue(cfg)  # refused if its folder holds other settings
+                if args.archive is not None:  # each arm as soon as it has finished
+                    archive([cfg.out], args.archive)
+        finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
+        if args.archive is not None and args.report_only:
+            archive(finished, args.archive)
     except RunDirError as err:
         print(f"comparison: {err}", file=sys.stderr)
         return 2
-    if not args.report_only:
-        for cfg in configs:
-            try:
-                make_run.run_or_continue(cfg)
-            except RunDirError as err:  # an arm's folder holds a run of other settings
-                print(f"comparison: {err}", file=sys.stderr)
-                return 2
-            if args.archive is not None:  # each arm as soon as it has finished
-                archive([cfg.out], args.archive)
-    finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
     if not finished:
         print("no arm has finished yet")
         return 1
-    if args.archive is not None and args.report_only:
-        archive(finished, args.archive)
     result = report.report(finished, out=str(args.out / "report.png"), baseline=configs[0].out)
     text = result.text
     pairs = contrast_pairs(args.out, finished)

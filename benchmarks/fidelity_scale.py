@@ -56,13 +56,38 @@ def export_target(run_dir: str, path: str) -> None:
     from edis_jax.data.datasets import load_dataset
     from edis_jax.train.directory import read_config
 
-    step_dir = Path(run_dir, checkpoint.CHECKPOINT_DIR, str(checkpoint.latest_step(Path(run_dir))))
+    step = checkpoint.latest_step(Path(run_dir))
+    if step is None:
+        raise SystemExit(
+            f"fidelity_scale: {run_dir} has no checkpoint to export: give the folder of a run "
+            "that has trained online (e.g. runs/comparison/iql)"
+        )
+    step_dir = Path(run_dir, checkpoint.CHECKPOINT_DIR, str(step))
     online = ocp.PyTreeCheckpointer().restore(step_dir.resolve() / "state")["online"]
     size = int(online["size"][0])
     rows = {f: np.asarray(online["data"][f][0, :size]) for f in FIELDS}
     env_id = load_dataset(read_config(Path(run_dir)).dataset).env_id
     np.savez(path, env_id=env_id, **rows)
     print(f"wrote {path}: {size} online rows of {env_id} from {step_dir}")
+
+
+def read_target(path: str, env_id: str):
+    """The target rows `export_target` wrote, as a Transition; one line if they are missing or
+    of another env than the dataset's."""
+    from edis_jax.data.transition import Transition
+
+    if not Path(path).is_file():
+        raise SystemExit(
+            f"fidelity_scale: no target rows at {path}: write them with "
+            "`python -m benchmarks.fidelity_scale --export-target RUN_DIR`, or pass --target FILE"
+        )
+    with np.load(path) as z:
+        if str(z["env_id"]) != env_id:
+            raise SystemExit(
+                f"fidelity_scale: {path} holds {z['env_id']} rows but the dataset is {env_id}'s: "
+                "export a target from a run on this dataset, or pass its --dataset"
+            )
+        return Transition(**{f: z[f] for f in FIELDS})
 
 
 def _markdown(results: list[dict]) -> str:
@@ -110,7 +135,6 @@ def main() -> None:
     import jax
 
     from edis_jax.data.datasets import load_dataset
-    from edis_jax.data.transition import Transition
     from edis_jax.diagnose import run_diagnose
     from edis_jax.presets import preset
 
@@ -118,9 +142,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     offline = load_dataset(args.dataset)
-    with np.load(args.target) as z:
-        assert str(z["env_id"]) == offline.env_id, (str(z["env_id"]), offline.env_id)
-        target = Transition(**{f: z[f] for f in FIELDS})
+    target = read_target(args.target, offline.env_id)
     base = preset("cpu")
     device = jax.devices()[0].device_kind
     results, seconds_of = [], {}

@@ -1,6 +1,7 @@
 """Config validation and presets."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -117,8 +118,6 @@ def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
 
 
 def test_comparison_keeps_the_settings_its_baseline_saved(tmp_path, monkeypatch):
-    import json
-
     from benchmarks import comparison
     from edis_jax.train.directory import RunDirError
 
@@ -220,3 +219,37 @@ def test_comparison_archives_the_finished_arms_results(tmp_path):
         assert sorted(p.name for p in (dest / arm).iterdir()) == sorted(comparison.ARCHIVED)
         for name in comparison.ARCHIVED:
             assert (dest / arm / name).read_text() == f"{arm} {name}"
+
+
+def test_comparison_archive_failure_is_one_line_and_keeps_older_copies(
+    tmp_path, monkeypatch, capsys
+):
+    """A copy that fails halfway (here a full disk) leaves the older archived copy and no
+    partial file, and `comparison` ends with one line naming the problem and the fix."""
+    import errno
+    import shutil
+
+    from benchmarks import comparison
+
+    out, dest = tmp_path / "runs", tmp_path / "archive"
+    saved = json.dumps(config.to_dict(comparison.base_config(tmp_path / "none", 8, 30_000)))
+    for arm in ("iql", "iql_edis"):
+        (out / arm).mkdir(parents=True)
+        for name in comparison.ARCHIVED:
+            (out / arm / name).write_text(saved if name == "config.json" else f"{arm} {name}")
+    (dest / "iql").mkdir(parents=True)
+    (dest / "iql" / "summary.json").write_text("older")
+    copy = shutil.copyfile
+
+    def full_disk(src, dst):
+        copy(src, dst)  # the partial file exists when the error comes
+        if Path(src).name == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(comparison.shutil, "copyfile", full_disk)
+    argv = ["--out", str(out), "--arms", "iql", "iql_edis", "--report-only"]
+    assert comparison.main([*argv, "--archive", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "--archive" in err
+    assert (dest / "iql" / "summary.json").read_text() == "older"
+    assert not list(dest.rglob("*.tmp"))

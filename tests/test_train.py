@@ -536,6 +536,23 @@ def test_fidelity_target_export_is_seed_0s_online_buffer(datasets_env, shared_ru
             np.testing.assert_array_equal(z[field], expected)
 
 
+def test_fidelity_target_errors_are_one_line(tmp_path):
+    """A run folder without a checkpoint, a missing target file and another env's target each
+    end `benchmarks.fidelity_scale` with one line naming the fix, not a traceback."""
+    from benchmarks import fidelity_scale
+
+    with pytest.raises(SystemExit, match="has no checkpoint to export"):
+        fidelity_scale.export_target(str(tmp_path / "empty"), str(tmp_path / "t.npz"))
+    assert not (tmp_path / "t.npz").exists()
+    with pytest.raises(SystemExit, match="no target rows at .*--export-target"):
+        fidelity_scale.read_target(str(tmp_path / "t.npz"), "Hopper-v5")
+    rows = {f: np.zeros((2, 1), np.float32) for f in fidelity_scale.FIELDS}
+    np.savez(tmp_path / "t.npz", env_id="Pendulum-v1", **rows)
+    with pytest.raises(SystemExit, match="holds Pendulum-v1 rows but the dataset is Hopper-v5"):
+        fidelity_scale.read_target(str(tmp_path / "t.npz"), "Hopper-v5")
+    assert fidelity_scale.read_target(str(tmp_path / "t.npz"), "Pendulum-v1").obs.shape == (2, 1)
+
+
 @pytest.mark.slow
 def test_inpainting_check_measures_free_and_inpainted_next_states(datasets_env, shared_run):
     """`python -m benchmarks.inpainting_check` at the tiny sizes on a run's online data: the
