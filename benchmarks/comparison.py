@@ -68,6 +68,9 @@ CONTRASTS = (
     ("energy guidance (same pretrained generator)", "iql_edis", "iql_synther"),
     ("offline rows kept in the mix (0.25 / 0.25 / 0.5)", "iql_edis_real", "iql_edis"),
     ("the published schedule instead of the clean one", "iql_edis_published", "iql_edis"),
+    # Each EDIS variant against the baseline: the target (at or above IQL on both).
+    ("EDIS keeping offline rows in the mix, against the baseline", "iql_edis_real", "iql"),
+    ("EDIS on the published schedule, against the baseline", "iql_edis_published", "iql"),
 )
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edis_jax import plots
+from edis_jax import config, plots
 from edis_jax.stats import BOOTSTRAP_DRAWS, SIGNIFICANCE, difference_ci, iqm_ci, welch_p
 
 
@@ -115,14 +115,16 @@ def load_run(run_dir: str | Path) -> dict:
 
 
 def label(run: dict) -> str:
-    """The run's name: algorithm, -EDIS (-SynthER without guidance), its guidance energies
-    where not all three, the oracle relabelling where on, and a baseline's online share of each
-    online batch where set."""
+    """The run's name: algorithm, -EDIS (-SynthER without guidance), then a tag for each online
+    setting that sets it apart from the default arm: its guidance energies where not all three,
+    the batch mixture or synthetic ratio, the published schedule, the oracle relabelling; for a
+    baseline, its online share of each online batch."""
     c = run["config"]
+    online = c.get("online", {})
     edis = c["edis"] and c["online_steps"] > 0
     algo = c["algo"].upper()
     if not edis:
-        share = c.get("online", {}).get("baseline_online_ratio", 0.0)
+        share = online.get("baseline_online_ratio", 0.0)
         return f"{algo} [online share {share:g}]" if share > 0 else algo
     if not c["guide"]:
         name = f"{algo}-SynthER"
@@ -130,7 +132,14 @@ def label(run: dict) -> str:
         name = f"{algo}-EDIS"
         if tuple(c["guide"]) != ("state", "policy", "transition"):
             name += f" [{','.join(c['guide'])}]"
-    if c.get("online", {}).get("relabel", "none") != "none":
+    default = config.OnlineConfig()
+    if online.get("mixture") is not None:
+        name += f" [mixture {'/'.join(f'{w:g}' for w in online['mixture'])}]"
+    elif online.get("synthetic_ratio", default.synthetic_ratio) != default.synthetic_ratio:
+        name += f" [synthetic ratio {online['synthetic_ratio']:g}]"
+    if online.get("schedule", default.schedule) != default.schedule:
+        name += f" [{online['schedule']} schedule]"
+    if online.get("relabel", default.relabel) != default.relabel:
         name += " [oracle]"
     return name
 

@@ -31,6 +31,16 @@ def test_labels_name_runs_and_tell_equal_names_apart():
     runs[-1]["config"]["online"] = {"relabel": "simulator"}
     runs.append(fake_run("runs/d/online_half", edis=False))
     runs[-1]["config"]["online"] = {"baseline_online_ratio": 0.5}
+    # The comparison's controls: each names what it changes (a config.json written before a
+    # field existed lacks it, which reads as the default).
+    for online in (
+        {"mixture": [0.25, 0.25, 0.5], "synthetic_ratio": 0.5, "schedule": "clean"},
+        {"mixture": None, "synthetic_ratio": 0.0},
+        {"schedule": "published", "relabel": "none"},
+        {"synthetic_ratio": 0.5, "schedule": "clean", "relabel": "none"},
+    ):
+        runs.append(fake_run("runs/e/control", edis=True))
+        runs[-1]["config"]["online"] = online
     assert report.labels(runs) == [
         "IQL",
         "IQL-EDIS (iql_edis)",
@@ -39,6 +49,10 @@ def test_labels_name_runs_and_tell_equal_names_apart():
         "IQL-SynthER",
         "IQL-EDIS [oracle]",
         "IQL [online share 0.5]",
+        "IQL-EDIS [mixture 0.25/0.25/0.5]",
+        "IQL-EDIS [synthetic ratio 0]",
+        "IQL-EDIS [published schedule]",
+        "IQL-EDIS (control)",
     ]
 
 
