@@ -15,6 +15,7 @@ from edis_jax import checkpoint, config, simulators, validation
 from edis_jax.cli import commands
 from edis_jax.data import returns
 from edis_jax.train import directory, loop
+from edis_jax.train import state as S
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +372,38 @@ def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(
     _, state = loop.load_run(published.out)
     np.testing.assert_array_equal(np.asarray(state.weights), [[0.0, 0.0, 1.0]] * 2)
     _assert_kill_and_resume_is_exact(published, tmp_path)
+
+
+def test_edis_without_synthetic_rows_trains_no_generator_and_changes_no_agent_bit(
+    datasets_env, tmp_path, monkeypatch
+):
+    """The "EDIS without synthetic rows" control (synthetic fraction 0) skips the generator, whose
+    rows no batch would draw: the same agent, bit for bit, as the run that trains it anyway."""
+    online = config.OnlineConfig(utd=1, retrain_every=60, num_samples=256, synthetic_ratio=0.0)
+    skipped = tiny(tmp_path, "skipped", algo="iql", edis=True, online=online)
+    diffusion = config.dataclasses.replace(
+        skipped.diffusion, warm_start=True, initial_steps=100, train_steps=50
+    )  # warm_run's: a pretraining to skip too
+    skipped = skipped.replace(diffusion=diffusion)
+    trained = skipped.replace(out=str(tmp_path / "trained"))
+    summary = loop.train(skipped, progress=False)
+    with monkeypatch.context() as mp:
+        mp.setattr(S, "draws_synthetic", lambda cfg: True)  # the generator as before the skip
+        reference = loop.train(trained, progress=False)
+    assert summary["retrains"] == reference["retrains"] == 1
+    walls = summary["wall_time_s"], reference["wall_time_s"]
+    assert "diffusion" not in walls[0] and "diffusion" in walls[1]  # the retrain's phases
+    assert "generator_pretrain" not in walls[0] and "generator_pretrain" in walls[1]
+    assert not (Path(skipped.out) / checkpoint.PRETRAINED_DIR).exists()
+    records = [read_records(c.out) for c in (skipped, trained)]
+    assert not [r for r in records[0] if r.get("event") == "retrain"]
+    assert records[0] == [r for r in records[1] if r.get("event") != "retrain"]
+    states = [loop.load_run(c.out)[1] for c in (skipped, trained)]
+    # After the retrain at step 60 both draw online-only rows; the agents are identical.
+    np.testing.assert_array_equal(np.asarray(states[0].weights), [[0.0, 1.0, 0.0]] * 2)
+    for a, b in zip(*(jax.tree.leaves(s.agent) for s in states), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _assert_kill_and_resume_is_exact(skipped, tmp_path)
 
 
 def test_relabel_oracle_gives_the_simulators_next_states(datasets_env, tmp_path):

@@ -71,7 +71,7 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
             check_offline_source(cfg)
         dataset = _load_dataset(cfg)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
-        if cfg.generator_from is not None:
+        if cfg.generator_from is not None and run.trains_generator:
             synthetic.load_pretrained(run)
         with staged(run_dir, existed, locks) as staging:
             run.run_dir = staging  # until the swap
@@ -146,6 +146,7 @@ class _Run:
         self.progress = Progress()
         self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
+        self.trains_generator = self.use_edis and S.draws_synthetic(cfg)
         self.pretrained = None  # a generator pretrained earlier, until the online phase takes it
         self.terminal_fn = envs.termination_fn(dataset.env_id)
         if cfg.online.relabel == "simulator" and not simulators.can_simulate(dataset.env_id):
@@ -233,7 +234,7 @@ class _Run:
         )
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, S.real_weights(cfg))
-            if self.use_edis and cfg.diffusion.initial_steps > 0:
+            if self.trains_generator and cfg.diffusion.initial_steps > 0:
                 synthetic.pretrain_generator(self)
             if not p.evals or p.evals[-1]["phase"] != "offline":
                 self.log("online", 0, None, self.evaluate("online", 0))

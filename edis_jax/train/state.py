@@ -75,6 +75,14 @@ def synthetic_every_update(cfg: RunConfig) -> bool:
     return not (cfg.online.schedule == "published" and cfg.algo == "iql")
 
 
+def draws_synthetic(cfg: RunConfig) -> bool:
+    """Whether any agent update draws synthetic rows. Not the "EDIS without synthetic rows"
+    control (synthetic fraction 0): it keeps EDIS's schedule but trains no generator, whose rows
+    it would never draw (buffer.sample_mixture picks rows by weight, so a weight-0 buffer's
+    contents change no bit of the agent)."""
+    return float(synthetic_weights(cfg)[0]) > 0
+
+
 # Offline-phase batches: the real buffer holds only the offline data then.
 OFFLINE_WEIGHTS = (0.0, 0.0, 1.0)
 

@@ -109,7 +109,7 @@ def resume_pretrained(run) -> None:
     itself before it stopped, if that is intact and its digest is this run's: bitwise what
     pretraining again would give, without its cost. Otherwise the online phase pretrains again."""
     cfg = run.cfg
-    if run.progress.online_step > 0 or not run.use_edis or cfg.diffusion.initial_steps == 0:
+    if run.progress.online_step > 0 or not run.trains_generator or cfg.diffusion.initial_steps == 0:
         return
     if cfg.generator_from is not None:
         load_pretrained(run)
@@ -134,8 +134,14 @@ def _read_pretrained(run, source_dir: Path) -> tuple:
 
 def retrain(run) -> None:
     """Retrain every seed's generator on its data, refill its synthetic buffer, and log the
-    generator's health (one record per seed, "event": "retrain")."""
+    generator's health (one record per seed, "event": "retrain"). A run that draws no synthetic
+    rows (S.draws_synthetic) only switches its batches to the synthetic mix's real part."""
     cfg, p = run.cfg, run.progress
+    weights = S.synthetic_weights(cfg) if S.synthetic_every_update(cfg) else S.real_weights(cfg)
+    if not run.trains_generator:
+        run.state = run.state.replace(weights=jnp.broadcast_to(weights, (cfg.seeds, 3)))
+        p.retrains += 1
+        return
     timings: dict[str, float] = {}
     keys = S.step_key(run.keys, S.RETRAIN_STREAM, p.online_step)
     policy = agents.policy(run.state.agent)
@@ -172,7 +178,6 @@ def retrain(run) -> None:
         samples, run.state.real, run.state.online, run.dataset.env_id, run.actions
     )
     timings["health"] = time.perf_counter() - t0
-    weights = S.synthetic_weights(cfg) if S.synthetic_every_update(cfg) else S.real_weights(cfg)
     run.state = S.set_synthetic(run.state.replace(generator=gen), samples, weights)
     p.retrains += 1
     for phase, seconds in timings.items():
