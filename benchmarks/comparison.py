@@ -59,6 +59,11 @@ CONTRASTS = (
         "iql_edis",
         "iql_online_half",
     ),
+    (
+        "EDIS's batches without their synthetic rows (online-only after the first retrain)",
+        "iql_edis_no_synthetic",
+        "iql",
+    ),
     ("synthetic rows in place of half the online-only rows", "iql_edis", "iql_edis_no_synthetic"),
     (
         "the simulator's s', r, terminal for the same synthetic (s, a)",
