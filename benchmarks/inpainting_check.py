@@ -21,7 +21,7 @@ from edis_jax.data.datasets import load_dataset
 from edis_jax.data.transition import vector_slices
 from edis_jax.diffusion import sampler
 from edis_jax.diffusion.sampler import Condition
-from edis_jax.simulators import dynamics_error
+from edis_jax.envs.simulators import dynamics_error
 
 
 def run(target_run: str, *, preset: str = "cpu", retrains: int = 3, seed: int = 0,

@@ -47,8 +47,8 @@ from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
+from edis_jax.envs.simulators import dynamics_error, true_next_obs
 from edis_jax.generator_configs import GUIDANCE_ROWS, GUIDES
-from edis_jax.simulators import dynamics_error, true_next_obs
 from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 

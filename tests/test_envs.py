@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edis_jax import envs
+from edis_jax.envs import gym_envs
 
 
 def test_vector_env_keeps_truncation_distinct_from_termination():
@@ -129,17 +130,17 @@ def test_a_missing_mujoco_renderer_is_a_clear_error(monkeypatch):
 
     monkeypatch.setenv("MUJOCO_GL", "egl")
     with pytest.raises(ValueError, match="renderer MUJOCO_GL=egl .*unset MUJOCO_GL"):
-        envs._make(factory, "Hopper-v5")
+        gym_envs._make(factory, "Hopper-v5")
     monkeypatch.delenv("MUJOCO_GL")
     with pytest.raises(AttributeError):  # not a renderer problem: the error as it came
-        envs._make(factory, "Hopper-v5")
+        gym_envs._make(factory, "Hopper-v5")
 
     def broken():  # an unrelated bug in an env, with MUJOCO_GL set
         raise AttributeError("'Hopper' object has no attribute 'frame_skip'")
 
     monkeypatch.setenv("MUJOCO_GL", "egl")
     with pytest.raises(AttributeError, match="frame_skip"):
-        envs._make(broken, "Hopper-v5")
+        gym_envs._make(broken, "Hopper-v5")
 
 
 def test_action_units_map_the_agents_box_to_the_env_bounds():

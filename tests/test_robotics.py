@@ -16,8 +16,9 @@ pytest.importorskip(
     reason='gymnasium-robotics is not installed: `pip install -e ".[robotics]"` runs these tests',
 )
 
-from edis_jax import cli, config, envs, presets, simulators  # noqa: E402
+from edis_jax import cli, config, envs, presets  # noqa: E402
 from edis_jax.data import datasets, minari_store, observations  # noqa: E402
+from edis_jax.envs import simulators  # noqa: E402
 from edis_jax.train import loop  # noqa: E402
 
 ANTMAZE, ANTMAZE_DATA = "AntMaze_UMaze-v4", "test/antmaze/umaze-random-v0"  # tasks.py's env

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from edis_jax import simulators
+from edis_jax.envs import simulators
 
 
 def _rollout(env_id: str, steps: int, seed: int = 0):

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from tiny_runs import DATASET, tiny
 
-from edis_jax import checkpoint, config, simulators, validation
+from edis_jax import checkpoint, config, validation
 from edis_jax.cli import commands
 from edis_jax.data import returns
+from edis_jax.envs import simulators
 from edis_jax.train import directory, loop
 from edis_jax.train import state as S
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from edis_jax import envs, simulators
+from edis_jax import envs
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.transition import Transition
+from edis_jax.envs import simulators
 
 # Rows per seed put through the simulator for the dynamics error: MuJoCo steps them one by one
 # on the host (~0.1 ms each), so a few hundred keep it far below a retrain's cost.

@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import checkpoint, envs, sharding, simulators
+from edis_jax import checkpoint, envs, sharding
 from edis_jax.config import RunConfig, to_dict
 from edis_jax.data import datasets
 from edis_jax.data.scores import normalized_score, scored_by_success
+from edis_jax.envs import simulators
 from edis_jax.train import arms, env_step, scales, synthetic
 from edis_jax.train import state as S
 from edis_jax.train.directory import (

@@ -13,7 +13,7 @@ import numpy as np
 
 from edis_jax.data.env_packages import make_gym_env, register_env_package
 from edis_jax.data.observations import as_batch, flatten_observations
-from edis_jax.envs import make_env
+from edis_jax.envs.gym_envs import make_env
 
 # gymnasium's Pendulum-v1 constants (classic_control/pendulum.py).
 PENDULUM = {"g": 10.0, "m": 1.0, "l": 1.0, "dt": 0.05, "max_speed": 8.0, "max_torque": 2.0}

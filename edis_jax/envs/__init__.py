@@ -1,0 +1,28 @@
+"""Environments: gymnasium's (creation, vector envs, evaluation, action units), the termination
+rules in jnp, simulators set to an observation, and JAX-native envs as pure reset / step
+functions (`make_jax_env`)."""
+
+from edis_jax.envs.gym_envs import (
+    ActionScale,
+    FlatObservation,
+    episode_length,
+    episode_outcomes,
+    evaluate,
+    make_env,
+    make_vector_env,
+    step_successes,
+)
+from edis_jax.envs.termination import TerminationFn, termination_fn
+
+__all__ = [
+    "ActionScale",
+    "FlatObservation",
+    "TerminationFn",
+    "episode_length",
+    "episode_outcomes",
+    "evaluate",
+    "make_env",
+    "make_vector_env",
+    "step_successes",
+    "termination_fn",
+]
