@@ -12,17 +12,29 @@ from edis_jax.envs.gym_envs import (
     make_vector_env,
     step_successes,
 )
+from edis_jax.envs.jax_env import (
+    EnvState,
+    JaxEnv,
+    has_jax_env,
+    make_jax_env,
+    step_autoreset,
+)
 from edis_jax.envs.termination import TerminationFn, termination_fn
 
 __all__ = [
     "ActionScale",
+    "EnvState",
     "FlatObservation",
+    "JaxEnv",
     "TerminationFn",
     "episode_length",
     "episode_outcomes",
     "evaluate",
+    "has_jax_env",
     "make_env",
+    "make_jax_env",
     "make_vector_env",
+    "step_autoreset",
     "step_successes",
     "termination_fn",
 ]

@@ -3,35 +3,28 @@
 Pendulum in closed form (jnp), MuJoCo locomotion by setting qpos / qvel from the observation,
 AntMaze by setting the ant's body and keeping the goal. Used by the generator-health metrics,
 `edis-jax diagnose` and the simulator-relabelled (oracle) arm.
+
+MuJoCo locomotion has two paths that give the same rows: MuJoCo C in a Python loop over rows
+(`mujoco_step`) and the JAX-native env vmapped over rows in one compiled call (`jax_env_step`).
+`simulator_path` picks the one benchmarks/jax_envs.py measured faster on the device. The
+compiled call (jax_env.batched_step) is compiled outside train/: the simulator is a host utility
+that takes and returns numpy arrays, and each env's step is compiled once per process.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from edis_jax.data.env_packages import make_gym_env, register_env_package
 from edis_jax.data.observations import as_batch, flatten_observations
 from edis_jax.envs.gym_envs import make_env
+from edis_jax.envs.jax_env import batched_step, has_jax_env
+from edis_jax.envs.pendulum import pendulum_step
 
-# gymnasium's Pendulum-v1 constants (classic_control/pendulum.py).
-PENDULUM = {"g": 10.0, "m": 1.0, "l": 1.0, "dt": 0.05, "max_speed": 8.0, "max_torque": 2.0}
-
-
-def pendulum_step(obs: jnp.ndarray, action: jnp.ndarray):
-    """Pendulum-v1's step from obs = (cos th, sin th, thdot) under torque `action` (clipped to
-    +-max_torque like the env): (next_obs, reward). Vectorised over leading axes."""
-    p = PENDULUM
-    th = jnp.arctan2(obs[..., 1], obs[..., 0])
-    thdot = obs[..., 2]
-    u = jnp.clip(action[..., 0], -p["max_torque"], p["max_torque"])
-    # th is already in [-pi, pi] (arctan2): gymnasium's angle_normalize leaves it unchanged.
-    reward = -(th**2 + 0.1 * thdot**2 + 0.001 * u**2)
-    accel = 3 * p["g"] / (2 * p["l"]) * jnp.sin(th) + 3.0 / (p["m"] * p["l"] ** 2) * u
-    new_thdot = jnp.clip(thdot + accel * p["dt"], -p["max_speed"], p["max_speed"])
-    new_th = th + new_thdot * p["dt"]
-    return jnp.stack([jnp.cos(new_th), jnp.sin(new_th), new_thdot], axis=-1), reward
+# Rows per compiled call of `jax_env_step`: one shape, so one compile per env, and bounded memory.
+JAX_ROWS_PER_CALL = 4096
 
 
 def mujoco_supported(env_id: str) -> bool:
@@ -82,6 +75,38 @@ def mujoco_step(env_id: str, obs: np.ndarray, action: np.ndarray):
         out[i], reward[i], terminated[i], _, _ = env.step(action[i])
     env.close()
     return out, reward, terminated
+
+
+def jax_env_step(env_id: str, obs: np.ndarray, action: np.ndarray):
+    """`mujoco_step` on the JAX-native env (`make_jax_env`, `JaxEnv.state_from_obs`), vmapped
+    over rows: the same (next_obs, reward, terminated), in JAX's default float precision."""
+    obs, action = np.asarray(obs, np.float64), np.asarray(action, np.float64)
+    env, step = batched_step(env_id)
+    if env.state_from_obs is None:
+        raise ValueError(f"{env_id}: its observation does not hold the simulator state")
+    if obs.shape[-1] != env.obs_dim:
+        raise ValueError(
+            f"{env_id}: observations have {obs.shape[-1]} dims, the env has {env.obs_dim}"
+        )
+    out = np.full_like(obs, np.nan)
+    reward = np.full(obs.shape[:-1], np.nan)
+    terminated = np.zeros(obs.shape[:-1], bool)
+    rows = np.flatnonzero(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1))
+    for start in range(0, len(rows), JAX_ROWS_PER_CALL):
+        chunk = rows[start : start + JAX_ROWS_PER_CALL]
+        padded = np.resize(chunk, JAX_ROWS_PER_CALL)  # repeats rows to fill the one shape
+        _, *found, _ = step(jax.vmap(env.state_from_obs)(obs[padded]), action[padded])
+        out[chunk], reward[chunk], terminated[chunk] = (np.asarray(x)[: len(chunk)] for x in found)
+    return out, reward, terminated
+
+
+def simulator_path(env_id: str) -> str:
+    """ "jax" (`jax_env_step`) or "mujoco" (`mujoco_step`) for a MuJoCo env: the JAX env on an
+    accelerator where one steps like gymnasium's (jax_env.has_jax_env), MuJoCo C on the CPU,
+    where it measured faster (README, "JAX-native envs")."""
+    if jax.default_backend() != "cpu" and has_jax_env(env_id):
+        return "jax"
+    return "mujoco"
 
 
 def antmaze_step(env_id: str, obs: np.ndarray, action: np.ndarray):
@@ -141,7 +166,8 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
     - MuJoCo envs whose observation is [qpos without its first k entries, qvel] (gymnasium's
       `observation_structure`: Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum, ...):
       the skipped entries are the root's x (and y) position, on which the dynamics do not depend,
-      so setting them to 0 recovers the full state (`mujoco_step`).
+      so setting them to 0 recovers the full state (`mujoco_step`, or `jax_env_step` where
+      `simulator_path` says).
     - gymnasium-robotics' AntMaze: the flat observation holds qpos, qvel and the goal
       (`antmaze_step`).
     - Any other env: None, so the dynamics error is null in the generator's health and in
@@ -160,7 +186,8 @@ def simulate(env_id: str, obs: np.ndarray, action: np.ndarray):
     if _is_antmaze(env_id):
         return antmaze_step(env_id, obs, action)
     if mujoco_supported(env_id):
-        return mujoco_step(env_id, obs, action)
+        step = jax_env_step if simulator_path(env_id) == "jax" else mujoco_step
+        return step(env_id, obs, action)
     return None
 
 
