@@ -38,12 +38,15 @@ from edis_jax.envs import make_env, make_vector_env, simulators
 from edis_jax.envs.jax_env import (
     JAX_ENV_IDS,
     MJX_ENV_IDS,
+    PLAIN_JAX_ENV_IDS,
     JaxEnv,
     batched_step,
+    has_jax_env,
     make_jax_env,
     step_autoreset,
 )
 
+PARTS = ("fidelity", "speed", "relabel")
 # The compiled vmapped step takes this many rows at a time, so the fidelity check and the
 # 20-episode returns share one compile.
 BATCH = 20
@@ -229,6 +232,15 @@ def jax_steps_per_s(env: JaxEnv, num_envs: int, steps: int = 200, seed: int = 0)
     return {"steps_per_s": num_envs * steps / (ms / 1e3), "first_call_s": compile_s}
 
 
+def speed_row(env: JaxEnv, count: int) -> dict:
+    found = jax_steps_per_s(env, count)
+    return {
+        "jax_steps_per_s": found["steps_per_s"],
+        "gym_steps_per_s": gym_steps_per_s(env.env_id, count),
+        "jax_first_call_s": found["first_call_s"],
+    }
+
+
 def gym_steps_per_s(env_id: str, num_envs: int, steps: int = 200, seed: int = 0) -> float:
     vector_env = make_vector_env(env_id, num_envs)
     vector_env.reset(seed=seed)
@@ -293,6 +305,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--relabel-rows", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="run only these parts; the others are kept from the existing results file",
+    )
     # The child that runs in 64-bit (and the tests' 64-bit check) prints the fidelity rows only.
     parser.add_argument("--fidelity-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-returns", action="store_true", help=argparse.SUPPRESS)
@@ -303,40 +322,39 @@ def main(argv: list[str] | None = None) -> None:
         rows += fidelity_rows(args.task_code_only, args.transitions, returns=False, physics=False)
         print(json.dumps(rows))
         return
-    child = subprocess.run(
-        [sys.executable, "-m", "benchmarks.jax_envs", "--fidelity-only", "--envs", *args.envs,
-         "--transitions", str(args.transitions)],
-        env={**os.environ, "JAX_ENABLE_X64": "1"}, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    fidelity = json.loads(child.stdout.strip().splitlines()[-1])
-    fidelity += fidelity_rows(args.envs, args.transitions)
-    speed, relabel = [], []
-    for env_id in args.envs:
-        env = make_jax_env(env_id)
-        for count in args.counts:
-            found = jax_steps_per_s(env, count)
-            speed.append(
-                {
-                    "env": env_id,
-                    "envs": count,
-                    "jax_steps_per_s": found["steps_per_s"],
-                    "gym_steps_per_s": gym_steps_per_s(env_id, count),
-                    "jax_first_call_s": found["first_call_s"],
-                }
-            )
-        if env.state_from_obs is not None and env_id != "Pendulum-v1":
-            relabel.append({"env": env_id, **relabel_ms(env, args.relabel_rows)})
-    record = {
-        "device": harness.device_description(),
-        "jax_version": jax.__version__,
-        "load_average": os.getloadavg(),
-        "fidelity": fidelity,
-        "speed": speed,
-        "relabel": relabel,
-    }
     stem = args.out / f"jax_envs_{harness.device_name()}"
+    json_path = Path(f"{stem}.json")
+    record = json.loads(json_path.read_text()) if json_path.exists() else {}
+    loads = record.get("load_average")
+    loads = loads if isinstance(loads, dict) else {"all parts": loads[0]} if loads else {}
+    if "fidelity" in args.parts:
+        child = subprocess.run(
+            [sys.executable, "-m", "benchmarks.jax_envs", "--fidelity-only", "--envs", *args.envs,
+             "--transitions", str(args.transitions)],
+            env={**os.environ, "JAX_ENABLE_X64": "1"}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        fidelity = json.loads(child.stdout.strip().splitlines()[-1])
+        record["fidelity"] = fidelity + fidelity_rows(args.envs, args.transitions)
+        loads["fidelity"] = os.getloadavg()[0]
+    if "speed" in args.parts:
+        record["speed"] = [
+            {"env": env_id, "envs": count, **speed_row(make_jax_env(env_id), count)}
+            for env_id in args.envs
+            for count in args.counts
+        ]
+        loads["speed"] = os.getloadavg()[0]
+    if "relabel" in args.parts:
+        record["relabel"] = [
+            {"env": env_id, **relabel_ms(make_jax_env(env_id), args.relabel_rows)}
+            for env_id in args.envs
+            if has_jax_env(env_id) and env_id not in PLAIN_JAX_ENV_IDS
+        ]
+        loads["relabel"] = os.getloadavg()[0]
+    record.update(
+        device=harness.device_description(), jax_version=jax.__version__, load_average=loads
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
     text = markdown(record)
     Path(f"{stem}.md").write_text(text)
     print(text)
@@ -346,22 +364,28 @@ def markdown(record: dict) -> str:
     lines = [
         f"## JAX-native envs against gymnasium on {record['device']}",
         "",
-        f"JAX {record['jax_version']}, load average {record['load_average'][0]:.1f} at the end.",
+        f"JAX {record['jax_version']}; 1-minute load average after each part: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in record["load_average"].items())
+        + " (2 cores).",
         "",
         "### Fidelity: one step from gymnasium's state (errors relative to max(1, |value|))",
         "",
+        "1000 transitions per env and precision; 'task code alone' applies the observation, reward "
+        "and termination code to MuJoCo C's own state after each step, without MJX's physics.",
+        "",
         "| env | precision | obs max | obs p99 | obs median | reward max | reward p99 | flags "
-        "differ (term / trunc) | gym term / trunc | return gym | return JAX |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "differ (term / trunc) | gym term / trunc | return gym | return JAX | task code alone: "
+        "obs / reward max |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in record["fidelity"]:
+    for r in record.get("fidelity", []):
         o, w = r["obs_error"], r["reward_error"]
         cells = [
             r["env"], r["precision"], f"{o['max']:.1e}", f"{o['p99']:.1e}", f"{o['median']:.1e}",
             f"{w['max']:.1e}", f"{w['p99']:.1e}",
             f"{r['terminated_differs']} / {r['truncated_differs']}",
             f"{r['terminated']} / {r['truncated']}", _fmt_ci(r["gym_return"]),
-            _fmt_ci(r["jax_return"]),
+            _fmt_ci(r["jax_return"]), _fmt_task_code(r.get("task_code")),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -372,13 +396,13 @@ def markdown(record: dict) -> str:
         "JAX first call (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in record["speed"]:
+    for r in record.get("speed", []):
         ratio = r["jax_steps_per_s"] / r["gym_steps_per_s"]
         lines.append(
             f"| {r['env']} | {r['envs']} | {r['jax_steps_per_s']:,.0f} | "
             f"{r['gym_steps_per_s']:,.0f} | {ratio:.2f} | {r['jax_first_call_s']:.1f} |"
         )
-    if record["relabel"]:
+    if record.get("relabel"):
         lines += [
             "",
             "### Simulator relabelling (set to an observation, one step)",
@@ -398,6 +422,12 @@ def _mean_ci(x: np.ndarray) -> dict:
     # Normal 95% interval of the mean.
     half = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
     return {"mean": float(x.mean()), "ci95": [float(x.mean() - half), float(x.mean() + half)]}
+
+
+def _fmt_task_code(found: dict | None) -> str:
+    if found is None:
+        return "-"
+    return f"{found['obs_error_max']:.1e} / {found['reward_error_max']:.1e}"
 
 
 def _fmt_ci(r: dict) -> str:
