@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edis_jax.data import minari_store
+from edis_jax.output_paths import write_whole
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "datasets"
 
@@ -77,10 +78,10 @@ def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> 
     meta["edis_jax"] = metadata.get("edis_jax", {})
     meta["total_steps"], meta["total_episodes"] = int(lengths.sum()), len(episodes)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cat = lambda key, dtype: np.concatenate([ep[key] for ep in episodes]).astype(dtype)  # noqa: E731
-    np.savez_compressed(
-        path,
+    # Written to exactly `path` (numpy adds .npz to a name without it; a file object it keeps).
+    write_whole(path, lambda f: np.savez_compressed(
+        f,
         metadata=np.array(json.dumps(meta)),
         episode_lengths=lengths,
         observations=cat("observations", np.float32),
@@ -88,5 +89,5 @@ def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> 
         rewards=cat("rewards", np.float32),
         terminations=cat("terminations", bool),
         truncations=cat("truncations", bool),
-    )
+    ))  # fmt: skip
     return path

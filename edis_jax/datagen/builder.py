@@ -89,6 +89,17 @@ def make_dataset(
         plateau_window=plateau_window, plateau_tol=plateau_tol,
     )  # fmt: skip
     _validate(env_id, kind, steps, dataset_id, overwrite, **options)
+    # One writer per id for the whole build: a second `data make` of the id is refused at once,
+    # not after its own build, and the id is checked free again under the lock.
+    with minari_store.writer(dataset_id):
+        minari_store.check_new(dataset_id, overwrite)
+        return _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite,
+                      progress)  # fmt: skip
+
+
+def _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite, progress):
+    eval_episodes, expert_return = options["eval_episodes"], options["expert_return"]
+    ref_min_score, ref_max_score = options["ref_min_score"], options["ref_max_score"]
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     build: dict = {"kind": kind, "env_id": env_id, "steps": steps, "seed": seed}
@@ -297,10 +308,4 @@ def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
         raise ValueError(
             f"{env_id} has a {type(space).__name__} action space: only Box is supported"
         )
-    minari_store.check_dataset_id(dataset_id)
-    target = minari_store.dataset_path(dataset_id)
-    if target.exists() and not overwrite:
-        raise ValueError(
-            f"dataset {dataset_id!r} already exists at {target}: choose another --id "
-            "(e.g. bump the -vN version) or pass --overwrite"
-        )
+    minari_store.check_new(dataset_id, overwrite)
