@@ -51,19 +51,25 @@ _GENERATOR_FLAGS = ("--guide", "--energy.", "--diffusion.", "--online.num-sample
 
 
 def ineffective_flags(args: list[str], cfg) -> str | None:
+    from edis_jax.tasks import TASKS
+
     """One line naming the flags given that change nothing in this run, or None: a generator's
     flags in a baseline (--no-edis) or a run without an online phase, the online phase's flags
     with --online-steps 0, --init-at without --init-from."""
     given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     parts = []
     if cfg.online_steps == 0:
-        online = sorted(f for f in given if f.startswith(("--online.", *_GENERATOR_FLAGS)))
+        online = sorted(
+            f for f in given if f.startswith(("--online.", "--edis", *_GENERATOR_FLAGS))
+        )
         if online:
             parts.append(f"{', '.join(online)} (no online phase: --online-steps is 0)")
     elif not cfg.edis:
         generator = sorted(f for f in given if f.startswith(_GENERATOR_FLAGS))
         if generator:
             parts.append(f"{', '.join(generator)} (--no-edis: a baseline has no generator)")
+    if cfg.task is not None and not cfg.edis and TASKS[cfg.task]["edis"]:
+        parts.append(f"the generator settings of --task {cfg.task} (--no-edis)")
     if "--init-at" in given and cfg.init_from is None:
         parts.append("--init-at (it chooses where an --init-from run starts; none is given)")
     if not parts:

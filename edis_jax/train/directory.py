@@ -169,7 +169,13 @@ def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
         return
     # Read through from_dict, so that a field added since the checkpoints were written takes
     # its default there too: new fields default to the behaviour the older code had.
-    saved = from_dict(json.loads(written.read_text()))
+    try:
+        saved = from_dict(json.loads(written.read_text()))
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise RunDirError(
+            f"{written} is damaged ({e}): copy {run_dir}/config.json over it if the run's "
+            "settings never changed, or start the run again with `edis-jax train --overwrite`"
+        ) from None
     differ = [
         f"{name} {theirs!r} -> {mine!r}"
         for name, theirs, mine in _config_diff(_as_json(saved), _as_json(cfg))

@@ -75,7 +75,7 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
         if cfg.generator_from is not None and cfg.edis:  # read before the long work, too
             check_generator_source(cfg)
         dataset = _load_dataset(cfg)
-        _check_task_env(cfg, dataset)
+        _check_task(cfg, dataset)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
         if cfg.generator_from is not None and run.trains_generator:
             synthetic.load_pretrained(run)
@@ -391,11 +391,17 @@ def _eval_seed(cfg: RunConfig, index: int) -> int:
     return 1_000_003 + cfg.seed * 10_007 + index * cfg.seeds * cfg.eval_episodes
 
 
-def _check_task_env(cfg: RunConfig, dataset) -> None:
-    """Refuse a --task of one env applied to another env's dataset: its values were tuned for
-    that env, and config.json would record a task the run is not."""
+def _check_task(cfg: RunConfig, dataset) -> None:
+    """Refuse a --task applied to another env's dataset or with another --algo: its values were
+    tuned for that env and algorithm, and config.json would record a task the run is not."""
     if cfg.task is None:
         return
+    task_algo = TASKS[cfg.task]["algo"]
+    if cfg.algo != task_algo:
+        raise RunDirError(
+            f"--task {cfg.task} is tuned for --algo {task_algo}, but --algo is {cfg.algo}: drop "
+            f"--algo, or choose a {cfg.algo} task (`edis-jax tasks` lists them)"
+        )
     task_env = TASKS[cfg.task]["env"]
     if task_env.rsplit("-v", 1)[0] != dataset.env_id.rsplit("-v", 1)[0]:
         raise RunDirError(
