@@ -37,7 +37,7 @@ def main() -> None:
     work.mkdir(parents=True)
     env = {
         **os.environ,
-        "PYTHONPATH": args.code,
+        "PYTHONPATH": args.code,  # the commands run in --work, so that it comes first
         "MINARI_DATASETS_PATH": str(work / "minari"),
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": str(work / "jax_cache"),
@@ -64,7 +64,11 @@ class Cases:
     def run(self, *args: str, wrap: list[str] | None = None):
         t0 = time.perf_counter()
         done = subprocess.run(
-            [*(wrap or []), *self.cli(*args)], env=self.env, capture_output=True, text=True
+            [*(wrap or []), *self.cli(*args)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=self.work,
         )
         return done.returncode, time.perf_counter() - t0, last_line(done.stdout + done.stderr)
 
@@ -140,9 +144,9 @@ def file_changed(c: Cases):
 
 
 def list_unreadable(c: Cases):
-    bad = Path(c.env["MINARI_DATASETS_PATH"]) / "t" / "broken-v0" / "data"
-    bad.mkdir(parents=True)
-    return "data list (a folder without metadata.json)", *c.run("data", "list")
+    root = Path(c.env["MINARI_DATASETS_PATH"])
+    (root / "t" / "broken" / "x-v0" / "data").mkdir(parents=True)
+    return "data list (a dataset folder without metadata.json)", *c.run("data", "list")
 
 
 def interrupt(c: Cases, signum: int, ready: str):
@@ -151,7 +155,7 @@ def interrupt(c: Cases, signum: int, ready: str):
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         c.cli(*args), env=c.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        cwd=c.work, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     checkpoint = out / "checkpoints" / "60" / "checksums.json"
     while proc.poll() is None and not (checkpoint.exists() if ready == "mid" else False):
@@ -208,7 +212,7 @@ def store_unwritable(c: Cases):
     args = ["data", "make", "--env", "Pendulum-v1", "--kind", "random", "--steps", "400",
             "--id", "t/p/random-v0"]  # fmt: skip
     t0 = time.perf_counter()
-    done = subprocess.run(c.cli(*args), env=env, capture_output=True, text=True)
+    done = subprocess.run(c.cli(*args), env=env, capture_output=True, text=True, cwd=c.work)
     return ("MINARI_DATASETS_PATH=a_file/minari " + shown(args), done.returncode,
             time.perf_counter() - t0, last_line(done.stdout + done.stderr))  # fmt: skip
 
@@ -266,7 +270,7 @@ def guide_without_edis(c: Cases):
     args = ["train", *TINY, "--dataset", HOPPER, "--out", str(c.work / "guide"),
             "--guide", "state"]  # fmt: skip
     t0 = time.perf_counter()
-    done = subprocess.run(c.cli(*args), env=c.env, capture_output=True, text=True)
+    done = subprocess.run(c.cli(*args), env=c.env, capture_output=True, text=True, cwd=c.work)
     warned = [line for line in done.stderr.splitlines() if "warning" in line]
     return (shown(args), done.returncode, time.perf_counter() - t0,
             warned[0] if warned else "(no warning) " + last_line(done.stdout))  # fmt: skip
@@ -288,7 +292,7 @@ def report_damaged(c: Cases):
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     args = ["report", str(run), "--out", str(c.work / "r.png")]
     t0 = time.perf_counter()
-    done = subprocess.run(c.cli(*args), env=c.env, capture_output=True, text=True)
+    done = subprocess.run(c.cli(*args), env=c.env, capture_output=True, text=True, cwd=c.work)
     said = [line for line in (done.stdout + done.stderr).splitlines() if "damaged" in line
             or "skipped" in line or str(run) in line]  # fmt: skip
     return (shown(args) + " (one line cut short)", done.returncode,

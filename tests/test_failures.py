@@ -141,10 +141,15 @@ def test_the_store_takes_one_writer_per_id_and_refuses_damaged_data(case, store,
 
 
 def test_data_list_names_the_folders_it_cannot_read(store, capsys):
-    (store / "t" / "broken" / "x-v0" / "data").mkdir(parents=True)
+    (store / "t" / "broken" / "x-v0" / "data").mkdir(parents=True)  # no metadata.json
+    (store / "t" / "broken-v0" / "data").mkdir(parents=True)  # not an id Minari accepts
     assert cli.main(["data", "list"]) == 0
-    line = one_line(capsys, "edis-jax: warning: 1 folders")
-    assert str(store / "t" / "broken" / "x-v0") in line
+    out, err = capsys.readouterr()
+    assert HOPPER in out and PENDULUM in out  # the readable ones are listed still
+    [line] = err.splitlines()
+    assert line.startswith("edis-jax: warning: 2 folders")
+    assert f"{store}/t/broken/x-v0 (no readable data/metadata.json)" in line
+    assert f"{store}/t/broken-v0 (its path is not a dataset id" in line
 
 
 def test_two_data_makes_of_one_new_id_leave_one_dataset(store):

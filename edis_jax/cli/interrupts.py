@@ -3,14 +3,15 @@
 While a command works, a signal raises `Interrupted` (a KeyboardInterrupt, so every cleanup
 that already handles Ctrl-C runs: a half-built run folder or dataset is removed, a swapped-away
 run is put back). Once its line is printed the process ends with `os._exit`, skipping the
-interpreter's teardown: a signal that lands during a checkpoint write leaves orbax's and
-tensorstore's writer threads running, and tearing the interpreter down under them crashed the
-process (exit -11) after the clean line. Ending at once is as safe as a kill -9, which every
-writer here already survives (staging folders, checksummed checkpoints, records rewritten from
-the checkpoint on resume). For the same reason a second signal, while the first unwinds (or
-after a library swallowed the first one's exception), ends the process at once with its line;
-a signal after the command has finished (its output is complete) gets its line and status too,
-instead of the raw signal.
+interpreter's teardown: a signal that lands during a checkpoint save leaves orbax's writer
+threads (and tensorstore's native ones under them) running, and the interpreter was torn down
+under them after the clean line: tracebacks from those threads, or a crash (exit -11). Ending
+at once is as safe as a kill -9, which every writer here already survives (staging folders,
+checksummed checkpoints, records rewritten from the checkpoint on resume); for the same reason
+a second signal while the first unwinds ends the process at once, with its line. A signal whose
+exception Python drops (raised inside a garbage-collector callback, which JAX installs, or a
+finaliser) is sent again a moment later, so the command still stops. A signal after the command
+has finished (its output is complete) gets its line and status too, instead of the raw signal.
 
 This module imports nothing heavy: `main` installs the handlers before it imports JAX.
 """

@@ -11,7 +11,6 @@ data/shipped.py; the hub data/hub.py.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,26 +163,41 @@ def dataset_returns_to_go(
 def list_datasets() -> tuple[list[dict], list[str]]:
     """Local datasets (MINARI_DATASETS_PATH) and shipped ones not yet installed, one dict each:
     id, env_id, transitions, episodes, ref_min_score, ref_max_score, kind, location; and the
-    folders of the store that look like datasets but could not be read ("path (why)")."""
-    import minari
-
-    rows = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        local = minari.list_local_datasets()
-    # Minari skips a folder it cannot read with a warning "Misconfigured dataset named ID: why".
-    unreadable = []
-    for w in caught:
-        found = re.match(r"Misconfigured dataset named (\S+): (.*)", str(w.message))
-        if found:
-            path = minari_store.dataset_path(found[1])
-            unreadable.append(f"{path} ({found[2].splitlines()[0] if found[2] else 'unreadable'})")
-    for dataset_id, meta in local.items():
-        rows[dataset_id] = _summary_row(dataset_id, meta, "local")
+    folders of the store that hold a dataset's data/ but could not be read ("path (why)")."""
+    rows, unreadable = {}, []
+    for folder in _dataset_folders(minari_store.datasets_root()):
+        dataset_id = folder.relative_to(minari_store.datasets_root()).as_posix()
+        meta, why = None, "its path is not a dataset id (namespace/name-vN)"
+        try:
+            minari_store.check_dataset_id(dataset_id)
+            why = "no readable data/metadata.json"
+            meta = minari_store.raw_metadata(dataset_id)
+        except ValueError:
+            pass
+        if meta is not None and meta.get("dataset_id") != dataset_id:
+            meta, why = None, f"its metadata names it {meta.get('dataset_id')!r}"
+        if meta is None:
+            unreadable.append(f"{folder} ({why})")
+        else:
+            rows[dataset_id] = _summary_row(dataset_id, meta, "local")
     for meta in shipped.shipped_metadata():
         if meta.get("dataset_id") and meta["dataset_id"] not in rows:
             rows[meta["dataset_id"]] = _summary_row(meta["dataset_id"], meta, "shipped")
     return list(rows.values()), unreadable
+
+
+def _dataset_folders(folder: Path) -> list[Path]:
+    """The folders under `folder` that hold a data/ folder (Minari's layout: namespace folders,
+    then the dataset's), hidden folders (staging, locks) skipped; sorted."""
+    if (folder / "data").is_dir():
+        return [folder]
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            found += _dataset_folders(child)
+    return found
 
 
 def dataset_info(dataset_id: str) -> dict:

@@ -52,7 +52,10 @@ def install_shipped(path: Path) -> None:
         )
     build = dict(meta.get("edis_jax") or {})
     build["installed_from"] = f"edis_jax/assets/datasets/{path.name}"
-    try:
+    # Two commands starting on one shipped dataset: the second waits for the first's install.
+    with minari_store.writer(meta["dataset_id"], wait=True):
+        if (minari_store.dataset_path(meta["dataset_id"]) / "data").exists():
+            return
         minari_store.write_dataset(
             meta["dataset_id"],
             meta["env_id"],
@@ -63,9 +66,6 @@ def install_shipped(path: Path) -> None:
             algorithm_name=meta.get("algorithm_name", ""),
             build_info=build,
         )
-    except ValueError:
-        if not (minari_store.dataset_path(meta["dataset_id"]) / "data").exists():
-            raise  # else another process installed it first: fine
 
 
 def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> Path:
