@@ -113,7 +113,12 @@ def concurrent_make(c: Cases):
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen(
-            c.cli(*make), env=c.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            c.cli(*make),
+            env=c.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=c.work,
         )  # fmt: skip
         for _ in range(2)
     ]
@@ -196,7 +201,8 @@ def resume_read_only(c: Cases):
 
 def missing_generator(c: Cases):
     args = ["train", "--preset", "tiny", "--dataset", HOPPER, "--out", str(c.work / "g"),
-            "--diffusion.initial-steps", "10", "--generator-from", str(c.work / "nowhere")]  # fmt: skip
+            "--diffusion.warm-start", "--diffusion.initial-steps", "10", "--generator-from",
+            str(c.work / "nowhere")]  # fmt: skip
     return shown(args), *c.run(*args)
 
 
@@ -261,8 +267,9 @@ def export_name(c: Cases):
 
 
 def task_other_env(c: Cases):
-    args = ["train", "--task", "iql_edis/hopper-medium", "--preset", "tiny", "--dataset",
-            PENDULUM, "--out", str(c.work / "t"), "--offline-steps", "0", "--online-steps", "0"]  # fmt: skip
+    args = ["train", "--task", "iql/hopper-medium", "--preset", "tiny", "--dataset", PENDULUM,
+            "--ref-min-score", "-1500", "--ref-max-score", "0", "--out", str(c.work / "t"),
+            *TINY[3:]]  # fmt: skip
     return shown(args), *c.run(*args)
 
 

@@ -8,6 +8,7 @@ on one CPU, one GPU or several. On one device placement is a no-op.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
@@ -74,8 +75,6 @@ def device_memory_bytes() -> tuple[int, str] | None:
     if all(limits):
         return int(sum(limits)), f"{len(devices)} {devices[0].platform.upper()} device(s)"
     try:
-        import os
-
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's RAM"
     except (ValueError, OSError):
         return None

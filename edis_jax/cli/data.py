@@ -129,8 +129,9 @@ def data_list(args: list[str]) -> int:
         print(format_table(table))
     if unreadable:
         print(
-            f"edis-jax: warning: {len(unreadable)} folders of the store could not be read as "
-            f"datasets (delete or rebuild them): {'; '.join(unreadable)}",
+            f"edis-jax: warning: {len(unreadable)} folder{'s' * (len(unreadable) != 1)} of the "
+            f"store could not be read as datasets (delete or rebuild them): "
+            f"{'; '.join(unreadable)}",
             file=sys.stderr,
         )
     return 0
