@@ -45,6 +45,7 @@ from edis_jax.config import RunConfig
 from edis_jax.data import buffer
 from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
+from edis_jax.data.minari_store import check_dataset_id
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.envs.simulators import dynamics_error, true_next_obs
@@ -91,7 +92,20 @@ def load_target(target: str) -> tuple[Transition, str]:
             f"--target {target} is a folder but not an edis-jax run (no {RUN_MARKER}): "
             "give a run directory (`edis-jax train --out`) or a dataset id (`edis-jax data list`)"
         )
+    if Path(target).exists() and not Path(target).is_dir():
+        raise ValueError(
+            f"--target {target} is a file: give a run directory (`edis-jax train --out`) or a "
+            "dataset id (`edis-jax data list`)"
+        )
     if not Path(target).is_dir():
+        try:
+            check_dataset_id(target)
+        except ValueError:
+            raise ValueError(
+                f"--target {target} is neither a run directory (no such folder) nor a dataset id "
+                "(ids look like namespace/name-vN): give the --out of an `edis-jax train` or an "
+                "id from `edis-jax data list`"
+            ) from None
         data = load_dataset(target)
         return data.transitions, data.env_id
     cfg, state = load_run(target)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from edis_jax import config, plots
+from edis_jax.output_paths import check_output_file
 from edis_jax.stats import BOOTSTRAP_DRAWS, SIGNIFICANCE, difference_ci, iqm_ci, welch_p
 
 
@@ -48,12 +48,19 @@ def report(run_dirs: list[str], out: str | None = None, baseline: str | None = N
         else:
             dirs, base_index = [baseline, *dirs], 0
     out_path = Path(out) if out else Path(dirs[0]).resolve().parent / "report.png"
-    _check_writable(out_path)
+    check_output_file(out_path, "--out")
     runs = [load_run(d) for d in dirs]
     names = labels(runs)
     curves = plots.plot(runs, names, out_path)
     health = plots.plot_health(runs, names, out_path.with_name(out_path.stem + "_health.png"))
     parts = [table(runs, base_index)]
+    damaged = [f"{r['dir']} ({r['skipped_lines']})" for r in runs if r["skipped_lines"]]
+    if damaged:
+        parts.append(
+            "warning: unreadable lines of metrics.jsonl were skipped, so these runs' curves may "
+            f"miss points: {', '.join(damaged)}; `edis-jax resume` rewrites the file from the "
+            "checkpoint"
+        )
     if base_index is not None:
         parts.append("\n".join(comparisons(runs, base_index)))
     if health is None:
@@ -78,9 +85,9 @@ def load_run(run_dir: str | Path) -> dict:
             f"{run_dir} has no metrics.jsonl or config.json: is it an `edis-jax train` --out folder?"
         )
     summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    config = json.loads(config_file.read_text())
-    records = _read_records(metrics_file)
+    summary = _read_json(summary_file) if summary_file.is_file() else None
+    config = _read_json(config_file)
+    records, skipped = _read_records(metrics_file)
     seeds = config.get("seeds") or 1 + max((r.get("seed", 0) for r in records), default=0)
     evals: dict[
         tuple[int, int], dict[int, float]
@@ -111,6 +118,7 @@ def load_run(run_dir: str | Path) -> dict:
         "online_scores": scores[online_rows],
         "health": _health_arrays(retrains, seeds),
         "progress": progress,
+        "skipped_lines": skipped,
     }
 
 
@@ -270,17 +278,33 @@ def contrasts(pairs: list[tuple[str, dict, dict]]) -> str:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _read_records(path: Path) -> list[dict]:
-    """metrics.jsonl's records; a line cut short by an interrupted write is skipped."""
-    records = []
-    for line in path.read_text().splitlines():
+def _read_records(path: Path) -> tuple[list[dict], int]:
+    """metrics.jsonl's records, and how many of its lines are not records (a line cut short by
+    an interrupted write, or damage): skipped, and counted so that the report says so."""
+    records, skipped = [], 0
+    for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            record = None
         if isinstance(record, dict):
             records.append(record)
-    return records
+        elif line.strip():
+            skipped += 1
+    return records, skipped
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(errors="replace"))
+    except json.JSONDecodeError as e:
+        value = e
+    if not isinstance(value, dict):
+        raise ReportError(
+            f"{path} is damaged (not a JSON object): restore it, or `edis-jax resume` the run "
+            "to write it again"
+        )
+    return value
 
 
 def _health_arrays(retrains: dict[int, dict[int, dict]], seeds: int) -> dict:
@@ -337,6 +361,8 @@ def _seconds(value) -> str:
 
 
 def _status(run: dict) -> str:
+    if run["skipped_lines"]:
+        return f"damaged ({run['skipped_lines']} unreadable lines in metrics.jsonl skipped)"
     if run["summary"] is not None:
         return "done"
     if run["progress"] is None:
@@ -344,17 +370,3 @@ def _status(run: dict) -> str:
     phase, step = run["progress"]
     total = run["config"][f"{phase}_steps"]
     return f"unfinished ({phase} step {step}/{total})"
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse, before any work, a PNG path that cannot be written."""
-    if path.is_dir():
-        raise ReportError(f"--out {path} is a folder: give a .png file path")
-    above = next(p for p in path.absolute().parents if p.exists())
-    if not above.is_dir():
-        raise ReportError(f"--out {path} lies below {above}, a file: choose another --out")
-    if not os.access(above, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ReportError(
-            f"--out {path}: cannot write there (no permission or a read-only disk); choose a "
-            "writable --out"
-        )

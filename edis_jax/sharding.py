@@ -8,6 +8,7 @@ on one CPU, one GPU or several. On one device placement is a no-op.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
@@ -64,3 +65,16 @@ def seed_count(tree) -> int:
             "must have the same number of seeds first"
         )
     return next(iter(sizes))
+
+
+def device_memory_bytes() -> tuple[int, str] | None:
+    """The memory the seeds can spread over and what it is: the accelerators' memory (all
+    devices together), or the host's RAM for CPU devices; None when unknown."""
+    devices = jax.devices()
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
+    if all(limits):
+        return int(sum(limits)), f"{len(devices)} {devices[0].platform.upper()} device(s)"
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's RAM"
+    except (ValueError, OSError):
+        return None

@@ -98,7 +98,8 @@ def test_online_step_row_alternates_jax_and_reference_rounds(tmp_path):
     split = re.search(r"env ([\d.]+), transfer (-?[\d.]+), update ([\d.]+) ms", row["note"])
     env, transfer, update = (float(x) for x in split.groups())
     assert env > 0 and update > 0  # transfer is the rest of the median step (3 decimals shown)
-    assert transfer == pytest.approx(row["jax_ms"] - env - update, abs=1e-3)
+    # Three values each rounded to 3 decimals: their sum may miss jax_ms by up to 1.5e-3.
+    assert transfer == pytest.approx(row["jax_ms"] - env - update, abs=2e-3)
 
 
 @pytest.mark.slow

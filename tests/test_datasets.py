@@ -101,7 +101,7 @@ def test_shipped_dataset_installs_transparently(minari_path, tmp_path, monkeypat
     fresh = tmp_path / "fresh_minari"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(fresh))
     monkeypatch.setattr(shipped, "ASSETS_DIR", assets)
-    assert [r["location"] for r in datasets.list_datasets()] == ["shipped"]
+    assert [r["location"] for r in datasets.list_datasets()[0]] == ["shipped"]
     loaded = datasets.load_dataset("test/hopper/ship-v0")  # installs into the fresh path
     assert (fresh / "test/hopper/ship-v0/data").is_dir()
     for name in ("obs", "action", "reward", "next_obs", "terminal", "mc_return"):

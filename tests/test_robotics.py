@@ -181,6 +181,6 @@ def test_making_a_maze_env_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch)
     envs.make_vector_env(ANTMAZE, 2).close()
     envs.ActionScale(ANTMAZE)
     assert simulators.mujoco_supported(ANTMAZE) in (True, False)
-    assert datasets._action_bounds(ANTMAZE) is not None
+    assert datasets._env_spaces(ANTMAZE) is not None
     assert list(tmp_path.iterdir()) == []
     assert tempfile.tempdir == str(tmp_path)

@@ -26,62 +26,81 @@ import os
 import sys
 from collections.abc import Sequence
 
-from edis_jax.cli.commands import (
-    diagnose_command,
-    report_command,
-    resume_command,
-    tasks_command,
-    train_command,
-)
-from edis_jax.cli.data import data_command
-from edis_jax.cli.parsing import Handler, fail, first_line, usage
-from edis_jax.validation import ConfigError
-
-COMMANDS: dict[str, Handler] = {
-    "data": data_command,
-    "train": train_command,
-    "resume": resume_command,
-    "report": report_command,
-    "diagnose": diagnose_command,
-    "tasks": tasks_command,
-}
+from edis_jax.cli import interrupts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: `edis-jax COMMAND ...`; returns the exit status."""
+    """Entry point: `edis-jax COMMAND ...`; returns the exit status. From the command line
+    (argv None) SIGINT and SIGTERM are handled first (cli/interrupts.py), before the commands'
+    imports, and an interrupted command ends the process with 130 or 143."""
+    if argv is None:
+        interrupts.install()
     try:
-        return _run(argv)
+        status = _run(argv)
     except BrokenPipeError:
         # The reader left early (`edis-jax tasks | head`): stop quietly, as Unix tools do. Point
         # stdout at devnull so that Python's flush at exit does not raise a second time.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        status = 1
+    except interrupts.Interrupted as e:  # arrived while another failure's line was printed
+        print(f"edis-jax: error: {interrupts.line(e)}", file=sys.stderr)
+        status = e.status
+    if argv is None:
+        interrupts.finished()  # from here a signal only ends the process, with its line
+        swallowed = interrupts.received()
+        if swallowed is not None and status not in (130, 143):
+            print(f"edis-jax: error: {interrupts.line(swallowed)}", file=sys.stderr)
+            status = swallowed.status
+        if status in (130, 143):
+            interrupts.exit_now(status)
+    return status
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    from edis_jax.cli.commands import (
+        diagnose_command,
+        report_command,
+        resume_command,
+        tasks_command,
+        train_command,
+    )
+    from edis_jax.cli.data import data_command
+    from edis_jax.cli.parsing import fail, first_line, os_error_line, usage
+    from edis_jax.validation import ConfigError
+
+    commands = {
+        "data": data_command,
+        "train": train_command,
+        "resume": resume_command,
+        "report": report_command,
+        "diagnose": diagnose_command,
+        "tasks": tasks_command,
+    }
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
     args = [a for a in args if a != "--verbose"]
     _quiet_libraries(verbose)
     if not args or args[0] in ("-h", "--help"):
-        print(usage(COMMANDS))
+        print(usage(commands))
         return 0 if args else 2
-    handler = COMMANDS.get(args[0])
+    handler = commands.get(args[0])
     if handler is None:
-        return fail(f"unknown command {args[0]!r}: choose one of {', '.join(COMMANDS)}")
+        return fail(f"unknown command {args[0]!r}: choose one of {', '.join(commands)}")
     try:
         return handler(args[1:])
     except (ValueError, ConfigError) as e:  # DatasetNotFoundError, ReferenceScoreError, ...
         return fail(first_line(e))
-    except KeyboardInterrupt:
-        return fail("interrupted (nothing half-written was kept)", status=130)
+    except KeyboardInterrupt as e:  # Ctrl-C, or cli/interrupts.py's SIGINT / SIGTERM
+        return fail(interrupts.line(e), status=getattr(e, "status", 130))
     except BrokenPipeError:
         raise  # main's: not an error of the command
     except Exception as e:
         if verbose:
             raise
-        if type(e).__module__.startswith("edis_jax") or isinstance(e, OSError):
-            # CheckpointError, CheckpointSaveError, DivergedError; a full disk, permissions
+        if isinstance(e, OSError):  # a full disk, permissions, a read-only file system
+            return fail(os_error_line(e), status=1)
+        if type(e).__module__.startswith("edis_jax"):
+            # CheckpointError, CheckpointSaveError, DivergedError
             return fail(first_line(e), status=1)
         return fail(
             f"internal error ({type(e).__name__}: {first_line(e)}); run again with --verbose "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from edis_jax import presets
 from edis_jax.cli.parsing import fail, format_table, parse
 from edis_jax.config import Algo
 from edis_jax.generator_configs import GUIDANCE_ROWS
+from edis_jax.output_paths import check_output_file, write_whole
 from edis_jax.validation import ConfigError
 
 
@@ -35,9 +37,44 @@ def train_command(args: list[str]) -> int:
         "`edis-jax tasks` lists them); "
         "--guide takes a comma list of state,policy,transition (or none).",
     )
+    ignored = ineffective_flags(args, cfg)
+    if ignored:
+        print(f"edis-jax: warning: {ignored}", file=sys.stderr)
     summary = loop.train(cfg)
     _print_summary(summary, cfg.out)
     return 0
+
+
+# Flags that act only through the generator (EDIS), and the online phase's own flags.
+_GENERATOR_FLAGS = ("--guide", "--energy.", "--diffusion.", "--online.num-samples",
+                    "--online.synthetic-ratio", "--online.relabel", "--online.utd-retrain")  # fmt: skip
+
+
+def ineffective_flags(args: list[str], cfg) -> str | None:
+    from edis_jax.tasks import TASKS
+
+    """One line naming the flags given that change nothing in this run, or None: a generator's
+    flags in a baseline (--no-edis) or a run without an online phase, the online phase's flags
+    with --online-steps 0, --init-at without --init-from."""
+    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    parts = []
+    if cfg.online_steps == 0:
+        online = sorted(
+            f for f in given if f.startswith(("--online.", "--edis", *_GENERATOR_FLAGS))
+        )
+        if online:
+            parts.append(f"{', '.join(online)} (no online phase: --online-steps is 0)")
+    elif not cfg.edis:
+        generator = sorted(f for f in given if f.startswith(_GENERATOR_FLAGS))
+        if generator:
+            parts.append(f"{', '.join(generator)} (--no-edis: a baseline has no generator)")
+    if cfg.task is not None and not cfg.edis and TASKS[cfg.task]["edis"]:
+        parts.append(f"the generator settings of --task {cfg.task} (--no-edis)")
+    if "--init-at" in given and cfg.init_from is None:
+        parts.append("--init-at (it chooses where an --init-from run starts; none is given)")
+    if not parts:
+        return None
+    return "these flags have no effect in this run: " + "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -241,7 +278,13 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
     """Load the datasets, run the diagnostic, print the table and write the JSON (if asked)."""
     from edis_jax import diagnose
     from edis_jax.data.datasets import load_dataset
+    from edis_jax.train.directory import read_config
 
+    # Every path it writes or reads, checked before the work (minutes of it).
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.policy is not None:
+        read_config(Path(args.policy), "--policy")
     offline = load_dataset(args.dataset)
     target, target_env = diagnose.load_target(args.target)
     if offline.env_id != target_env:
@@ -309,7 +352,7 @@ def diagnose_main(args: DiagnoseArgs) -> dict:
     print(diagnose.format_table(result))
     if args.json is not None:
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        write_whole(path, lambda f: f.write(text.encode()))
         print(f"wrote {path}")
     return result

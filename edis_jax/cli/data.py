@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,7 +69,8 @@ class ExportArgs:
     """Save a dataset as one compressed .npz, the form datasets ship in (edis_jax/assets)."""
 
     id: tyro.conf.Positional[str]
-    path: tyro.conf.Positional[str]
+    path: tyro.conf.Positional[str]  # the file to write, exactly this name (e.g. x.npz)
+    overwrite: bool = False  # replace an existing file at PATH
 
 
 def data_command(args: list[str]) -> int:
@@ -113,19 +115,25 @@ def data_list(args: list[str]) -> int:
     from edis_jax.data import datasets, minari_store
 
     a = parse(ListArgs, args, "edis-jax data list")
-    rows = datasets.list_datasets()
+    rows, unreadable = datasets.list_datasets()
     if a.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
+    elif not rows:
         print(
             f"no datasets in {minari_store.dataset_path('')}; build one with `edis-jax data make`"
         )
-        return 0
-    header = ("id", "env", "kind", "transitions", "episodes", "ref_min", "ref_max", "where")
-    keys = ("id", "env_id", "kind", "transitions", "episodes", "ref_min_score", "ref_max_score")
-    table = [header] + [tuple(cell(r[k]) for k in keys) + (r["location"],) for r in rows]
-    print(format_table(table))
+    else:
+        header = ("id", "env", "kind", "transitions", "episodes", "ref_min", "ref_max", "where")
+        keys = ("id", "env_id", "kind", "transitions", "episodes", "ref_min_score", "ref_max_score")
+        table = [header] + [tuple(cell(r[k]) for k in keys) + (r["location"],) for r in rows]
+        print(format_table(table))
+    if unreadable:
+        print(
+            f"edis-jax: warning: {len(unreadable)} folder{'s' * (len(unreadable) != 1)} of the "
+            f"store could not be read as datasets (delete or rebuild them): "
+            f"{'; '.join(unreadable)}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -154,7 +162,7 @@ def data_export(args: list[str]) -> int:
     from edis_jax.data import datasets
 
     a = parse(ExportArgs, args, "edis-jax data export")
-    path = datasets.export_dataset(a.id, a.path)
+    path = datasets.export_dataset(a.id, a.path, a.overwrite)
     print(f"exported {a.id} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

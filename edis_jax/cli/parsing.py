@@ -4,6 +4,7 @@ text and plain tables."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import re
 import sys
@@ -64,6 +65,29 @@ def fail(message: str, status: int = 2) -> int:
         bar.close()
     print(f"edis-jax: error: {message}", file=sys.stderr)
     return status
+
+
+# What to do about an OS error, by errno; the message names the path the error names.
+_OS_FIXES = {
+    errno.EROFS: "the file system is read-only: copy the folder to a writable disk, or choose "
+    "a writable path",
+    errno.EACCES: "no permission: fix the permissions, or choose a path you can write",
+    errno.EPERM: "not permitted: fix the permissions, or choose a path you can write",
+    errno.ENOSPC: "the disk is full: free space (a run continues with `edis-jax resume`)",
+    errno.EDQUOT: "the disk quota is exhausted: free space (a run continues with `edis-jax resume`)",
+    errno.EISDIR: "it is a folder: give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.ENOENT: "it does not exist: check the path",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OS error: the path, the problem and the fix (not a raw `[Errno N] ...`)."""
+    path = e.filename if e.filename is not None else ""
+    fix = _OS_FIXES.get(e.errno)
+    if fix is None:
+        return f"{path}: {e.strerror or first_line(e)}" if path else first_line(e)
+    return f"{path}: {fix}" if path else f"{e.strerror}: {fix}"
 
 
 def first_line(e: BaseException) -> str:

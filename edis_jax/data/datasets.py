@@ -23,6 +23,7 @@ from edis_jax.data.env_packages import make_gym_env
 from edis_jax.data.returns import returns_to_go
 from edis_jax.data.scores import ReferenceScoreError, normalized_score
 from edis_jax.data.transition import Transition
+from edis_jax.output_paths import check_output_file
 
 DEFAULT_DISCOUNT = 0.99  # discount of mc_return (Cal-QL's calibration bound)
 # How far a dataset's actions may lie outside the env's bounds (float32 storage, rounding).
@@ -113,10 +114,18 @@ def dataset_problem(data: Dataset) -> str | None:
                 f"dataset {name}: {int(bad.sum())} rows of {field_name} hold NaN or inf (first "
                 f"at row {int(np.argmax(bad))}): rebuild the dataset or drop those episodes"
             )
-    bounds = _action_bounds(data.env_id)
-    if bounds is None:
+    spaces = _env_spaces(data.env_id)
+    if spaces is None:
         return None
-    low, high = bounds
+    obs_dim, low, high = spaces
+    if (obs_dim, len(low)) != (t.obs_dim, t.act_dim):
+        return (
+            f"dataset {name}: its metadata names the env {data.env_id} (observations {obs_dim}, "
+            f"actions {len(low)}), but its data has observations {t.obs_dim}, actions "
+            f"{t.act_dim}: it holds another env's data; fix the env in "
+            f"{minari_store.dataset_path(data.dataset_id) / 'data' / 'metadata.json'} or "
+            "rebuild the dataset"
+        )
     action = np.asarray(t.action, np.float64)
     excess = np.maximum(low - action, action - high)  # > 0 outside the box
     outside = (excess > ACTION_TOLERANCE).any(axis=1)
@@ -151,21 +160,44 @@ def dataset_returns_to_go(
     return returns_to_go(t.reward, terminal, ends, discount, shift=shift, fail_reward=fail_reward)
 
 
-def list_datasets() -> list[dict]:
+def list_datasets() -> tuple[list[dict], list[str]]:
     """Local datasets (MINARI_DATASETS_PATH) and shipped ones not yet installed, one dict each:
-    id, env_id, transitions, episodes, ref_min_score, ref_max_score, kind, location."""
-    import minari
-
-    rows = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        local = minari.list_local_datasets()
-    for dataset_id, meta in local.items():
-        rows[dataset_id] = _summary_row(dataset_id, meta, "local")
+    id, env_id, transitions, episodes, ref_min_score, ref_max_score, kind, location; and the
+    folders of the store that hold a dataset's data/ but could not be read ("path (why)")."""
+    rows, unreadable = {}, []
+    for folder in _dataset_folders(minari_store.datasets_root()):
+        dataset_id = folder.relative_to(minari_store.datasets_root()).as_posix()
+        meta, why = None, "its path is not a dataset id (namespace/name-vN)"
+        try:
+            minari_store.check_dataset_id(dataset_id)
+            why = "no readable data/metadata.json"
+            meta = minari_store.raw_metadata(dataset_id)
+        except ValueError:
+            pass
+        if meta is not None and meta.get("dataset_id") != dataset_id:
+            meta, why = None, f"its metadata names it {meta.get('dataset_id')!r}"
+        if meta is None:
+            unreadable.append(f"{folder} ({why})")
+        else:
+            rows[dataset_id] = _summary_row(dataset_id, meta, "local")
     for meta in shipped.shipped_metadata():
         if meta.get("dataset_id") and meta["dataset_id"] not in rows:
             rows[meta["dataset_id"]] = _summary_row(meta["dataset_id"], meta, "shipped")
-    return list(rows.values())
+    return list(rows.values()), unreadable
+
+
+def _dataset_folders(folder: Path) -> list[Path]:
+    """The folders under `folder` that hold a data/ folder (Minari's layout: namespace folders,
+    then the dataset's), hidden folders (staging, locks) skipped; sorted."""
+    if (folder / "data").is_dir():
+        return [folder]
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            found += _dataset_folders(child)
+    return found
 
 
 def dataset_info(dataset_id: str) -> dict:
@@ -211,9 +243,11 @@ def set_reference_scores(dataset_id: str, ref_min_score: float, ref_max_score: f
     minari_store.store_reference_scores(dataset_id, ref_min_score, ref_max_score)
 
 
-def export_dataset(dataset_id: str, path: str | os.PathLike) -> Path:
+def export_dataset(dataset_id: str, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save a dataset as one compressed .npz (episodes concatenated, float32, and the metadata
-    as JSON): the form in which datasets ship with the package (edis_jax/assets/datasets)."""
+    as JSON) at exactly `path`: the form in which datasets ship with the package
+    (edis_jax/assets/datasets). An existing file is replaced only with `overwrite`."""
+    check_output_file(path, "the export file", overwrite)
     episodes, metadata = read_episodes(dataset_id)
     return shipped.write_npz(episodes, metadata, path)
 
@@ -267,20 +301,22 @@ def _flatten(dataset_id: str, episodes: list[dict], metadata: dict, discount: fl
     )
 
 
-def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The env's Box action bounds (float64), or None when the env cannot be made here (its
-    package is missing) or its actions are not a bounded Box: training reports those itself."""
+def _env_spaces(env_id: str) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """The env's flat observation size and Box action bounds (float64), or None when the env
+    cannot be made here (its package is missing) or its actions are not a bounded Box: training
+    reports those itself."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             env = make_gym_env(env_id)
     except Exception:  # gymnasium raises many types for a missing env or package
         return None
-    space = env.action_space
+    space, obs_dim = env.action_space, gym.spaces.flatdim(env.observation_space)
     env.close()
     if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)):
         return None
-    return np.asarray(space.low, np.float64).ravel(), np.asarray(space.high, np.float64).ravel()
+    low, high = (np.asarray(b, np.float64).ravel() for b in (space.low, space.high))
+    return obs_dim, low, high
 
 
 def _optional_float(value) -> float | None:

@@ -1,12 +1,14 @@
-"""The Minari store under MINARI_DATASETS_PATH: where a dataset lives, reading a stored one,
-writing one (atomically: a dataset appears under its id only once complete), and what its
-metadata says about its env.
+"""The Minari store under MINARI_DATASETS_PATH: where a dataset lives, reading a stored one
+(refused when its files disagree with its metadata), writing one (atomically: a dataset appears
+under its id only once complete; one writer per id), and what its metadata says about its env.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -15,8 +17,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from edis_jax import file_locks
 from edis_jax.data.env_packages import make_gym_env, register_env_package, requirements
 from edis_jax.data.observations import flatten_observations, unflatten_observations
+from edis_jax.output_paths import check_writable_folder, nearest_existing
 
 
 def check_dataset_id(dataset_id: str) -> None:
@@ -38,31 +42,133 @@ def dataset_path(dataset_id: str) -> Path:
 
 
 def datasets_root() -> Path:
-    from minari.storage.datasets_root_dir import get_dataset_path
+    """MINARI_DATASETS_PATH, else Minari's default, as Minari finds it; unlike Minari's own
+    lookup it creates nothing, so that a store that cannot be written is reported, not hit."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
 
-    return Path(get_dataset_path())
+
+# Where the store's writer locks live: a hidden folder, which Minari's listing skips.
+LOCKS_DIR = ".edis-jax-locks"
+# The metadata key that holds the sha256 of every episode file, written with the dataset.
+CHECKSUMS_KEY = "edis_jax_checksums"
+
+
+@contextlib.contextmanager
+def writer(dataset_id: str, wait: bool = False):
+    """Be the one writer of `dataset_id` for the block: another `data make` (or install, or
+    `data scores`) of the same id is refused at once with one line (with `wait`, waited for).
+    Locks nest within one process. Refuses a store folder that cannot be written, before any
+    work."""
+    if dataset_id in _held:
+        yield
+        return
+    root = datasets_root()
+    _check_writable(root)
+    lock = root / LOCKS_DIR / f"{dataset_id}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    refusal = ValueError(
+        f"dataset {dataset_id!r} is being written by another edis-jax command: wait for it to "
+        "end, or choose another --id; one dataset id takes one writer"
+    )
+    with file_locks.held(lock, refusal, wait):
+        _held.add(dataset_id)
+        try:
+            yield
+        finally:
+            _held.discard(dataset_id)
+
+
+_held: set[str] = set()  # the ids whose writer lock this process holds
+
+
+def _check_writable(root: Path) -> None:
+    check_writable_folder(
+        nearest_existing(root), f"the dataset store {root} (MINARI_DATASETS_PATH)",
+        "set MINARI_DATASETS_PATH to a writable folder",
+    )  # fmt: skip
 
 
 def read_minari_episodes(dataset_id: str) -> list[dict]:
     """A stored dataset's episodes as dicts of numpy arrays (observations (T+1, ds) in the flat
-    layout, actions (T, da), rewards, terminations, truncations (T,))."""
+    layout, actions (T, da), rewards, terminations, truncations (T,)). Refused with one line
+    when its files disagree with its metadata: a file missing or changed (by the checksums
+    edis-jax stores), or fewer or more episodes or steps than the metadata counts."""
     import minari
 
+    metadata = raw_metadata(dataset_id)
+    _check_files(dataset_id, metadata)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             minari_dataset = minari.load_dataset(dataset_id)
-            return [_episode_arrays(ep) for ep in minari_dataset.iterate_episodes()]
+            episodes = [_episode_arrays(ep) for ep in minari_dataset.iterate_episodes()]
     except (ValueError, KeyError, OSError) as e:
         raise ValueError(
-            f"cannot read dataset {dataset_id!r} at {dataset_path(dataset_id)} ({e}); "
-            "delete it and build or download it again"
+            f"cannot read dataset {dataset_id!r} at {dataset_path(dataset_id)} ({e}): "
+            + rebuild_hint(dataset_id, metadata)
         ) from None
+    counted = (metadata.get("total_episodes"), metadata.get("total_steps"))
+    found = (len(episodes), sum(len(ep["rewards"]) for ep in episodes))
+    if counted[0] is not None and counted != found:
+        raise ValueError(
+            f"dataset {dataset_id!r} at {dataset_path(dataset_id)} is damaged: its metadata "
+            f"counts {counted[0]} episodes and {counted[1]} steps, its files hold {found[0]} and "
+            f"{found[1]}: " + rebuild_hint(dataset_id, metadata)
+        )
+    return episodes
 
 
 def raw_metadata(dataset_id: str) -> dict:
-    with open(dataset_path(dataset_id) / "data" / "metadata.json") as f:
-        return json.load(f)
+    path = dataset_path(dataset_id) / "data" / "metadata.json"
+    try:
+        with open(path) as f:
+            metadata = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        reason = "missing" if isinstance(e, FileNotFoundError) else f"unreadable: {e}"
+        raise ValueError(
+            f"dataset {dataset_id!r}: its {path} is {reason}: " + rebuild_hint(dataset_id, {})
+        ) from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"dataset {dataset_id!r}: {path} is not a JSON object: "
+                         + rebuild_hint(dataset_id, {}))  # fmt: skip
+    return metadata
+
+
+def rebuild_hint(dataset_id: str, metadata: dict) -> str:
+    """How to get a good copy of the dataset back: its own build command where edis-jax built
+    it, else delete and build or download it again."""
+    command = (metadata.get("edis_jax") or {}).get("command")
+    if command and "installed_from" not in metadata.get("edis_jax", {}):
+        return f"rebuild it with `{command} --overwrite`"
+    return f"delete {dataset_path(dataset_id)} and build or download it again"
+
+
+def _check_files(dataset_id: str, metadata: dict) -> None:
+    for name, digest in (metadata.get(CHECKSUMS_KEY) or {}).items():
+        path = dataset_path(dataset_id) / "data" / name
+        problem = "is missing" if not path.is_file() else None
+        if problem is None and _sha256(path) != digest:
+            problem = "has changed since it was written (checksum)"
+        if problem is not None:
+            raise ValueError(
+                f"dataset {dataset_id!r} is damaged: its file {path} {problem}: "
+                + rebuild_hint(dataset_id, metadata)
+            )
+
+
+def _file_checksums(data_dir: Path) -> dict[str, str]:
+    """sha256 of every file of the episodes (not the top metadata.json, which `data scores`
+    updates), by path relative to data_dir."""
+    return {
+        str(p.relative_to(data_dir)): _sha256(p)
+        for p in sorted(data_dir.rglob("*"))
+        if p.is_file() and p.parent != data_dir
+    }
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def metadata_env_id(metadata: dict) -> str:
@@ -121,17 +227,35 @@ def write_dataset(
     interrupted build never leaves a half dataset under the id, and --overwrite replaces the old
     one only once the new one is whole.
     """
-    import minari
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-    from minari.dataset.minari_storage import MinariStorage
-
     check_dataset_id(dataset_id)
+    with writer(dataset_id):
+        return _write_dataset(
+            dataset_id, env_id, episodes, ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score, description=description, algorithm_name=algorithm_name,
+            build_info=build_info, overwrite=overwrite,
+        )  # fmt: skip
+
+
+def check_new(dataset_id: str, overwrite: bool) -> None:
+    """Refuse an id that is taken, unless --overwrite."""
     final = dataset_path(dataset_id)
     if final.exists() and not overwrite:
         raise ValueError(
             f"dataset {dataset_id!r} already exists at {final}: choose another --id "
             "(e.g. bump the -vN version) or pass --overwrite"
         )
+
+
+def _write_dataset(
+    dataset_id, env_id, episodes, *, ref_min_score, ref_max_score, description, algorithm_name,
+    build_info, overwrite,
+) -> Path:  # fmt: skip
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.dataset.minari_storage import MinariStorage
+
+    check_new(dataset_id, overwrite)
+    final = dataset_path(dataset_id)
     # The env's own spaces: Dict observations are stored as dicts, as Minari's D4RL/antmaze are.
     env = make_gym_env(env_id)
     obs_space, act_space = env.observation_space, env.action_space
@@ -172,6 +296,7 @@ def write_dataset(
             )
             for i, ep in enumerate(episodes)
         )
+        storage.update_metadata({CHECKSUMS_KEY: _file_checksums(staging / "data")})
         _move_into_place(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -183,10 +308,11 @@ def store_reference_scores(dataset_id: str, ref_min_score: float, ref_max_score:
     """Write reference scores into a stored dataset's metadata."""
     from minari.dataset.minari_storage import MinariStorage
 
-    storage = MinariStorage.read(dataset_path(dataset_id) / "data")
-    storage.update_metadata(
-        {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}
-    )
+    with writer(dataset_id):
+        storage = MinariStorage.read(dataset_path(dataset_id) / "data")
+        storage.update_metadata(
+            {"ref_min_score": float(ref_min_score), "ref_max_score": float(ref_max_score)}
+        )
 
 
 def _episode_arrays(ep) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edis_jax.data import minari_store
+from edis_jax.output_paths import write_whole
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "datasets"
 
@@ -51,7 +52,10 @@ def install_shipped(path: Path) -> None:
         )
     build = dict(meta.get("edis_jax") or {})
     build["installed_from"] = f"edis_jax/assets/datasets/{path.name}"
-    try:
+    # Two commands starting on one shipped dataset: the second waits for the first's install.
+    with minari_store.writer(meta["dataset_id"], wait=True):
+        if (minari_store.dataset_path(meta["dataset_id"]) / "data").exists():
+            return
         minari_store.write_dataset(
             meta["dataset_id"],
             meta["env_id"],
@@ -62,9 +66,6 @@ def install_shipped(path: Path) -> None:
             algorithm_name=meta.get("algorithm_name", ""),
             build_info=build,
         )
-    except ValueError:
-        if not (minari_store.dataset_path(meta["dataset_id"]) / "data").exists():
-            raise  # else another process installed it first: fine
 
 
 def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> Path:
@@ -77,10 +78,10 @@ def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> 
     meta["edis_jax"] = metadata.get("edis_jax", {})
     meta["total_steps"], meta["total_episodes"] = int(lengths.sum()), len(episodes)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cat = lambda key, dtype: np.concatenate([ep[key] for ep in episodes]).astype(dtype)  # noqa: E731
-    np.savez_compressed(
-        path,
+    # Written to exactly `path` (numpy adds .npz to a name without it; a file object it keeps).
+    write_whole(path, lambda f: np.savez_compressed(
+        f,
         metadata=np.array(json.dumps(meta)),
         episode_lengths=lengths,
         observations=cat("observations", np.float32),
@@ -88,5 +89,5 @@ def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> 
         rewards=cat("rewards", np.float32),
         terminations=cat("terminations", bool),
         truncations=cat("truncations", bool),
-    )
+    ))  # fmt: skip
     return path

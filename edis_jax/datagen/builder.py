@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 
 import gymnasium as gym
@@ -89,6 +90,17 @@ def make_dataset(
         plateau_window=plateau_window, plateau_tol=plateau_tol,
     )  # fmt: skip
     _validate(env_id, kind, steps, dataset_id, overwrite, **options)
+    # One writer per id for the whole build: a second `data make` of the id is refused at once,
+    # not after its own build, and the id is checked free again under the lock.
+    with minari_store.writer(dataset_id):
+        minari_store.check_new(dataset_id, overwrite)
+        return _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite,
+                      progress)  # fmt: skip
+
+
+def _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite, progress):
+    eval_episodes, expert_return = options["eval_episodes"], options["expert_return"]
+    ref_min_score, ref_max_score = options["ref_min_score"], options["ref_max_score"]
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     build: dict = {"kind": kind, "env_id": env_id, "steps": steps, "seed": seed}
@@ -264,6 +276,22 @@ def _mean_return(env_id: str, policy_fn, episodes: int, seed: int) -> float:
     return float(returns.mean())
 
 
+def _check_fits_memory(kind, steps, max_train_steps, obs_dim, act_dim) -> None:
+    """Refuse, before the build, a dataset whose rows alone (float32 observation, next
+    observation, action, reward and flags) exceed this machine's RAM: it is held whole."""
+    rows = {"medium-expert": 2 * steps, "medium-replay": max_train_steps}.get(kind, steps)
+    need = rows * (2 * obs_dim + act_dim + 3) * 4
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > ram:
+        flag, value = ("--max-train-steps", max_train_steps) if kind == "medium-replay" else (
+            "--steps", steps)  # fmt: skip
+        raise ValueError(
+            f"{rows} rows of {obs_dim} observations and {act_dim} actions need {need / 2**30:.0f} "
+            f"GiB, more than this machine's {ram / 2**30:.0f} GiB of RAM, which holds the dataset "
+            f"while it is built: use at most {flag} {int(value * ram / need)}"
+        )
+
+
 def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
     if kind not in KINDS:
         raise ValueError(f"unknown --kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -291,16 +319,11 @@ def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
     if lo is not None and not hi > lo:
         raise ValueError("--ref-max-score must be above --ref-min-score")
     env = envs.make_env(env_id)  # fails early, with the fix, for an unknown env id
-    space = env.action_space
+    space, obs_dim = env.action_space, gym.spaces.flatdim(env.observation_space)
     env.close()
     if not isinstance(space, gym.spaces.Box):
         raise ValueError(
             f"{env_id} has a {type(space).__name__} action space: only Box is supported"
         )
-    minari_store.check_dataset_id(dataset_id)
-    target = minari_store.dataset_path(dataset_id)
-    if target.exists() and not overwrite:
-        raise ValueError(
-            f"dataset {dataset_id!r} already exists at {target}: choose another --id "
-            "(e.g. bump the -vN version) or pass --overwrite"
-        )
+    _check_fits_memory(kind, steps, options["max_train_steps"], obs_dim, space.shape[0])
+    minari_store.check_new(dataset_id, overwrite)

@@ -21,14 +21,14 @@ is built in a staging folder beside its --out and swapped in once it has its con
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
 
-from edis_jax import __version__, checkpoint
+from edis_jax import __version__, checkpoint, file_locks
 from edis_jax.config import RunConfig, from_dict, to_dict
+from edis_jax.output_paths import check_writable_folder
 
 
 class RunDirError(ValueError):
@@ -146,6 +146,15 @@ def check_generator_source(cfg: RunConfig) -> list[str]:
     ]
 
 
+def check_resumable(run_dir: Path) -> None:
+    """Refuse, before any work, a run folder that resume could not write its records and
+    checkpoints in (a read-only disk, no permission)."""
+    fix = f"copy {run_dir} to a writable disk and resume the copy, or fix the permissions"
+    for folder in (run_dir, run_dir / checkpoint.CHECKPOINT_DIR):
+        if folder.is_dir():
+            check_writable_folder(folder, f"resume {run_dir}", fix)
+
+
 def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
     """Refuse a run whose checkpoints are missing or were written under another config."""
     ckpt_dir = run_dir / checkpoint.CHECKPOINT_DIR
@@ -160,7 +169,13 @@ def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
         return
     # Read through from_dict, so that a field added since the checkpoints were written takes
     # its default there too: new fields default to the behaviour the older code had.
-    saved = from_dict(json.loads(written.read_text()))
+    try:
+        saved = from_dict(json.loads(written.read_text()))
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise RunDirError(
+            f"{written} is damaged ({e}): copy {run_dir}/config.json over it if the run's "
+            "settings never changed, or start the run again with `edis-jax train --overwrite`"
+        ) from None
     differ = [
         f"{name} {theirs!r} -> {mine!r}"
         for name, theirs, mine in _config_diff(_as_json(saved), _as_json(cfg))
@@ -189,18 +204,9 @@ def _config_diff(old: dict, new: dict, prefix: str = ""):
             yield f"{prefix}{name}", a, b
 
 
-@contextlib.contextmanager
 def locked(run_dir: Path):
     """Hold an exclusive lock on the run folder, or refuse with one line."""
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _in_use(run_dir) from None
-        yield
-    finally:
-        os.close(fd)
+    return file_locks.held(run_dir, _in_use(run_dir))
 
 
 def _in_use(run_dir: Path) -> RunDirError:
@@ -214,8 +220,14 @@ def read_config(run_dir: Path, flag: str = "") -> RunConfig:
     """The config.json of a run directory, or one line saying why it is not one (naming the
     `flag` that gave the directory, if one did)."""
     config_file = run_dir / "config.json"
+    given = f"{flag} {run_dir}" if flag else str(run_dir)
+    if not run_dir.is_dir():
+        what = "a file" if run_dir.exists() else "no such folder"
+        raise RunDirError(
+            f"{given} is not a run directory ({what}): give the --out of an earlier "
+            "`edis-jax train`"
+        )
     if not config_file.is_file():
-        given = f"{flag} {run_dir}" if flag else str(run_dir)
         raise RunDirError(
             f"{given} is not a run directory (no config.json): give the --out of an earlier "
             "`edis-jax train`"
@@ -227,7 +239,17 @@ def read_config(run_dir: Path, flag: str = "") -> RunConfig:
             f"{config_file} is not valid JSON ({e}): restore it, or start the run again with "
             "--overwrite"
         ) from None
+    if not (isinstance(data, dict) and data.keys() >= RUN_CONFIG_KEYS):
+        raise RunDirError(
+            f"{given} is not an edis-jax run directory (its config.json is not a run's config: "
+            f"no {', '.join(sorted(RUN_CONFIG_KEYS))}): give the --out of an earlier "
+            "`edis-jax train`"
+        )
     return from_dict(data)
+
+
+# Fields every run's config.json has held: a config.json without them is another program's.
+RUN_CONFIG_KEYS = frozenset({"algo", "dataset", "seeds", "offline_steps", "online_steps"})
 
 
 def is_run_dir(path: Path) -> bool:
@@ -243,6 +265,8 @@ def is_run_dir(path: Path) -> bool:
 def check_out(cfg: RunConfig) -> Path:
     """The absolute --out path, after refusing one that train cannot build a run in or must not
     replace. Touches nothing."""
+    if not cfg.out.strip():
+        raise RunDirError("--out is empty: give a folder path for the run, e.g. --out runs/x")
     out, run_dir = cfg.out, Path(os.path.abspath(cfg.out))
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--out {out} is a file: give a folder path for --out")
@@ -266,11 +290,7 @@ def check_out(cfg: RunConfig) -> Path:
     above = next(p for p in run_dir.parents if p.exists())
     if not above.is_dir():
         raise RunDirError(f"--out {out} lies below {above}, a file: choose another --out")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise RunDirError(
-            f"--out {out}: cannot write in {above} (no permission or a read-only disk); "
-            "choose a writable --out"
-        )
+    check_writable_folder(above, f"--out {out}", "choose a writable --out")
     return run_dir
 
 
@@ -327,11 +347,9 @@ def _claim(staging: Path, run_dir: Path) -> int:
             fd = os.open(staging, os.O_RDONLY)
         except FileNotFoundError:  # deleted by a failed start between mkdir and open
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not file_locks.try_lock(fd):
             os.close(fd)
-            raise _in_use(run_dir) from None
+            raise _in_use(run_dir)
         # A failed start deletes its staging folder before unlocking it: ours must still be
         # the folder of that name.
         with contextlib.suppress(FileNotFoundError):

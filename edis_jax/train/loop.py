@@ -23,14 +23,17 @@ from edis_jax.config import RunConfig, to_dict
 from edis_jax.data import datasets
 from edis_jax.data.scores import normalized_score, scored_by_success
 from edis_jax.envs import simulators
+from edis_jax.tasks import TASKS
 from edis_jax.train import arms, env_step, scales, synthetic
 from edis_jax.train import state as S
 from edis_jax.train.directory import (
     RunDirError,
     check_checkpoints_match,
     check_first_retrain_source,
+    check_generator_source,
     check_offline_source,
     check_out,
+    check_resumable,
     locked,
     read_config,
     staged,
@@ -70,7 +73,10 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
             check_first_retrain_source(cfg)
         elif cfg.init_from is not None:
             check_offline_source(cfg)
+        if cfg.generator_from is not None and cfg.edis:  # read before the long work, too
+            check_generator_source(cfg)
         dataset = _load_dataset(cfg)
+        _check_task(cfg, dataset)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
         if cfg.generator_from is not None and run.trains_generator:
             synthetic.load_pretrained(run)
@@ -88,6 +94,7 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
     stopped before its first one). Returns the summary dict."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
+    check_resumable(run_dir)
     with locked(run_dir):
         check_checkpoints_match(run_dir, cfg)
         dataset = _load_dataset(cfg)
@@ -123,7 +130,6 @@ class _Run:
     def __init__(self, cfg: RunConfig, dataset, run_dir: Path, progress: bool):
         self.cfg, self.dataset, self.run_dir, self.show = cfg, dataset, run_dir, progress
         self.ref = scales.reference_scores(cfg, dataset)
-        self.keys = sharding.shard_seeds(S.seed_keys(cfg))
         self.actions = envs.ActionScale(dataset.env_id)
         offline = dataset.transitions.replace(
             action=self.actions.to_unit(np.asarray(dataset.transitions.action))
@@ -142,6 +148,8 @@ class _Run:
                 )
             )
         self.offline = offline  # as the agent sees it (train/arms.py builds a source's state)
+        _check_fits(cfg, offline, self.reward_scale)
+        self.keys = sharding.shard_seeds(S.seed_keys(cfg))
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = sharding.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
         self.progress = Progress()
@@ -382,6 +390,48 @@ def scores_of(returns, ref: tuple[float, float]) -> np.ndarray:
 
 def _eval_seed(cfg: RunConfig, index: int) -> int:
     return 1_000_003 + cfg.seed * 10_007 + index * cfg.seeds * cfg.eval_episodes
+
+
+def _check_task(cfg: RunConfig, dataset) -> None:
+    """Refuse a --task applied to another env's dataset or with another --algo: its values were
+    tuned for that env and algorithm, and config.json would record a task the run is not."""
+    if cfg.task is None:
+        return
+    task_algo = TASKS[cfg.task]["algo"]
+    if cfg.algo != task_algo:
+        raise RunDirError(
+            f"--task {cfg.task} is tuned for --algo {task_algo}, but --algo is {cfg.algo}: drop "
+            f"--algo, or choose a {cfg.algo} task (`edis-jax tasks` lists them)"
+        )
+    task_env = TASKS[cfg.task]["env"]
+    if task_env.rsplit("-v", 1)[0] != dataset.env_id.rsplit("-v", 1)[0]:
+        raise RunDirError(
+            f"--task {cfg.task} is tuned for {task_env}, but --dataset {cfg.dataset} is "
+            f"{dataset.env_id} data: give a {task_env} dataset (the task's own is "
+            f"{TASKS[cfg.task]['dataset']}), or drop --task and set the values you want with "
+            f"flags (`edis-jax tasks {cfg.task}` lists them)"
+        )
+
+
+def _check_fits(cfg: RunConfig, offline, reward_scale: float) -> None:
+    """Refuse, before anything is allocated, a run whose state alone (seeds x buffers, networks
+    and optimiser states) exceeds the memory the seeds share; the working memory of the
+    compiled programs comes on top, so a run that passes may still not fit."""
+    available = sharding.device_memory_bytes()
+    if available is None:
+        return
+    limit, where = available
+    need = S.state_bytes(cfg, offline, reward_scale)
+    if need > limit:
+        per_seed = need / cfg.seeds
+        fit = int(limit // per_seed)
+        raise RunDirError(
+            f"--seeds {cfg.seeds} needs {need / 2**30:.1f} GiB for the run's state alone "
+            f"({per_seed / 2**20:.1f} MiB per seed: buffers of {len(offline)} offline + "
+            f"{cfg.online_steps} online rows, networks, optimiser states), more than the "
+            f"{limit / 2**30:.1f} GiB of {where}: use at most --seeds {max(fit, 0)} (fewer "
+            "to leave room for the computation), or smaller sizes"
+        )
 
 
 def _load_dataset(cfg: RunConfig):

@@ -101,6 +101,13 @@ def synthetic_weights(cfg: RunConfig) -> jnp.ndarray:
     return jnp.array([rho, 1.0 - rho, 0.0], jnp.float32)
 
 
+def state_bytes(cfg: RunConfig, offline: Transition, reward_scale: float) -> int:
+    """The bytes init_state's RunState holds for all seeds, from shapes alone (traced, nothing
+    allocated or compiled): buffers, agents, generators and their optimiser states."""
+    shapes = jax.eval_shape(lambda: init_state(cfg, offline, reward_scale))
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+
 def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunState:
     """The state at step 0 for every seed: fresh agents and generators, filled buffers."""
     obs_dim, act_dim = offline.obs_dim, offline.act_dim
