@@ -52,7 +52,7 @@ PARTS = ("fidelity", "speed", "relabel")
 BATCH = 20
 
 
-def fixed_policy(env_id: str, obs_dim: int, high: np.ndarray, seed: int = 1):
+def fixed_policy(obs_dim: int, high: np.ndarray, seed: int = 1):
     """A deterministic policy, the same for both envs: tanh of a fixed random linear map of the
     observation, scaled to the action box."""
     rng = np.random.default_rng(seed)
@@ -97,7 +97,7 @@ def step_fidelity(env: JaxEnv, step, transitions: int = 1000, seed: int = 0) -> 
     replayed by the JAX env from gymnasium's state before it (module docstring)."""
     gym_env = make_env(env.env_id)
     high = gym_env.action_space.high.astype(np.float32)
-    policy = fixed_policy(env.env_id, env.obs_dim, high, seed + 1)
+    policy = fixed_policy(env.obs_dim, high, seed + 1)
     rng = np.random.default_rng(seed)
     obs, _ = gym_env.reset(seed=seed)
     states, actions, outcomes = [], [], []
@@ -175,7 +175,7 @@ def mean_returns(env: JaxEnv, step, episodes: int = BATCH, seed: int = 0):
     """A fixed policy's returns over `episodes` episodes: (gymnasium's, the JAX env's)."""
     gym_env = make_env(env.env_id)
     high = gym_env.action_space.high.astype(np.float32)
-    policy = fixed_policy(env.env_id, env.obs_dim, high)
+    policy = fixed_policy(env.obs_dim, high)
     gym_returns = []
     for episode in range(episodes):
         obs, _ = gym_env.reset(seed=seed + episode)
