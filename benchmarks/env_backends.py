@@ -247,7 +247,10 @@ def markdown(record: dict) -> str:
         f"JAX {record['jax_version']}; {record['agent_preset']}-size IQL, batch 256; "
         f"online runs of {record['sizes']['dataset']}. `python -m benchmarks.env_backends"
         + (" --quick" if record["quick"] else "")
-        + "`.",
+        + "`."
+        + (
+            "" if record.get("complete", True) else " Stopped before its end: the rows it measured."
+        ),
         "",
         "### Online phase: act + env step + store + U updates, per env step of all seeds",
         "",
@@ -328,17 +331,25 @@ def run(sizes: Sizes, out_dir: Path, *, quick: bool, log=print, retrain_s=None) 
 
     start = time.perf_counter()
     log(f"{harness.device_description()}, {harness.cpu_threads()} threads")
-    rows = measure(sizes, log, retrain_s=retrain_s)
     record = {
         "device": harness.device_name(), "jax_version": jax.__version__, "quick": quick,
-        "agent_preset": sizes.agent_preset, "sizes": dataclasses.asdict(sizes), **rows,
-        "wall_s": time.perf_counter() - start,
+        "agent_preset": sizes.agent_preset, "sizes": dataclasses.asdict(sizes),
+        "online": [], "evaluation": [], "offline": [], "projection": [], "complete": False,
     }  # fmt: skip
     stem = f"env_backends_{record['device']}" + ("-quick" if quick else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(record, indent=1))
-    md_path.write_text(markdown(record))
+
+    def save(kind=None, row=None) -> None:  # after every row: a stopped run keeps its rows
+        if kind is not None:
+            record[kind].append(row)
+        record["wall_s"] = time.perf_counter() - start
+        json_path.write_text(json.dumps(record, indent=1))
+        md_path.write_text(markdown(record))
+
+    measure(sizes, log, on_row=save, retrain_s=retrain_s)
+    record["complete"] = True
+    save()
     return {**record, "json_path": str(json_path), "md_path": str(md_path)}
 
 
