@@ -1,5 +1,10 @@
 # Two commands do all the set-up: `make run` (edis_jax/make_run.py) and `make test`.
-PYTHON ?= python3
+# jax 0.11 and newer need Python >= 3.12, so the venv is made with the first of python3.12 and
+# python3.13 that runs here (pyenv's installed versions too, which its shims hide unless selected),
+# else python3. An existing .venv keeps its Python: `make clean` first to change it.
+PYTHON ?= $(shell for v in 3.12 3.13; do \
+  for p in python$$v $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v*/bin/python$$v; do \
+    $$p -c "" 2>/dev/null && echo $$p && exit 0; done; done; echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -45,9 +50,11 @@ bench: $(STAMP)
 # The GPU run in one command (benchmarks/gpu.py): installs the CUDA build of jax (the cuda
 # extra), then runs every part within 8 minutes. Flags go in BENCH_GPU_ARGS, e.g.
 # `make bench-gpu BENCH_GPU_ARGS="--budget-s 600"`.
+# CUDA_EXTRA=cuda13 installs the CUDA 13 build instead (drivers >= 580).
 BENCH_GPU_ARGS ?=
+CUDA_EXTRA ?= cuda
 bench-gpu: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[cuda]"
+	$(BIN)/pip install --quiet -e ".[$(CUDA_EXTRA)]"
 	$(BIN)/python -m benchmarks.gpu $(BENCH_GPU_ARGS)
 
 clean:
