@@ -1,7 +1,7 @@
 # Two commands do all the set-up: `make run` (edis_jax/make_run.py) and `make test`.
 # jax 0.11 and newer need Python >= 3.12, so the venv is made with the first of python3.12 and
 # python3.13 that runs here (pyenv's installed versions too, which its shims hide unless selected),
-# else python3. An existing .venv keeps its Python: `make clean` first to change it.
+# else python3. A .venv made with another Python version is made anew.
 PYTHON ?= $(shell for v in 3.12 3.13; do \
   for p in python$$v $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v*/bin/python$$v; do \
     $$p -c "" 2>/dev/null && echo $$p && exit 0; done; done; echo python3)
@@ -16,10 +16,12 @@ export MINARI_DATASETS_PATH ?= $(CURDIR)/datasets
 
 .PHONY: run test test-all lint format bench bench-gpu clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+PYVERSION = import sys; print(*sys.version_info[:2])
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c '$(PYVERSION)')" != "$$($(PYTHON) -c '$(PYVERSION)')" ]; then \
+	  echo "$(VENV) was made with another Python than $(PYTHON): making it anew"; rm -rf $(VENV); fi
+	@[ -x $(BIN)/python ] || (echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV))
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
