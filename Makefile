@@ -45,6 +45,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# The bench extra is torch==2.13.0 (the PyTorch reference). PyPI's Linux wheel of it is the CUDA
+# build, several GB with its NVIDIA libraries; a machine with a local CPU wheel for Python 3.11
+# only keeps that download off with `make clean bench PYTHON=python3.11`.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run
