@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,7 @@ def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
     wandb.finish()
     (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     logged, config = {}, {}
-    for data in read_wandb_records(path.read_bytes()):
-        record = wandb_internal_pb2.Record.FromString(data)
+    for record in finished_records(path, wandb_internal_pb2.Record):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             row = {
@@ -117,6 +117,20 @@ def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
     assert config["preset"] == "tiny" and config["log"] == ["wandb"]
     config.pop("_wandb")  # wandb's own entry
     assert config == saved_config(run_dir)
+
+
+def finished_records(path: Path, record_type, timeout_s: float = 60.0) -> list:
+    """The records of a .wandb file once it holds the run's exit record: wandb.finish() can
+    return before wandb's service has written the file (seen under load: the history records
+    arrived after it returned)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [record_type.FromString(d) for d in read_wandb_records(path.read_bytes())]
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} has no exit record {timeout_s:.0f} s after wandb.finish()")
+        time.sleep(0.2)
 
 
 def read_wandb_records(data: bytes):
