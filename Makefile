@@ -55,7 +55,7 @@ bench: $(STAMP)
 # The GPU run in one command (benchmarks/gpu.py): installs the CUDA build of jax (the cuda
 # extra), then runs every part within 8 minutes. Flags go in BENCH_GPU_ARGS, e.g.
 # `make bench-gpu BENCH_GPU_ARGS="--budget-s 600"`.
-# CUDA_EXTRA=cuda13 installs the CUDA 13 build instead (drivers >= 580).
+# CUDA_EXTRA=cuda12 installs the CUDA 12 build instead (drivers older than 580).
 BENCH_GPU_ARGS ?=
 CUDA_EXTRA ?= cuda
 bench-gpu: $(STAMP)
