@@ -79,6 +79,11 @@ def test_the_docs_hold_commands():
     assert any(where.startswith("docs/") for where, _ in found)
 
 
+def test_the_readme_stays_short():
+    # A user's page: the research log lives in docs/ (under 250 lines is the target).
+    assert len((ROOT / "README.md").read_text().splitlines()) < 250
+
+
 def test_a_wrong_flag_is_caught(parse_only, capsys):
     assert parses("edis-jax train --preset cpu --seeds 2")[0]
     ok, _ = parses("edis-jax train --preset cpu --no-such-flag 2")
