@@ -5,6 +5,10 @@ the budget (default 8 minutes) whatever a part does:
 
   smoke    a short paper-preset run through train/loop.train: offline phase, online phase
            with EDIS and one generator retrain, evaluations, checkpoints (the path end to end)
+  backends the online phase and the evaluations on both env backends, gymnasium and jax, at
+           1 / 8 / 32 seeds and U = 1 / 20 (benchmarks/env_backends.py), and the projected
+           wall time of the paper's IQL-EDIS schedule for 8 and 32 seeds from those rates and
+           the smoke run's retrain
   memory   peak device memory of a 32-seed paper-size run state (benchmarks/memory.run_state)
   scaling  1 / 8 / 32 vmapped seeds: IQL updates/s and guided-sampler samples/s at paper size
   rows     the benchmark rows of benchmarks/run.py at paper size, against the PyTorch eager
@@ -35,7 +39,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("smoke", "memory", "scaling", "rows")
+PARTS = ("smoke", "backends", "memory", "scaling", "rows")
 SIZES = ("paper", "tiny")
 
 # Seconds each part is expected to take, compile included. Paper size: one NVIDIA H200 under
@@ -45,14 +49,17 @@ SIZES = ("paper", "tiny")
 # default 8 minutes, so the rows part runs last and keeps the rows it measured (MIN_START_S).
 # Tiny: 2 CPU cores at load 4-5 took 26 / 22 / 53 / 48 s with a warm compilation cache (3-7
 # times that cold), plus margin.
+# backends: not yet run on a GPU; a guess (six MJX chunk compiles and four evaluation ones);
+# tiny on this CPU: about 4 minutes at load 2-4, mostly MJX's compiles.
 ESTIMATES_S = {
-    "paper": {"probe": 30, "smoke": 140, "memory": 105, "scaling": 145, "rows": 230},
-    "tiny": {"probe": 15, "smoke": 60, "memory": 40, "scaling": 80, "rows": 80},
-}
+    "paper": {"probe": 30, "smoke": 140, "backends": 240, "memory": 105, "scaling": 145,
+              "rows": 230},
+    "tiny": {"probe": 15, "smoke": 60, "backends": 300, "memory": 40, "scaling": 80, "rows": 80},
+}  # fmt: skip
 
 # A part that keeps what it measured before it is stopped (the rows, one by one) starts with
 # this many seconds left even when its estimate does not fit; the others need their estimate.
-MIN_START_S = {"rows": 45}
+MIN_START_S = {"rows": 45, "backends": 60}
 
 # The smoke run: the named preset with these values (config.with_values). Paper: paper-size
 # networks and the published IQL-EDIS schedule, with fewer steps, seeds and samples so that it
@@ -188,8 +195,8 @@ def _child(part, args, tmp: Path, deadline, estimate, log, later: float = 0.0) -
         line = f"stopped after {limit:.0f} s (the budget left no more)"
     seconds = time.monotonic() - start
     value = json.loads(result.read_text()) if result.exists() else None
-    if value is not None and line != "ran" and part == "rows":
-        line += f"; the {len(value['rows'])} rows measured before are kept"
+    if value is not None and line != "ran" and part in MIN_START_S:
+        line += "; what it measured before is kept"
     log(f"== {part}: {line} in {seconds:.0f} s")
     return {**status, "status": line, "seconds": seconds, "result": value}
 
@@ -199,6 +206,8 @@ def _run_part(part: str, size: str, torch: bool, result: Path, only: str = ""):
         return _probe()
     if part == "smoke":
         return _smoke(size)
+    if part == "backends":
+        return _backends(size, result)
     if part == "memory":
         from benchmarks import memory
 
@@ -231,6 +240,45 @@ def _run_part(part: str, size: str, torch: bool, result: Path, only: str = ""):
 
     Suite(s, ref, peak, only, print, on_row=save).rows()
     return value
+
+
+def _backends(size: str, result: Path) -> dict:
+    """benchmarks/env_backends.py's rows (paper: its full sizes; tiny: its quick ones), saved
+    after every row so that a stopped part keeps what it measured."""
+    from benchmarks import env_backends
+
+    sizes = env_backends.Sizes() if size == "paper" else env_backends.Sizes().quick()
+    value = {"sizes": dataclasses.asdict(sizes), "online": [], "evaluation": [], "offline": []}
+
+    def save(kind, row) -> None:
+        value.setdefault(kind, []).append(row)
+        _write_json(result, value)
+
+    env_backends.measure(sizes, print, on_row=save)
+    return value
+
+
+def _retrain_s(smoke: dict | None, size: str) -> dict | None:
+    """One retrain of the `size` preset's generator, in seconds per seed count, from the smoke
+    run's single retrain (its diffusion training, CEP, sampling and health), scaled to the
+    preset's diffusion steps and samples and, for want of a measurement, linearly in seeds
+    (vmapped seeds usually cost less on a GPU: an upper bound)."""
+    if not smoke:
+        return None
+    from edis_jax.presets import preset
+
+    cfg = preset(size)
+    values = SMOKE[size]
+    train = values.get("diffusion.train_steps", cfg.diffusion.train_steps)
+    samples = values.get("online.num_samples", cfg.online.num_samples)
+    fixed = sum(smoke.get(f"{k}_s", 0.0) for k in ("cep_negatives", "cep", "cep_heldout", "health"))
+    per_run = (
+        smoke.get("diffusion_s", 0.0) * cfg.diffusion.train_steps / train
+        + smoke.get("generate_s", 0.0) * cfg.online.num_samples / samples
+        + fixed
+    )
+    seeds = values["seeds"]
+    return {n: per_run * n / seeds for n in (1, 2, 8, 32)}
 
 
 def _probe() -> dict:
@@ -301,6 +349,7 @@ def _write(size, budget_s, out_dir, info, statuses, results, start) -> tuple[dic
         "memory": results.get("memory"),
         "smoke": results.get("smoke"),
         "sizes": rows_part.get("sizes"),
+        "backends": _backends_record(results.get("backends"), results.get("smoke"), size, info),
     }
     label = info["device"].removeprefix("gpu-") + ("-tiny" if size == "tiny" else "")
     device_line = f"{info['device_kind']} ({info['description']})"
@@ -317,9 +366,32 @@ def _write(size, budget_s, out_dir, info, statuses, results, start) -> tuple[dic
     ]
     tail = ["", "### Paper-preset smoke run" if size == "paper" else "### Smoke run", ""]
     tail += harness.dict_table(extra["smoke"]) if extra["smoke"] else ["not run"]
+    if extra["backends"] is not None:
+        from benchmarks import env_backends
+
+        tail += ["", env_backends.markdown(extra["backends"]).replace("## Env", "### Env")]
     markdown = "\n".join(head) + body + "\n".join(tail) + "\n"
     md_path.write_text(markdown)
     return {**extra, "json_path": str(json_path), "md_path": str(md_path)}, markdown
+
+
+def _backends_record(backends, smoke, size: str, info: dict) -> dict | None:
+    """The backends part's rows with the projection, computed here from them and the smoke
+    run's retrain."""
+    if backends is None:
+        return None
+    from benchmarks import env_backends
+
+    sizes = env_backends.Sizes(**{
+        k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        for k, v in backends["sizes"].items()
+    })  # fmt: skip
+    return {
+        **backends, "device": info["device"], "jax_version": info["jax_version"],
+        "quick": size == "tiny",
+        "agent_preset": sizes.agent_preset,
+        "projection": env_backends.projection(backends, sizes, _retrain_s(smoke, size)),
+    }  # fmt: skip
 
 
 def _write_json(path: Path, value) -> None:

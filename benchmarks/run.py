@@ -5,6 +5,9 @@ Writes benchmarks/results/<device>.json ({"device", "peak_matmul_gflops", "rows"
 "memory" and run details) and <device>.md, and prints the markdown. `--quick` shrinks every
 size so the whole run takes a couple of minutes, and writes <device>-quick.* instead.
 
+A full run (no --only) also measures both env backends (benchmarks/env_backends.py, its own
+env_backends_<device>.* files; the record names them).
+
 Shapes are Hopper's (ds = 11, da = 3, D = 26). PyTorch runs with as many threads as XLA uses
 (every core this process may use); without PyTorch the reference columns are null.
 """
@@ -102,6 +105,7 @@ def run(
     torch: bool = True,
     only: str = "",
     memory: bool = True,
+    backends: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[dict, str]:
     """Measure everything in `sizes`, write the JSON and markdown files; return (record, md)."""
@@ -123,6 +127,11 @@ def run(
         "scaling": suite.scaling(),
         "memory": _memory(quick, log) if memory and not only else None,
     }
+    if backends and not only:  # both env backends, in their own files (env_backends.py)
+        from benchmarks import env_backends
+
+        sizes_b = env_backends.Sizes().quick() if quick else env_backends.Sizes()
+        extra["env_backends"] = env_backends.run(sizes_b, out_dir, quick=quick, log=log)["md_path"]
     extra["wall_s"] = time.perf_counter() - start
     # Quick and partial (--only) runs never overwrite the full results.
     stem = device + ("-quick" if quick else "") + ("-partial" if only else "")

@@ -78,7 +78,8 @@ def save(run_dir: Path, step: int, state: Any, host: dict, folder: str = CHECKPO
             manager.save(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)
+                    state=ocp.args.StandardSave(_without_empty(state)),
+                    host=ocp.args.JsonSave(host),
                 ),
             )
             manager.wait_until_finished()
@@ -143,7 +144,8 @@ def restore(run_dir: Path, template: Any, folder: str = CHECKPOINT_DIR) -> tuple
                     restored = manager.restore(
                         step,
                         args=ocp.args.Composite(
-                            state=ocp.args.StandardRestore(template), host=ocp.args.JsonRestore()
+                            state=ocp.args.StandardRestore(_without_empty(template)),
+                            host=ocp.args.JsonRestore(),
                         ),
                     )
                 except Exception as err:  # unreadable: try the one before it
@@ -163,13 +165,31 @@ def restore(run_dir: Path, template: Any, folder: str = CHECKPOINT_DIR) -> tuple
                     "stopped after orbax had written it, or it predates checksums): restored "
                     "unverified"
                 )
-            return restored["state"], dict(restored["host"]), step
+            return _with_empty(restored["state"], template), dict(restored["host"]), step
         manager.close()
     detail = "; ".join(damaged) if damaged else "no complete checkpoint found"
     raise CheckpointError(
         f"no usable checkpoint in {ckpt_dir} ({detail}): start the run again with "
         f"`edis-jax train --out {run_dir} --overwrite`"
     )
+
+
+def _without_empty(tree: Any) -> Any:
+    """`tree` with its zero-size arrays as None: orbax refuses to save them, and MJX's state
+    has some (e.g. the actuator activations of a model without any)."""
+    return jax.tree.map(lambda x: None if np.prod(x.shape) == 0 else x, tree)
+
+
+def _with_empty(restored: Any, template: Any) -> Any:
+    """The zero-size arrays `_without_empty` left out, back from the template."""
+    is_none = lambda x: x is None  # noqa: E731
+    leaves, treedef = jax.tree.flatten(template, is_leaf=is_none)
+    got = jax.tree.flatten(restored, is_leaf=is_none)[0]
+    filled = [
+        jax.numpy.zeros(t.shape, t.dtype) if r is None and t is not None else r
+        for t, r in zip(leaves, got, strict=True)
+    ]
+    return treedef.unflatten(filled)
 
 
 def verify(step_dir: Path) -> str | None:

@@ -116,6 +116,11 @@ class RunConfig:
     # train/loggers.py): `--log tensorboard wandb`.
     log: tuple[Literal["tensorboard", "wandb"], ...] = ()
     checkpoint_every: int = 5000  # online env steps between checkpoints
+    # Where the envs run: "gymnasium", on the host, one device call per env step; "jax", the
+    # JAX-native env inside the compiled program, one device call per chunk of steps
+    # (train/jax_online.py); "auto", jax on an accelerator for an env with an exact JAX version,
+    # gymnasium otherwise. config.json records the backend a run resolved to.
+    env_backend: Literal["auto", "gymnasium", "jax"] = "auto"
     ref_min_score: float | None = None  # override the dataset's reference scores
     ref_max_score: float | None = None
     iql: IQLConfig = field(default_factory=IQLConfig)
@@ -137,6 +142,10 @@ class RunConfig:
         check(self.task is None or self.task in TASKS, unknown_task(self.task))
         positive(self, "seeds", "batch_size", "eval_every", "eval_episodes", "log_every")
         positive(self, "checkpoint_every")
+        check(
+            self.env_backend in ("auto", "gymnasium", "jax"),
+            f"--env-backend must be auto, gymnasium or jax, got {self.env_backend!r}",
+        )
         check(
             all(name in ("tensorboard", "wandb") for name in self.log),
             f"--log takes tensorboard and/or wandb, got {self.log}",

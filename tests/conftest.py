@@ -8,8 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (tests/test_generator.py: 229 -> 112 s of CPU). It changes float32 results at roundoff level,
 # so the tests compare runs with each other and with references within tolerances, never with
 # hashes of default-optimised runs (that is benchmarks/bitwise_check.py's job, at the default).
-# Child processes (notebook kernel, CLI subprocesses) inherit it.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+# Child processes (notebook kernel, CLI subprocesses) inherit it. MJX's programs run about 50
+# times slower at -O0 (tests/test_jax_online.py's Hopper run), so a child started with
+# FULL_OPTIMISATION=1 keeps XLA's default level.
+FULL_OPTIMISATION = "EDIS_TEST_FULL_OPTIMISATION"
+level_set = "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")
+if os.environ.get(FULL_OPTIMISATION) != "1" and not level_set:
     os.environ["XLA_FLAGS"] = (
         f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
     )

@@ -105,7 +105,9 @@ def test_online_step_row_alternates_jax_and_reference_rounds(tmp_path):
 @pytest.mark.slow
 def test_every_row_runs_at_tiny_sizes(tmp_path):
     """All rows (JAX side only: the PyTorch side is exercised above and by its own checks)."""
-    record, _ = run(TINY, tmp_path, quick=True, torch=False, memory=False, log=lambda _: None)
+    record, _ = run(
+        TINY, tmp_path, quick=True, torch=False, memory=False, backends=False, log=lambda _: None
+    )
     # 3 sampler rows + 1 train step per model, train chunk, 2 CEP rows, 3 agents, 1 online step.
     assert len(record["rows"]) == 4 + 1 + 2 + 3 + 1
     _check_rows([dataclasses.asdict(r) for r in record["rows"]], has_ref=False)
@@ -209,9 +211,14 @@ def test_gpu_run_at_tiny_size_writes_every_part(tmp_path):
     from benchmarks import gpu
 
     only = "guided sampler, tiny size (32x2), 16 rows|IQL update|online step"
-    record, markdown = gpu.run("tiny", 600.0, tmp_path, torch=False, only=only, log=lambda _: None)
+    # The backends part (MJX's compiles: minutes here) runs in the @slow test below; its code
+    # runs here on Pendulum (test_env_backends_measures_both_backends).
+    parts = tuple(p for p in gpu.PARTS if p != "backends")
+    record, markdown = gpu.run(
+        "tiny", 600.0, tmp_path, parts, torch=False, only=only, log=lambda _: None
+    )
     data = json.loads(next(tmp_path.glob("gpu_*-tiny.json")).read_text())
-    assert [(p["part"], p["status"]) for p in data["parts"]] == [(p, "ran") for p in gpu.PARTS]
+    assert [(p["part"], p["status"]) for p in data["parts"]] == [(p, "ran") for p in parts]
     assert data["device_kind"] == jax.devices()[0].device_kind and data["size"] == "tiny"
     names = [r["name"].split(",")[0] for r in data["rows"]]
     assert names == ["guided sampler", "IQL update chunk", "online step"], names
@@ -225,6 +232,52 @@ def test_gpu_run_at_tiny_size_writes_every_part(tmp_path):
     smoke = data["smoke"]
     assert smoke["retrains"] == 1 and smoke["metrics_records"] > 0 and smoke["checkpoints"] > 0
     assert "| smoke |" in markdown and "### Smoke run" in markdown
+
+
+@pytest.mark.slow
+def test_gpu_run_backends_part_at_tiny_size(tmp_path):
+    from benchmarks import gpu
+
+    record, markdown = gpu.run(
+        "tiny", 600.0, tmp_path, ("smoke", "backends"), torch=False, log=lambda _: None
+    )
+    data = json.loads(next(tmp_path.glob("gpu_*-tiny.json")).read_text())
+    assert [p["status"] for p in data["parts"]] == ["ran", "ran"], data["parts"]
+    backends = data["backends"]
+    assert {(r["backend"], r["seeds"]) for r in backends["online"]} == {
+        (b, n) for b in ("gymnasium", "jax") for n in (1, 2)
+    }
+    projected = backends["projection"]
+    assert projected and all(r["complete"] and r["total_s"] > 0 for r in projected), projected
+    assert "### Env backends" in markdown and "Projected wall time" in markdown
+
+
+def test_env_backends_measures_both_backends(datasets_env, tmp_path):
+    """benchmarks/env_backends.py on the Pendulum test data (its JAX env compiles in seconds;
+    the Hopper sizes run in the @slow test above): every row of both backends, the projection
+    from them, and the files."""
+    from conftest import PENDULUM
+
+    from benchmarks import env_backends
+
+    sizes = env_backends.Sizes().quick()
+    sizes = env_backends.dataclasses.replace(
+        sizes, dataset=PENDULUM, eval_envs=("Pendulum-v1",), steps=((1, 3),)
+    )
+    record = env_backends.run(sizes, tmp_path, quick=True, log=lambda _: None)
+    online = record["online"]
+    assert {(r["backend"], r["seeds"]) for r in online} == {
+        (b, n) for b in ("gymnasium", "jax") for n in (1, 2)
+    }
+    assert all(r["env_steps_per_s"] > 0 and r["steps"] == 3 for r in online)
+    evals = record["evaluation"]
+    assert {r["backend"] for r in evals} == {"gymnasium", "jax"}
+    assert all(r["episodes"] == 2 and r["episodes_per_s"] > 0 for r in evals)
+    projected = record["projection"]
+    assert [(r["backend"], r["seeds"]) for r in projected] == [("gymnasium", 2), ("jax", 2)]
+    assert all(not r["complete"] and r["retrains_s"] is None for r in projected)
+    text = env_backends.Path(record["md_path"]).read_text()
+    assert "| 1 | 2 |" in text and "Pendulum-v1" in text and "not measured" in text
 
 
 def test_gpu_run_skips_the_parts_its_budget_cannot_fit(tmp_path):

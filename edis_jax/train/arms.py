@@ -57,13 +57,18 @@ def take_first_retrain(run, source_dir: Path) -> None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     template = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        jax.eval_shape(lambda: S.init_state(source_cfg, run.offline, run.reward_scale)),
+        jax.eval_shape(
+            lambda: S.init_state(source_cfg, run.offline, run.reward_scale).replace(
+                env=run.state.env  # the same backend's (train/loop.py checked)
+            )
+        ),
     )
     state, host, _ = checkpoint.restore(source_dir, template, folder=checkpoint.FIRST_RETRAIN_DIR)
     state = sharding.shard_seeds(state)
     run.state = run.state.replace(
-        agent=state.agent, real=state.real, online=state.online, weights=state.weights
-    )
+        agent=state.agent, real=state.real, online=state.online, weights=state.weights,
+        env=state.env,
+    )  # fmt: skip
     pretrain_wall = run.progress.wall.get("generator_pretrain")
     run.progress = Progress(**host)
     if pretrain_wall is not None:

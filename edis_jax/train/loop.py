@@ -24,7 +24,7 @@ from edis_jax.data import datasets
 from edis_jax.data.scores import normalized_score, scored_by_success
 from edis_jax.envs import simulators
 from edis_jax.tasks import TASKS
-from edis_jax.train import arms, env_step, scales, synthetic
+from edis_jax.train import arms, jax_online, online_steps, scales, synthetic
 from edis_jax.train import state as S
 from edis_jax.train.directory import (
     RunDirError,
@@ -39,7 +39,6 @@ from edis_jax.train.directory import (
     staged,
     write_start,
 )
-from edis_jax.train.episodes import Episodes, final_observations, restore_envs
 from edis_jax.train.loggers import Loggers
 from edis_jax.train.records import (
     Progress,
@@ -77,6 +76,7 @@ def train(cfg: RunConfig, *, stop_at_online_step: int | None = None, progress: b
             check_generator_source(cfg)
         dataset = _load_dataset(cfg)
         _check_task(cfg, dataset)
+        cfg = _with_env_backend(cfg, dataset)
         run = _Run(cfg, dataset, run_dir, progress)  # checks the rest; writes nothing
         if cfg.generator_from is not None and run.trains_generator:
             synthetic.load_pretrained(run)
@@ -98,6 +98,7 @@ def resume(run_dir: str | Path, *, stop_at_online_step: int | None = None, progr
     with locked(run_dir):
         check_checkpoints_match(run_dir, cfg)
         dataset = _load_dataset(cfg)
+        _with_env_backend(cfg, dataset)  # that its backend can run here
         run = _Run(cfg, dataset, run_dir, progress)
         if checkpoint.latest_step(run_dir) is not None:
             run.restore()
@@ -152,6 +153,10 @@ class _Run:
         self.keys = sharding.shard_seeds(S.seed_keys(cfg))
         # With several devices the seed axis is split across them; one device: unchanged.
         self.state = sharding.shard_seeds(S.init_state(cfg, offline, self.reward_scale))
+        if cfg.env_backend == "jax":  # the env is part of the run's state (train/jax_online.py)
+            self.jax_env = jax_online.training_env(dataset.env_id)
+            self.action_bounds = jax_online.ActionBounds.of(dataset.env_id)
+            self.state = jax_online.with_env(self.state, self.jax_env, self.keys)
         self.progress = Progress()
         self.loggers = Loggers(cfg.log, to_dict(cfg))  # --log: beside metrics.jsonl
         self.use_edis = cfg.edis and cfg.online_steps > 0
@@ -235,56 +240,28 @@ class _Run:
 
     def online_phase(self, stop_at: int | None) -> bool:
         cfg, p = self.cfg, self.progress
-        algo, o = cfg.algo, cfg.online
-        vec_env = envs.make_vector_env(self.dataset.env_id, cfg.seeds, self.dataset.env_kwargs)
-        episodes = Episodes(cfg.seeds, cfg.agent.discount, self.return_shift, self.fail_reward)
-        obs = restore_envs(
-            vec_env, cfg, episodes, self.state.online, p.online_step, self.actions.to_env, self.show
-        )
+        o = cfg.online
+        steps = self.online_steps_driver()
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, S.real_weights(cfg))
             if self.trains_generator and cfg.diffusion.initial_steps > 0:
                 synthetic.pretrain_generator(self)
             if not p.evals or p.evals[-1]["phase"] != "offline":
                 self.log("online", 0, None, self.evaluate("online", 0))
-        random_steps = cfg.sac.start_steps if (algo == "sac" and cfg.offline_steps == 0) else 0
+        random_steps = cfg.sac.start_steps if (cfg.algo == "sac" and cfg.offline_steps == 0) else 0
         bar = self._bar(cfg.online_steps, p.online_step, "online steps")
         t0 = time.perf_counter() - p.wall["online"]
-        # The observation acted on and its action live on the device; one call per env step.
-        obs = jnp.asarray(obs, jnp.float32)
-        action = None  # drawn by S.choose_action at the start and after an agent change
         while p.online_step < cfg.online_steps:
             if stop_at is not None and p.online_step >= stop_at:
-                vec_env.close()
+                steps.close()
                 return False
             t = p.online_step
-            if action is None:
-                action = S.choose_action(
-                    self.state.agent, obs, self.keys, np.int32(t), t < random_steps
-                )
-            next_obs, reward, terminated, truncated, info = vec_env.step(
-                self.actions.to_env(np.asarray(action))
-            )
-            ended = terminated | truncated
-            final_obs = final_observations(next_obs, ended, info)
-            self.state, obs, action, metrics = S.online_step(
-                self.state,
-                obs,
-                action,
-                env_step.env_row(next_obs, final_obs, reward, terminated),
-                self.keys,
-                np.int32(t),
-                t + 1 < random_steps,
-                utd=o.utd,
-                batch_size=cfg.batch_size,
-            )
+            n = steps.chunk(t, self._next_boundary(t, stop_at))
+            metrics = steps.advance(t, n, random_steps)
             if self.use_edis and p.retrains > 0 and S.synthetic_every_update(cfg):
-                p.synthetic_updates += o.utd  # this step's updates drew the synthetic mix
-            finished = episodes.step(t, reward, ended)
-            if finished is not None:
-                self.state = S.write_returns(self.state, *finished)
-            p.online_step = t = t + 1
-            bar.update(1)
+                p.synthetic_updates += o.utd * n  # these steps' updates drew the synthetic mix
+            p.online_step = t = t + n
+            bar.update(n)
 
             scores = None
             evaluating = t % cfg.eval_every == 0 or t == cfg.online_steps
@@ -295,12 +272,12 @@ class _Run:
                 scores = self.evaluate("online", t)
                 bar.set_postfix(score=f"{np.mean(scores):.1f}")
             if t % cfg.log_every == 0 or scores is not None:
-                self.log("online", t, metrics, scores, train_return=episodes.last_return)
+                self.log("online", t, metrics, scores, train_return=steps.last_return())
             if self.use_edis and S.retrain_due(cfg, t):
                 synthetic.retrain(self)
                 if not S.synthetic_every_update(cfg):
                     synthetic.retrain_step_updates(self)
-                    action = None  # the agent changed after online_step drew it
+                    steps.agent_changed()
             p.wall["online"] = time.perf_counter() - t0
             if arms.keeps_first_retrain(self, t):
                 arms.keep_first_retrain(self)
@@ -309,9 +286,28 @@ class _Run:
                     p.phase = "done"
                 self.save(self.global_step())
         bar.close()
-        vec_env.close()
+        steps.close()
         p.phase = "done"
         return True
+
+    def online_steps_driver(self):
+        """The online phase's env steps: on the host (gymnasium) or inside the compiled
+        program (jax), per the run's --env-backend (train/online_steps.py)."""
+        if self.cfg.env_backend == "jax":
+            return online_steps.JaxSteps(self)
+        return online_steps.GymnasiumSteps(self)
+
+    def _next_boundary(self, t: int, stop_at: int | None) -> int:
+        """The first online step after t where the host has work: a log, evaluation, retrain,
+        kept state or checkpoint, the phase's end, or `stop_at`."""
+        cfg = self.cfg
+        everies = (cfg.eval_every, cfg.log_every, cfg.checkpoint_every, cfg.online.retrain_every)
+        ends = [cfg.online_steps, *((t // every + 1) * every for every in everies)]
+        if stop_at is not None and stop_at > t:
+            ends.append(stop_at)
+        if S.retrain_due(cfg, t + 1):  # Cal-QL-EDIS's published first retrain, at step 1
+            ends.append(t + 1)
+        return min(ends)
 
     # -------------------------------------------------------------------- evaluation
 
@@ -321,14 +317,22 @@ class _Run:
         index = len(self.progress.evals)
         agent = self.state.agent
 
-        def policy(obs):
-            action = S.greedy_action(agent, jnp.asarray(obs, jnp.float32))
-            return self.actions.to_env(np.asarray(action))
+        if cfg.env_backend == "jax":  # every episode of every seed in one device call
+            returns = jax_online.evaluate(
+                agent, jax.random.PRNGKey(_eval_seed(cfg, index)), env=self.jax_env,
+                bounds=self.action_bounds, episodes=cfg.eval_episodes,
+            )  # fmt: skip
+            returns, successes = jax.device_get(returns), None  # no JAX env scores by success
+        else:
 
-        returns, successes = envs.episode_outcomes(
-            policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes,
-            seed=_eval_seed(cfg, index), env_kwargs=self.dataset.env_kwargs,
-        )  # fmt: skip
+            def policy(obs):
+                action = S.greedy_action(agent, jnp.asarray(obs, jnp.float32))
+                return self.actions.to_env(np.asarray(action))
+
+            returns, successes = envs.episode_outcomes(
+                policy, self.dataset.env_id, cfg.seeds, cfg.eval_episodes,
+                seed=_eval_seed(cfg, index), env_kwargs=self.dataset.env_kwargs,
+            )  # fmt: skip
         mean_returns = np.asarray(returns, np.float64).mean(axis=1)
         entry = {"phase": phase, "step": step, "returns": mean_returns.tolist()}
         if scored_by_success(self.dataset.env_id):
@@ -411,6 +415,25 @@ def _check_task(cfg: RunConfig, dataset) -> None:
             f"{TASKS[cfg.task]['dataset']}), or drop --task and set the values you want with "
             f"flags (`edis-jax tasks {cfg.task}` lists them)"
         )
+
+
+def _with_env_backend(cfg: RunConfig, dataset) -> RunConfig:
+    """cfg with its --env-backend resolved (train/jax_online.resolve_backend), refused in one
+    line where it cannot run; an --init-at first-retrain arm must use its baseline's, whose env
+    state (or replay) it continues."""
+    try:
+        backend = jax_online.resolve_backend(cfg.env_backend, dataset.env_id, dataset.env_kwargs)
+    except ValueError as err:
+        raise RunDirError(str(err)) from None
+    if cfg.init_at == "first-retrain":
+        source = read_config(Path(cfg.init_from), "--init-from").env_backend
+        if source != backend:
+            raise RunDirError(
+                f"--init-from {cfg.init_from} stepped its envs with --env-backend {source}, this "
+                f"run would use {backend}: an arm continues its baseline's envs, so pass "
+                f"--env-backend {source}"
+            )
+    return cfg.replace(env_backend=backend)
 
 
 def _check_fits(cfg: RunConfig, offline, reward_scale: float) -> None:

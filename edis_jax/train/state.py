@@ -43,6 +43,10 @@ class RunState(struct.PyTreeNode):
     online: buffer.ReplayBuffer  # online transitions only, in arrival order (never wraps)
     synthetic: buffer.ReplayBuffer  # the generator's latest samples (1 row for the baseline)
     weights: jnp.ndarray  # (3,) batch fractions drawn from (synthetic, online, real)
+    # The env inside the compiled program with --env-backend jax (train/jax_online.EnvCarry:
+    # the env's state, the observation to act on, the running episode); None with gymnasium,
+    # whose envs live on the host (and whose checkpoints therefore hold no env).
+    env: Any = None
 
 
 def seed_keys(cfg: RunConfig) -> jax.Array:
@@ -190,17 +194,24 @@ def online_step(
     """
 
     def one_seed(s: RunState, o, a, r, key):
-        mixture = buffer.Mixture((s.synthetic, s.online, s.real), s.weights)
-        update_key = jax.random.fold_in(key, ONLINE_STREAM + t)
-        agent, mixture, next_obs, next_action, metrics = env_step.learn_and_act(
-            s.agent, mixture, (ONLINE, REAL), o, a, r, update_key,
-            _act_keys(key, t + 1), random_next, num_updates=utd, batch_size=batch_size,
-        )  # fmt: skip
-        synthetic, online, real = mixture.buffers
-        s = s.replace(agent=agent, synthetic=synthetic, online=online, real=real)
-        return s, next_obs, next_action, metrics
+        return learn_step(s, o, a, r, key, t, random_next, utd=utd, batch_size=batch_size)
 
     return jax.vmap(one_seed)(state, obs, action, row, keys)
+
+
+def learn_step(s: RunState, obs, action, row, key, t, random_next, *, utd: int, batch_size: int):
+    """Online step t of one seed once the env has answered (`row`, env_step.env_row's layout):
+    the body of `online_step` and of the jax backend's compiled chunk (train/jax_online.py).
+    Returns (state, next obs, next action, metrics)."""
+    mixture = buffer.Mixture((s.synthetic, s.online, s.real), s.weights)
+    update_key = jax.random.fold_in(key, ONLINE_STREAM + t)
+    agent, mixture, next_obs, next_action, metrics = env_step.learn_and_act(
+        s.agent, mixture, (ONLINE, REAL), obs, action, row, update_key,
+        _act_keys(key, t + 1), random_next, num_updates=utd, batch_size=batch_size,
+    )  # fmt: skip
+    synthetic, online, real = mixture.buffers
+    s = s.replace(agent=agent, synthetic=synthetic, online=online, real=real)
+    return s, next_obs, next_action, metrics
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
@@ -226,10 +237,12 @@ def choose_action(agent, obs, keys, t, random):
     """The exploration actions of online step t, for an online phase's first step (or after
     the agent changed outside `online_step`): the draw `online_step` makes for its next step."""
 
-    def one_seed(a, o, key):
-        return env_step.explore(a, o, *_act_keys(key, t), random)
+    return jax.vmap(lambda a, o, key: exploration_action(a, o, key, t, random))(agent, obs, keys)
 
-    return jax.vmap(one_seed)(agent, obs, keys)
+
+def exploration_action(agent, obs, key, t, random):
+    """One seed's exploration action at online step t (uniform while `random`)."""
+    return env_step.explore(agent, obs, *_act_keys(key, t), random)
 
 
 @jax.jit

@@ -1,0 +1,157 @@
+"""--env-backend jax: the online phase and the evaluations with the env inside the compiled program
+(train/jax_online.py, train/online_steps.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import FULL_OPTIMISATION, PENDULUM
+from tiny_runs import tiny
+
+from edis_jax import config
+from edis_jax.data.returns import returns_to_go
+from edis_jax.train import loop
+from edis_jax.train.directory import RunDirError, check_checkpoints_match, read_config
+from edis_jax.train.jax_online import discounted_suffix_sums, resolve_backend
+
+# Pendulum-v1's reference returns for normalised scores: a random policy and a solved one.
+PENDULUM_REF = {"ref_min_score": -1500.0, "ref_max_score": -150.0}
+
+
+def read_records(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("discount", [0.99, 0.9])
+def test_device_returns_to_go_match_the_host_rule(discount):
+    # 1000 steps: at 0.9 the far rewards' weights (0.9^999) underflow float32, which a
+    # closed form (powers of the discount) would divide by; the parallel scan never forms them.
+    rewards = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    no_end = np.zeros(1000, bool)
+    expected = returns_to_go(rewards, no_end, no_end, discount)
+    got = np.asarray(discounted_suffix_sums(jax.numpy.asarray(rewards), discount))
+    # float32 sums of up to 1000 terms against returns_to_go's float64: a few ulps of |G| <= 100.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
+
+
+def test_backend_resolution_and_its_one_line_refusals():
+    assert resolve_backend("auto", "Hopper-v5", None) == "gymnasium"  # this is a CPU
+    assert resolve_backend("jax", "Pendulum-v1", None) == "jax"
+    assert resolve_backend("gymnasium", "Pendulum-v1", None) == "gymnasium"
+    for env_id in ("InvertedPendulum-v5", "Ant-v5"):  # none; not exact on MJX
+        with pytest.raises(ValueError, match=f"{env_id} has no exact JAX-native version"):
+            resolve_backend("jax", env_id, None)
+    with pytest.raises(ValueError, match="non-default env arguments.*--env-backend gymnasium"):
+        resolve_backend("jax", "Hopper-v5", {"ctrl_cost_weight": 0.1})
+    assert resolve_backend("auto", "Hopper-v5", {"ctrl_cost_weight": 0.1}) == "gymnasium"
+    with pytest.raises(config.ConfigError, match="--env-backend must be"):
+        config.RunConfig(env_backend="gpu")
+
+
+def test_a_run_written_before_the_flag_reads_as_gymnasium_and_resumes(tmp_path):
+    data = config.to_dict(config.RunConfig())
+    del data["env_backend"]
+    (tmp_path / "checkpoints").mkdir()
+    for path in (tmp_path / "config.json", tmp_path / "checkpoints" / "config.json"):
+        path.write_text(json.dumps(data))
+    cfg = read_config(tmp_path)
+    assert cfg.env_backend == "gymnasium"
+    check_checkpoints_match(tmp_path, cfg)  # no refusal: its checkpoints were gymnasium's too
+
+
+def _pendulum_sac(tmp_path, backend: str) -> config.RunConfig:
+    from edis_jax import presets
+
+    cfg = presets.preset("tiny")
+    return cfg.replace(
+        algo="sac", dataset=PENDULUM, out=str(tmp_path / backend), offline_steps=0,
+        online_steps=2000, seeds=2, edis=False, eval_every=1000, eval_episodes=4,
+        log_every=500, checkpoint_every=2000, env_backend=backend, batch_size=64,
+        sac=config.dataclasses.replace(cfg.sac, hidden_dims=(64, 64), start_steps=200),
+        **PENDULUM_REF,
+    )  # fmt: skip
+
+
+def test_sac_learns_on_the_jax_pendulum_as_on_gymnasiums(datasets_env, tmp_path):
+    scores = {}
+    for backend in ("gymnasium", "jax"):
+        summary = loop.train(_pendulum_sac(tmp_path, backend), progress=False)
+        scores[backend] = np.asarray(summary["final_score"]["per_seed"])
+        records = read_records(tmp_path / backend)
+        start = [r["eval_score"] for r in records if r["step"] == 0 and "eval_score" in r]
+        assert np.mean(scores[backend]) > np.mean(start) + 30, (backend, start, scores)
+        # Ten 200-step training episodes ended; the last one's return is logged.
+        assert all(r["train_return"] is not None for r in records if r["step"] == 2000)
+    assert read_config(tmp_path / "jax").env_backend == "jax"
+    # 2 seeds x 4 episodes each: the two backends' final scores agree within 25 points
+    # (of 100) here; the seed-to-seed spread of either is about 10.
+    assert abs(np.mean(scores["jax"]) - np.mean(scores["gymnasium"])) < 25, scores
+
+
+def test_iql_edis_on_the_jax_hopper_retrains_and_resumes_exactly(datasets_env, tmp_path):
+    if os.environ.get(FULL_OPTIMISATION) != "1":
+        # At the suite's LLVM -O0 (conftest.py) MJX runs about 50x slower: this test took 366 s
+        # so. It runs again in a child process at XLA's default level, here a few seconds
+        # beside its compiles.
+        env = {**os.environ, FULL_OPTIMISATION: "1"}
+        flags = env.pop("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+        if flags.strip():  # a blank XLA_FLAGS stops the child's jax without a word
+            env["XLA_FLAGS"] = flags
+        test = f"{__file__}::test_iql_edis_on_the_jax_hopper_retrains_and_resumes_exactly"
+        child = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert child.returncode == 0, child.stdout[-5000:] + child.stderr[-3000:]
+        assert "1 passed" in child.stdout, child.stdout[-2000:]
+        return
+    straight = tiny(tmp_path, "straight", env_backend="jax", eval_episodes=2)
+    summary = loop.train(straight, progress=False)
+    assert summary["retrains"] == 1 and read_config(Path(straight.out)).env_backend == "jax"
+    killed = straight.replace(out=str(tmp_path / "killed"))
+    # Stopped at online step 90: after the checkpoint and retrain at 60, records at 90 written.
+    assert loop.train(killed, stop_at_online_step=90, progress=False) is None
+    resumed = loop.resume(killed.out, progress=False)
+    assert read_records(killed.out) == read_records(straight.out)
+    for key in ("final_score", "retrains", "synthetic_updates"):
+        assert resumed[key] == summary[key]
+    states = [loop.load_run(c.out)[1] for c in (straight, killed)]
+    for a, b in zip(*(jax.tree.leaves(s) for s in states), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The env is in the state; the online rows of every finished episode hold its
+    # returns-to-go (as the host's rule gives them), the running episode's rows still 0.
+    state = states[0]
+    for seed in range(straight.seeds):
+        start = int(state.env.episode_start[seed])
+        rewards = np.asarray(state.online.data.reward[seed, :start])
+        ends = np.asarray(state.online.data.terminal[seed, :start]).astype(bool)
+        assert start > 0
+        np.testing.assert_array_equal(state.online.data.mc_return[seed, start:], 0.0)
+        expected = np.concatenate(
+            [returns_to_go(part, *[np.zeros(len(part), bool)] * 2, straight.agent.discount)
+             for part in _episodes(rewards, ends)]
+        )  # fmt: skip
+        np.testing.assert_allclose(state.online.data.mc_return[seed, :start], expected, atol=1e-4)
+
+
+def _episodes(rewards, ends) -> list[np.ndarray]:
+    """The finished episodes' rewards, split at their terminations (a tiny run's Hopper
+    episodes all fall well before the 1000-step time limit)."""
+    cuts = list(np.flatnonzero(ends) + 1)
+    assert cuts and cuts[-1] == len(rewards)
+    return np.split(rewards, cuts[:-1])
+
+
+def test_an_arm_must_continue_its_baselines_backend(datasets_env, tmp_path):
+    base = tiny(tmp_path, "base", edis=False, online_steps=70, env_backend="gymnasium")
+    loop.train(base, stop_at_online_step=61, progress=False)
+    arm = tiny(tmp_path, "arm", init_from=base.out, init_at="first-retrain", env_backend="jax")
+    arm = arm.replace(online_steps=70)
+    with pytest.raises(RunDirError, match="stepped its envs with --env-backend gymnasium"):
+        loop.train(arm, progress=False)
+    assert not Path(arm.out).exists()
