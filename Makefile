@@ -1,5 +1,10 @@
 # Two commands do all the set-up: `make run` (edis_jax/make_run.py) and `make test`.
-PYTHON ?= python3
+# jax 0.11 and newer need Python >= 3.12, so the venv is made with the first of python3.12 and
+# python3.13 that runs here (pyenv's installed versions too, which its shims hide unless selected),
+# else python3. A .venv made with another Python version is made anew.
+PYTHON ?= $(shell for v in 3.12 3.13; do \
+  for p in python$$v $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v*/bin/python$$v; do \
+    $$p -c "" 2>/dev/null && echo $$p && exit 0; done; done; echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,10 +16,12 @@ export MINARI_DATASETS_PATH ?= $(CURDIR)/datasets
 
 .PHONY: run test test-all lint format bench bench-gpu clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+PYVERSION = import sys; print(*sys.version_info[:2])
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c '$(PYVERSION)')" != "$$($(PYTHON) -c '$(PYVERSION)')" ]; then \
+	  echo "$(VENV) was made with another Python than $(PYTHON): making it anew"; rm -rf $(VENV); fi
+	@[ -x $(BIN)/python ] || (echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV))
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
@@ -38,6 +45,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# The bench extra is torch==2.13.0 (the PyTorch reference). PyPI's Linux wheel of it is the CUDA
+# build, several GB with its NVIDIA libraries; a machine with a local CPU wheel for Python 3.11
+# only keeps that download off with `make clean bench PYTHON=python3.11`.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run
@@ -45,9 +55,11 @@ bench: $(STAMP)
 # The GPU run in one command (benchmarks/gpu.py): installs the CUDA build of jax (the cuda
 # extra), then runs every part within 8 minutes. Flags go in BENCH_GPU_ARGS, e.g.
 # `make bench-gpu BENCH_GPU_ARGS="--budget-s 600"`.
+# CUDA_EXTRA=cuda12 installs the CUDA 12 build instead (drivers older than 580).
 BENCH_GPU_ARGS ?=
+CUDA_EXTRA ?= cuda
 bench-gpu: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[cuda]"
+	$(BIN)/pip install --quiet -e ".[$(CUDA_EXTRA)]"
 	$(BIN)/python -m benchmarks.gpu $(BENCH_GPU_ARGS)
 
 clean:

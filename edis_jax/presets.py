@@ -60,7 +60,7 @@ def _tiny() -> RunConfig:
 
 def _cpu() -> RunConfig:
     # Sized for 2 CPU cores. The generator settings were chosen with `edis-jax diagnose
-    # --retrains 3` on the shipped Hopper medium data (README "Generator fidelity"): a
+    # --retrains 3` on the shipped Hopper medium data (docs/generator_fidelity.md): a
     # warm-started model pretrained 15k steps on the offline data (one cosine over the run) that
     # learns s' - s, 5 negative banks per retrain (510 distinct CEP positives for E_t and E_a),
     # 500 CEP steps (20 left the energies at chance), and sigma-scaled guidance.

@@ -11,7 +11,7 @@ the preset (`paper`) and said so where it matters.
 Datasets: Minari ids. Minari's `mujoco/` namespace holds medium (and expert, simple) data only:
 random, medium-replay and medium-expert are built here (`edis-jax data make --env Hopper-v5
 --kind random ...`) under the `local/` ids below. AntMaze and Adroit ids are Minari's D4RL
-ones; their envs need the `robotics` extra (gymnasium-robotics; README "AntMaze and Adroit").
+ones; their envs need the `robotics` extra (gymnasium-robotics; docs/data.md "AntMaze and Adroit").
 """
 
 from __future__ import annotations

@@ -187,7 +187,10 @@ def test_resampling_leaves_rows_without_a_conditioned_dim_on_the_plain_chain():
     cond = sampler.Condition(values, mask)
     plain, _ = run_chain(denoise, 2000, 2, condition=cond, inpainting="noised")
     resampled, _ = run_chain(denoise, 2000, 2, condition=cond, inpainting="noised", resamples=3)
-    np.testing.assert_array_equal(resampled[1000:], plain[1000:])
+    # The same arithmetic with the same keys, in two compiled programs: XLA may round them
+    # differently (jaxlib 0.12 does, by one float32 ulp in 3% of these values; 0.10 did not), so
+    # equal to roundoff. A row that took the resampled steps would differ by O(0.1).
+    np.testing.assert_allclose(resampled[1000:], plain[1000:], rtol=0, atol=1e-5)
     assert jnp.all(resampled[:1000, 0] == values[:1000, 0])
     assert not jnp.allclose(resampled[:1000, 1], plain[:1000, 1])
 

@@ -1,9 +1,13 @@
-"""`--log tensorboard` and `--log wandb`: a tiny run's records read back from each logger equal
-metrics.jsonl's; a logger whose package is missing is one line and no failure. Each logger's
-test is skipped when its optional extra is not installed."""
+"""`--log tensorboard` and `--log wandb`: a tiny run's records and config read back from each
+logger equal metrics.jsonl's and config.json's; a logger whose package is missing is one line and
+no failure. The `dev` extra installs both packages, so CI runs these tests (it fails them if a
+package is missing); elsewhere a logger's test is skipped when its extra is not installed."""
 
+import importlib
 import json
+import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,20 @@ def tiny_run(tmp_path: Path, log: tuple[str, ...]) -> tuple[Path, list[dict]]:
     loop.train(cfg, progress=False)
     lines = (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()
     return Path(cfg.out), [json.loads(line) for line in lines]
+
+
+def require(package: str, extra: str):
+    """The module, or a skip naming the extra; in CI (CI set) a missing package fails the test."""
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{package} is missing in CI: the dev extra installs it")
+        pytest.skip(f"{package} not installed (the {extra} extra)")
+
+
+def saved_config(run_dir: Path) -> dict:
+    return json.loads((run_dir / "config.json").read_text())
 
 
 def expected(records: list[dict], seed: int) -> dict[tuple[str, int], float]:
@@ -49,18 +67,24 @@ def test_config_refuses_unknown_loggers():
 
 
 def test_tensorboard_holds_the_records_of_metrics_jsonl(tmp_path):
-    pytest.importorskip("tensorboardX", reason="tensorboardX not installed (the tensorboard extra)")
+    require("tensorboardX", "tensorboard")
     run_dir, records = tiny_run(tmp_path, ("tensorboard",))
     for seed in (0, 1):
-        scalars = read_scalars(run_dir / "tensorboard" / f"seed_{seed}")
+        scalars, texts = read_events(run_dir / "tensorboard" / f"seed_{seed}")
         want = expected(records, seed)
         assert set(scalars) == set(want) and len(want) > 10
         for key, value in want.items():
             assert scalars[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+        # The resolved config, as a fenced JSON block in a text summary at step 0.
+        (config_text,) = texts[("config/text_summary", 0)]
+        assert config_text.startswith("```\n") and config_text.endswith("\n```")
+        config = json.loads(config_text[4:-4])
+        assert config == saved_config(run_dir)
+        assert config["preset"] == "tiny" and config["log"] == ["tensorboard"]
 
 
 def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb", reason="wandb not installed (the wandb extra)")
+    wandb = require("wandb", "wandb")
     from wandb.proto import wandb_internal_pb2
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -69,8 +93,7 @@ def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
     wandb.finish()
     (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     logged, config = {}, {}
-    for data in read_wandb_records(path.read_bytes()):
-        record = wandb_internal_pb2.Record.FromString(data)
+    for record in finished_records(path, wandb_internal_pb2.Record):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             row = {
@@ -92,6 +115,22 @@ def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
     for key, value in want.items():
         assert logged[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
     assert config["preset"] == "tiny" and config["log"] == ["wandb"]
+    config.pop("_wandb")  # wandb's own entry
+    assert config == saved_config(run_dir)
+
+
+def finished_records(path: Path, record_type, timeout_s: float = 60.0) -> list:
+    """The records of a .wandb file once it holds the run's exit record: wandb.finish() can
+    return before wandb's service has written the file (seen under load: the history records
+    arrived after it returned)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [record_type.FromString(d) for d in read_wandb_records(path.read_bytes())]
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} has no exit record {timeout_s:.0f} s after wandb.finish()")
+        time.sleep(0.2)
 
 
 def read_wandb_records(data: bytes):
@@ -112,12 +151,12 @@ def read_wandb_records(data: bytes):
             return
 
 
-def read_scalars(folder: Path) -> dict[tuple[str, int], float]:
-    """(tag, step) -> value of the scalars in a folder's event files (TFRecord framing: length,
-    its CRC, the Event proto, its CRC)."""
+def read_events(folder: Path):
+    """The scalars, (tag, step) -> value, and the texts, (tag, step) -> [str], of a folder's
+    event files (TFRecord framing: length, its CRC, the Event proto, its CRC)."""
     from tensorboardX.proto import event_pb2
 
-    out = {}
+    scalars, texts = {}, {}
     for path in folder.glob("events.out.tfevents.*"):
         data, i = path.read_bytes(), 0
         while i < len(data):
@@ -126,5 +165,8 @@ def read_scalars(folder: Path) -> dict[tuple[str, int], float]:
             i += 12 + size + 4
             for value in event.summary.value:
                 if value.HasField("simple_value"):
-                    out[(value.tag, event.step)] = value.simple_value
-    return out
+                    scalars[(value.tag, event.step)] = value.simple_value
+                elif value.metadata.plugin_data.plugin_name == "text":
+                    strings = [b.decode() for b in value.tensor.string_val]
+                    texts.setdefault((value.tag, event.step), []).extend(strings)
+    return scalars, texts

@@ -20,7 +20,7 @@ retrain. We draw the negatives once per retrain instead: one unguided chain with
 returns its intermediates at every CEP level at once (`save_at`), and each CEP step resamples
 B groups from the bank, each at one level, with fresh positive noise and fresh policy actions.
 That is 35x fewer chain rows (7.7k instead of 20 x 5.4k per retrain); what the bank and the
-CEP steps cost per retrain is measured by benchmarks/retrain_cost.py (README, "Retrain cost").
+CEP steps cost per retrain is measured by benchmarks/retrain_cost.py (docs/performance.md, "Retrain cost").
 The price: E_t/E_a see only P distinct positives per retrain (raise `negative_bank`, or
 `bank_refreshes`, for more).
 
