@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from edis_jax import config, make_run, presets, report
-from edis_jax.train.directory import RunDirError
+from edis_jax.train.directory import RunDirError, with_older_defaults
 
 DATASET = make_run.DATASET  # shipped with the package
 ARCHIVED = ("config.json", "summary.json", "metrics.jsonl")  # what report.load_run reads
@@ -98,7 +98,7 @@ def base_config(out: Path, seeds: int, online_steps: int) -> config.RunConfig:
         return presets.preset("cpu").replace(
             algo="iql", dataset=DATASET, seeds=seeds, online_steps=online_steps, eval_episodes=5
         )
-    base = config.from_dict(json.loads(saved.read_text()))
+    base = config.from_dict(with_older_defaults(json.loads(saved.read_text())))
     if (base.seeds, base.online_steps) != (seeds, online_steps):
         raise RunDirError(
             f"{out} holds an experiment of {base.seeds} seeds and {base.online_steps} online "

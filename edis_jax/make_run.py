@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edis_jax import checkpoint, config, presets, report
 from edis_jax.train import loop
+from edis_jax.train.directory import with_older_defaults
 
 DATASET = "local/hopper/medium-v0"  # shipped with the package (edis_jax/assets)
 OUT = Path("runs/make_run")
@@ -47,9 +48,14 @@ def run_or_continue(cfg: config.RunConfig, *, arms_start_at_first_retrain: bool 
     if an older edis-jax wrote it without the state they start from."""
     run_dir = Path(cfg.out)
     saved = run_dir / "config.json"
-    # Compared as configs: a config.json written before a field existed reads back with that
-    # field's default, and its lists read back as the tuples they were.
-    same = saved.is_file() and config.from_dict(json.loads(saved.read_text())) == cfg
+    # Compared as configs: a config.json written before a field existed reads back with the
+    # value older runs had, and its lists read back as the tuples they were. It holds the env
+    # backend `auto` resolved to when the run started, which `auto` accepts.
+    same = False
+    if saved.is_file():
+        written = config.from_dict(with_older_defaults(json.loads(saved.read_text())))
+        auto = cfg.env_backend == "auto"
+        same = written == (cfg.replace(env_backend=written.env_backend) if auto else cfg)
     if same and arms_start_at_first_retrain and _lacks_first_retrain_state(cfg):
         print(f"{run_dir}: written before baselines kept their first-retrain state, redone")
         same = False

@@ -93,7 +93,11 @@ def test_sac_learns_on_the_jax_pendulum_as_on_gymnasiums(datasets_env, tmp_path)
     assert abs(np.mean(scores["jax"]) - np.mean(scores["gymnasium"])) < 25, scores
 
 
+@pytest.mark.slow
 def test_iql_edis_on_the_jax_hopper_retrains_and_resumes_exactly(datasets_env, tmp_path):
+    # @slow: 277 s on a clean clone, nearly all compiling (MJX's chunk and evaluation, and the
+    # generator's programs at XLA's default level); the Cal-QL-EDIS test below runs the same
+    # path on Pendulum in `make test`.
     if os.environ.get(FULL_OPTIMISATION) != "1":
         # At the suite's LLVM -O0 (conftest.py) MJX runs about 50x slower: this test took 366 s
         # so. It runs again in a child process at XLA's default level, here a few seconds
@@ -155,3 +159,33 @@ def test_an_arm_must_continue_its_baselines_backend(datasets_env, tmp_path):
     with pytest.raises(RunDirError, match="stepped its envs with --env-backend gymnasium"):
         loop.train(arm, progress=False)
     assert not Path(arm.out).exists()
+
+
+def test_calql_edis_published_schedule_on_the_jax_pendulum_resumes_exactly(datasets_env, tmp_path):
+    # The schedule whose synthetic rows reach every update, with a retrain after online step 1,
+    # and the agent whose critic bound reads the returns-to-go the device writes.
+    online = config.OnlineConfig(utd=1, retrain_every=60, num_samples=256, schedule="published")
+    straight = tiny(
+        tmp_path, "calql", algo="calql", dataset=PENDULUM, env_backend="jax", online=online,
+        online_steps=240, **PENDULUM_REF,
+    )  # fmt: skip
+    summary = loop.train(straight, progress=False)
+    assert summary["retrains"] == 4  # after steps 1, 60, 120 and 180
+    assert summary["synthetic_updates"] == 239  # every update after the first retrain
+    killed = straight.replace(out=str(tmp_path / "calql_killed"))
+    assert loop.train(killed, stop_at_online_step=90, progress=False) is None
+    assert loop.resume(killed.out, progress=False)["final_score"] == summary["final_score"]
+    assert read_records(killed.out) == read_records(straight.out)
+    states = [loop.load_run(c.out)[1] for c in (straight, killed)]
+    for a, b in zip(*(jax.tree.leaves(s) for s in states), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Pendulum's 200-step episodes: the first one ended at step 200 and its rows hold their
+    # returns-to-go by the host's rule; the next episode's rows are still 0.
+    state = states[0]
+    rewards = np.asarray(state.online.data.reward[0, :200])
+    no_end = np.zeros(200, bool)
+    expected = returns_to_go(rewards, no_end, no_end, straight.agent.discount)
+    # float32 sums on the device against returns_to_go's float64: measured within 1e-6 of |G|.
+    np.testing.assert_allclose(state.online.data.mc_return[0, :200], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(state.online.data.mc_return[0, 200:240], 0.0)
+    assert int(state.env.episode_start[0]) == 200

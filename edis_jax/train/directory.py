@@ -171,7 +171,7 @@ def check_checkpoints_match(run_dir: Path, cfg: RunConfig) -> None:
     # Read through from_dict, so that a field added since the checkpoints were written takes
     # its default there too: new fields default to the behaviour the older code had.
     try:
-        saved = from_dict(_with_older_defaults(json.loads(written.read_text())))
+        saved = from_dict(with_older_defaults(json.loads(written.read_text())))
     except (json.JSONDecodeError, TypeError, AttributeError) as e:
         raise RunDirError(
             f"{written} is damaged ({e}): copy {run_dir}/config.json over it if the run's "
@@ -246,10 +246,10 @@ def read_config(run_dir: Path, flag: str = "") -> RunConfig:
             f"no {', '.join(sorted(RUN_CONFIG_KEYS))}): give the --out of an earlier "
             "`edis-jax train`"
         )
-    return from_dict(_with_older_defaults(data))
+    return from_dict(with_older_defaults(data))
 
 
-def _with_older_defaults(data: dict) -> dict:
+def with_older_defaults(data: dict) -> dict:
     """A config.json's values, with those of fields whose default is not what runs written
     before the field existed did: those runs stepped gymnasium's envs (--env-backend), and
     their checkpoints hold no env state."""
