@@ -2,7 +2,7 @@
 
 Every arm starts its online phase from one IQL offline phase (`--init-from`), on the shipped
 Hopper-v5 medium dataset at the `cpu` preset, and differs from the baseline only in what its
-flags name (README "Comparisons that isolate one thing"). The generator arms take IQL-EDIS's
+flags name (docs/comparisons.md). The generator arms take IQL-EDIS's
 pretrained generator (`--generator-from`: bitwise what pretraining again would give). Default
 size: 8 seeds, 30k online steps, 5 evaluation episodes per point.
 

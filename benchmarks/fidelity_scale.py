@@ -2,7 +2,7 @@
 dynamics-error target (unguided synthetic rows at most 5x real data's error)?
 
 The `cpu` preset's generator (256x4, 15k warm-start steps, 3k per retrain) leaves the unguided
-dynamics error at 9.4x real data's (README "Generator fidelity"). This script measures the same
+dynamics error at 9.4x real data's (docs/generator_fidelity.md). This script measures the same
 quantity, with `diagnose.run_diagnose` after `--retrains 3`, over a grid of model size x training
 steps, two seeds each: on a GPU the paper-size model and long training cost seconds.
 

@@ -5,7 +5,7 @@ The generator is trained as `edis-jax diagnose --retrains R --seed S` trains it 
 Hopper-v5 medium data offline, a run's online buffer as the target, that run's seed-0 policy).
 Then (s, a) come from a free unguided chain, and s' and r from a second chain inpainted on them,
 unguided and guided by E_t alone at each w_t. The dynamics error of each set (the simulator set
-to each row's (s, a)) is printed against the free chain's own. README "Generator fidelity"
+to each row's (s, a)) is printed against the free chain's own. docs/generator_fidelity.md
 records the results.
 """
 

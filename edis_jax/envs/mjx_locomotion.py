@@ -11,7 +11,7 @@ cones, RK4 integrator (Hopper, Walker2d, Ant) or Euler (HalfCheetah).
 Hopper, Walker2d and HalfCheetah step like gymnasium's to 1e-12 in 64-bit. Ant-v5 does not
 (jax_env.INEXACT_ENV_IDS): its task code is exact on MuJoCo C's own states, but MJX 3.17's RK4
 with a free joint differs from MuJoCo 4.0's by about 1e-6 per substep without contact, and its
-contacts (Ant's geoms have a margin) by up to 1e-2 per step (README, "JAX-native envs").
+contacts (Ant's geoms have a margin) by up to 1e-2 per step (docs/jax_envs.md).
 
 MJX computes in JAX's default float dtype. The contact fields of `mjx.put_data` become int64
 under `mjx.step` in 64-bit, which breaks a scan carry, so states are `make_data` with qpos, qvel

@@ -105,7 +105,7 @@ def jax_env_step(env_id: str, obs: np.ndarray, action: np.ndarray):
 def simulator_path(env_id: str) -> str:
     """ "jax" (`jax_env_step`) or "mujoco" (`mujoco_step`) for a MuJoCo env: the JAX env on an
     accelerator where one steps like gymnasium's (jax_env.has_jax_env), MuJoCo C on the CPU,
-    where it measured faster (README, "JAX-native envs")."""
+    where it measured faster (docs/jax_envs.md)."""
     if jax.default_backend() != "cpu" and has_jax_env(env_id):
         return "jax"
     return "mujoco"
