@@ -240,6 +240,16 @@ def _find(rows: list[dict], **match) -> dict | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
 
 
+def _backend_pairs(rows: list[dict], *keys: str):
+    """(values of `keys`, gymnasium's row, jax's row) for every setting both backends measured,
+    in sorted order."""
+    for values in sorted({tuple(r[k] for k in keys) for r in rows}):
+        match = dict(zip(keys, values, strict=True))
+        g, j = (_find(rows, **match, backend=b) for b in ("gymnasium", "jax"))
+        if g is not None and j is not None:
+            yield values, g, j
+
+
 def markdown(record: dict) -> str:
     lines = [
         f"## Env backends on {record['device']}",
@@ -258,12 +268,7 @@ def markdown(record: dict) -> str:
         "| jax / gymnasium | jax warm-up s |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    rows = record["online"]
-    for utd, seeds in sorted({(r["utd"], r["seeds"]) for r in rows}):
-        g = _find(rows, utd=utd, seeds=seeds, backend="gymnasium")
-        j = _find(rows, utd=utd, seeds=seeds, backend="jax")
-        if g is None or j is None:
-            continue
+    for (utd, seeds), g, j in _backend_pairs(record["online"], "utd", "seeds"):
         lines.append(
             f"| {utd} | {seeds} | {g['ms_per_step']:.2f} | {j['ms_per_step']:.2f} | "
             f"{g['env_steps_per_s']:,.0f} | {j['env_steps_per_s']:,.0f} | "
@@ -277,12 +282,7 @@ def markdown(record: dict) -> str:
         "| mean return (gymnasium / jax) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    evals = record["evaluation"]
-    for env_id, seeds in sorted({(r["env"], r["seeds"]) for r in evals}):
-        g = _find(evals, env=env_id, seeds=seeds, backend="gymnasium")
-        j = _find(evals, env=env_id, seeds=seeds, backend="jax")
-        if g is None or j is None:
-            continue
+    for (env_id, seeds), g, j in _backend_pairs(record["evaluation"], "env", "seeds"):
         lines.append(
             f"| {env_id} | {seeds} | {g['episodes']} | {g['episodes_per_s']:.1f} | "
             f"{j['episodes_per_s']:.1f} | {j['episodes_per_s'] / g['episodes_per_s']:.2f}x | "

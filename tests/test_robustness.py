@@ -164,6 +164,15 @@ def test_a_flipped_byte_in_any_file_falls_back_with_one_line(tmp_path, capsys):
         checkpoint.restore(tmp_path, state)
 
 
+def test_zero_size_arrays_survive_a_save_and_restore(tmp_path):
+    # MJX's state holds some (the --env-backend jax run state's env); orbax refuses to save them.
+    state = {"a": jnp.arange(3.0), "empty": jnp.zeros((2, 0)), "none": None}
+    checkpoint.save(tmp_path, 1, state, {})
+    restored, _, _ = checkpoint.restore(tmp_path, state)
+    assert restored["empty"].shape == (2, 0) and restored["none"] is None
+    np.testing.assert_array_equal(restored["a"], state["a"])
+
+
 def test_a_step_without_checksums_is_restored_with_one_line(tmp_path, capsys):
     # What a kill between orbax's commit and the checksum write leaves: the newest step whole
     # but without checksums.json. Refusing it would leave nothing to resume from at step 1.

@@ -29,7 +29,6 @@ from edis_jax.envs.jax_env import EnvState, JaxEnv, has_jax_env, make_jax_env, s
 from edis_jax.train import state as S
 
 ENV_STREAM = 7 << 28  # the key stream of the training envs' first reset (state.py's streams)
-BACKENDS = ("auto", "gymnasium", "jax")
 
 
 class EnvCarry(struct.PyTreeNode):
