@@ -1,10 +1,14 @@
-"""`python -m benchmarks.comparison`: the honest-comparison issue's experiment (#12).
+"""`python -m benchmarks.comparison`: the honest comparisons, IQL's (#12) and Cal-QL's (#29).
 
-Every arm starts its online phase from one IQL offline phase (`--init-from`), on the shipped
-Hopper-v5 medium dataset at the `cpu` preset, and differs from the baseline only in what its
-flags name (docs/comparisons.md). The generator arms take IQL-EDIS's
-pretrained generator (`--generator-from`: bitwise what pretraining again would give). Default
-size: 8 seeds, 30k online steps, 5 evaluation episodes per point.
+Every arm starts its online phase from one offline phase of its algorithm (`--init-from`), on
+the shipped Hopper-v5 medium dataset at the `cpu` preset, and differs from the baseline only in
+what its flags name (docs/comparisons.md). The generator arms take the first EDIS arm's
+pretrained generator (`--generator-from`: bitwise what pretraining again would give).
+
+- `--algo iql` (default): 8 arms, 8 seeds, 30k online steps, 5 evaluation episodes per point.
+- `--algo calql`: 5 arms on the published hopper-medium Cal-QL-EDIS values (SIZES says the
+  size and why). Its clean-schedule arms start at the baseline's first retrain (`--init-at
+  first-retrain`): until then they train exactly as Cal-QL does.
 
 Each arm is an ordinary run directory under `--out`: re-running continues an interrupted arm
 from its latest checkpoint and keeps finished ones (make_run.run_or_continue), so the whole
@@ -28,15 +32,20 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from edis_jax import config, make_run, presets, report
+from edis_jax.tasks import TASKS
 from edis_jax.train.directory import RunDirError, with_older_defaults
+from edis_jax.validation import ConfigError
 
 DATASET = make_run.DATASET  # shipped with the package
 ARCHIVED = ("config.json", "summary.json", "metrics.jsonl")  # what report.load_run reads
 
-# arm -> RunConfig values beside `edis` (config.with_values keys); the baseline comes first.
-ARMS: dict[str, tuple[bool, dict]] = {
+# algo -> arm -> (edis, RunConfig values: config.with_values keys); the baseline comes first,
+# then the arm whose generator pretraining the others take.
+ARMS: dict[str, dict[str, tuple[bool, dict]]] = {}
+ARMS["iql"] = {
     "iql": (False, {}),
     "iql_edis": (True, {}),
     "iql_edis_published": (True, {"online.schedule": "published"}),
@@ -46,12 +55,21 @@ ARMS: dict[str, tuple[bool, dict]] = {
     "iql_online_half": (False, {"online.baseline_online_ratio": 0.5}),
     "iql_edis_oracle": (True, {"online.relabel": "simulator"}),
 }
+ARMS["calql"] = {
+    "calql": (False, {}),
+    # The paper's Cal-QL-EDIS: a retrain after online step 1, then synthetic rows in every update.
+    "calql_edis_published": (True, {"online.schedule": "published"}),
+    "calql_edis": (True, {}),  # the clean schedule: first retrain at --online.retrain-every
+    "calql_synther": (True, {"guide": ()}),
+    "calql_edis_no_synthetic": (True, {"online.synthetic_ratio": 0.0}),
+}
 
 
 # What each pair of arms isolates (A - B), for the question the issue asks when IQL-EDIS does
 # not beat IQL: which part (batch composition, synthetic rows, their dynamics, the guidance)
 # costs what. A pair is reported once both arms have finished.
-CONTRASTS = (
+CONTRASTS: dict[str, tuple[tuple[str, str, str], ...]] = {}
+CONTRASTS["iql"] = (
     ("EDIS as a whole", "iql_edis", "iql"),
     ("batch composition alone: half of each batch online-only rows", "iql_online_half", "iql"),
     (
@@ -77,52 +95,143 @@ CONTRASTS = (
     ("EDIS keeping offline rows in the mix, against the baseline", "iql_edis_real", "iql"),
     ("EDIS on the published schedule, against the baseline", "iql_edis_published", "iql"),
 )
+CONTRASTS["calql"] = (
+    ("EDIS as a whole: the published schedule", "calql_edis_published", "calql"),
+    ("EDIS as a whole: the clean schedule", "calql_edis", "calql"),
+    ("the published schedule instead of the clean one", "calql_edis_published", "calql_edis"),
+    ("energy guidance (same pretrained generator)", "calql_edis", "calql_synther"),
+    (
+        "synthetic rows: rho of each batch synthetic instead of online-only",
+        "calql_edis",
+        "calql_edis_no_synthetic",
+    ),
+    (
+        "batch composition: online-only batches after the first retrain instead of half online, "
+        "half all real",
+        "calql_edis_no_synthetic",
+        "calql",
+    ),
+)
+
+# Cal-QL's published hopper-medium values (published_configs.md, cal_ql_edis; tasks.py): cql
+# alpha 10 offline and 0.1 online, Lagrange gap 10, critic 256x256, normalised rewards,
+# synthetic ratio 0.2. The generator and its guidance stay the `cpu` preset's: sigma-scaled
+# scales 1 / 1 / 0.3, calibrated on this data (docs/generator_fidelity.md), not the published
+# 2 / 0.01 / 0.01 of unscaled guidance. Every Cal-QL arm takes them, the baseline too.
+CALQL_TASK = "cal_ql_edis/hopper-medium"
+# The published Cal-QL baseline draws half its batch offline, half online (cal_ql.py's
+# mixing_ratio 0.5); ours draws the other half from all real data (offline + online), the
+# nearest mixture edis-jax has. EDIS arms use it before their first retrain.
+CALQL_ONLINE_SHARE = 0.5
 
 
-def contrast_pairs(out: Path, finished: list[str]) -> list[tuple[str, dict, dict]]:
-    """CONTRASTS whose two arms are both among the `finished` run directories, as loaded runs."""
+class Size(NamedTuple):
+    seeds: int
+    offline_steps: int
+    online_steps: int
+    retrain_every: int
+
+
+# IQL: the `cpu` preset's offline phase and retrain period. Cal-QL: one update costs about 17x
+# IQL's on this CPU, so the size is chosen from the measured cost of the whole arm
+# (docs/comparisons.md#cal-ql-size): 6 seeds, 3 retrains of the clean schedule inside the
+# online phase (4 of the published one), and every arm within two sessions.
+SIZES = {
+    "iql": Size(seeds=8, offline_steps=20_000, online_steps=30_000, retrain_every=5000),
+    "calql": Size(seeds=6, offline_steps=10_000, online_steps=10_000, retrain_every=2500),
+}
+
+
+def contrast_pairs(out: Path, finished: list[str], algo: str = "iql") -> list:
+    """The algo's CONTRASTS whose two arms are both among the `finished` run directories, as
+    (what, loaded run A, loaded run B)."""
     done = {Path(d).name for d in finished}
     return [
         (what, report.load_run(out / a), report.load_run(out / b))
-        for what, a, b in CONTRASTS
+        for what, a, b in CONTRASTS[algo]
         if a in done and b in done
     ]
 
 
-def base_config(out: Path, seeds: int, online_steps: int) -> config.RunConfig:
-    """The settings every arm shares: the `cpu` preset as it is now or, once the baseline arm
-    has started, the settings it saved. The experiment spans sessions, and a later change to the
-    preset must not split it between two settings (its finished arms would be refused)."""
-    saved = out / "iql" / "config.json"
-    if not saved.is_file():
-        return presets.preset("cpu").replace(
-            algo="iql", dataset=DATASET, seeds=seeds, online_steps=online_steps, eval_episodes=5
+def base_config(out: Path, algo: str = "iql", size: Size | None = None) -> config.RunConfig:
+    """The settings every arm shares: the `cpu` preset (with Cal-QL's published values) as it
+    is now or, once the baseline arm has started, the settings it saved. The experiment spans
+    sessions, and a later change to the preset must not split it between two settings (its
+    finished arms would be refused)."""
+    size = size or SIZES[algo]
+    saved = out / algo / "config.json"
+    if saved.is_file():
+        base = config.from_dict(with_older_defaults(json.loads(saved.read_text())))
+        if size_of(base) != size:
+            raise RunDirError(
+                f"{out} holds an experiment of {_describe(size_of(base))}, not "
+                f"{_describe(size)}: pass {_flags(size_of(base))}, or another --out"
+            )
+        return base
+    cfg = presets.preset("cpu").replace(
+        algo=algo,
+        dataset=DATASET,
+        seeds=size.seeds,
+        offline_steps=size.offline_steps,
+        online_steps=size.online_steps,
+        eval_episodes=5,
+    )
+    cfg = config.with_values(cfg, {"online.retrain_every": size.retrain_every})
+    if algo == "calql":
+        published = TASKS[CALQL_TASK]["values"]
+        cfg = config.with_values(
+            cfg,
+            {
+                **{k: v for k, v in published.items() if k.startswith("calql.")},
+                "online.synthetic_ratio": published["online.synthetic_ratio"],
+                "online.baseline_online_ratio": CALQL_ONLINE_SHARE,
+                # 10 points per phase: the online AUC of a 10k-step phase needs more than 4.
+                "eval_every": size.online_steps // 10,
+            },
         )
-    base = config.from_dict(with_older_defaults(json.loads(saved.read_text())))
-    if (base.seeds, base.online_steps) != (seeds, online_steps):
-        raise RunDirError(
-            f"{out} holds an experiment of {base.seeds} seeds and {base.online_steps} online "
-            f"steps, not {seeds} and {online_steps}: pass --seeds {base.seeds} --online-steps "
-            f"{base.online_steps}, or another --out"
-        )
-    return base
+    return cfg
 
 
-def arm_configs(out: Path, seeds: int, online_steps: int, arms: list[str]) -> list:
-    """The configs of `arms`, the baseline first (it owns the shared offline phase)."""
-    base = base_config(out, seeds, online_steps)
-    baseline = str(out / "iql")
+def size_of(cfg: config.RunConfig) -> Size:
+    return Size(cfg.seeds, cfg.offline_steps, cfg.online_steps, cfg.online.retrain_every)
+
+
+def arm_configs(
+    out: Path, arms: list[str], algo: str = "iql", size: Size | None = None
+) -> list[config.RunConfig]:
+    """The configs of `arms` of `algo`, the baseline first (it owns the shared offline phase)."""
+    base = base_config(out, algo, size)
+    names = list(ARMS[algo])
+    baseline, owner = names[0], names[1]  # owner: the arm whose generator the others take
     configs = []
-    for name in ["iql", *[a for a in arms if a != "iql"]]:
-        edis, values = ARMS[name]
-        cfg = base.replace(edis=edis, out=str(out / name))
-        if name != "iql":
-            cfg = cfg.replace(init_from=baseline)
-        # The generator arms share IQL-EDIS's pretraining (refused if their inputs differ).
-        if edis and name != "iql_edis" and "iql_edis" in arms:
-            cfg = cfg.replace(generator_from=str(out / "iql_edis"))
-        configs.append(config.with_values(cfg, values))
+    for name in [baseline, *[a for a in names if a in arms and a != baseline]]:
+        edis, values = ARMS[algo][name]
+        cfg = config.with_values(base.replace(edis=edis, out=str(out / name)), values)
+        if name != baseline:
+            cfg = cfg.replace(init_from=str(out / baseline))
+        # The generator arms share the owner's pretraining (refused if their inputs differ).
+        if edis and name != owner and owner in arms:
+            cfg = cfg.replace(generator_from=str(out / owner))
+        # Cal-QL's clean-schedule arms train exactly as Cal-QL does until their first retrain
+        # (IQL's keep the offline start that their finished runs were made with).
+        if algo == "calql" and edis and cfg.online.schedule == "clean":
+            cfg = cfg.replace(init_at="first-retrain")
+        configs.append(cfg)
     return configs
+
+
+def _describe(size: Size) -> str:
+    return (
+        f"{size.seeds} seeds, {size.offline_steps} offline and {size.online_steps} online steps, "
+        f"a retrain every {size.retrain_every}"
+    )
+
+
+def _flags(size: Size) -> str:
+    return (
+        f"--seeds {size.seeds} --offline-steps {size.offline_steps} --online-steps "
+        f"{size.online_steps} --retrain-every {size.retrain_every}"
+    )
 
 
 def archive(finished: list[str], dest: Path) -> None:
@@ -148,15 +257,31 @@ def archive(finished: list[str], dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/comparison"))
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--online-steps", type=int, default=30_000)
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--algo", choices=list(ARMS), default="iql")
+    parser.add_argument(
+        "--out", type=Path, help="default runs/comparison (IQL), runs/comparison_calql"
+    )
+    parser.add_argument("--seeds", type=int, help="default: SIZES of the algo")
+    parser.add_argument("--offline-steps", type=int)
+    parser.add_argument("--online-steps", type=int)
+    parser.add_argument("--retrain-every", type=int)
+    parser.add_argument("--arms", nargs="+", help="default: every arm of the algo")
     parser.add_argument("--report-only", action="store_true", help="report the finished arms")
     parser.add_argument("--archive", type=Path, help="copy finished arms' results to DIR/<arm>")
     args = parser.parse_args(argv)
+    algo = args.algo
+    out = args.out or Path("runs/comparison" if algo == "iql" else f"runs/comparison_{algo}")
+    arms = args.arms or list(ARMS[algo])
+    unknown = [a for a in arms if a not in ARMS[algo]]
+    if unknown:
+        parser.error(
+            f"--arms: {', '.join(unknown)} not among --algo {algo}'s: {', '.join(ARMS[algo])}"
+        )
+    size = SIZES[algo]._replace(
+        **{k: v for k, v in vars(args).items() if k in Size._fields and v is not None}
+    )
     try:
-        configs = arm_configs(args.out, args.seeds, args.online_steps, args.arms)
+        configs = arm_configs(out, arms, algo, size)
         if not args.report_only:
             for cfg in configs:
                 make_run.run_or_continue(cfg)  # refused if its folder holds other settings
@@ -165,18 +290,21 @@ def main(argv: list[str] | None = None) -> int:
         finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
         if args.archive is not None and args.report_only:
             archive(finished, args.archive)
-    except RunDirError as err:
+    except (RunDirError, ConfigError) as err:
         print(f"comparison: {err}", file=sys.stderr)
         return 2
     if not finished:
         print("no arm has finished yet")
         return 1
-    result = report.report(finished, out=str(args.out / "report.png"), baseline=configs[0].out)
+    result = report.report(finished, out=str(out / "report.png"), baseline=configs[0].out)
     text = result.text
-    pairs = contrast_pairs(args.out, finished)
+    pairs = contrast_pairs(out, finished, algo)
     if pairs:
         text += "\n\nWhat each pair of arms isolates:\n\n" + report.contrasts(pairs)
-    (args.out / "report.md").write_text(text + "\n")
+    if algo == "calql":  # the paper's claim: at least 1.2x Cal-QL's online improvement
+        runs = [report.load_run(d) for d in finished]
+        text += "\n\nOnline improvement (final - offline score):\n\n" + report.improvements(runs)
+    (out / "report.md").write_text(text + "\n")
     print(text)
     return 0
 

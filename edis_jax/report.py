@@ -17,7 +17,15 @@ import numpy as np
 
 from edis_jax import config, plots
 from edis_jax.output_paths import check_output_file
-from edis_jax.stats import BOOTSTRAP_DRAWS, SIGNIFICANCE, difference_ci, iqm_ci, welch_p
+from edis_jax.stats import (
+    BOOTSTRAP_DRAWS,
+    SIGNIFICANCE,
+    difference_ci,
+    iqm_ci,
+    mean_ci,
+    ratio_ci,
+    welch_p,
+)
 
 
 class ReportError(ValueError):
@@ -275,6 +283,31 @@ def contrasts(pairs: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(rows)
 
 
+def improvements(runs: list[dict], baseline: int = 0) -> str:
+    """A markdown table, one row per run: its online improvement (final - offline score per
+    seed) as mean [95% CI], and that mean over runs[baseline]'s with its bootstrap interval and
+    Welch's p (the EDIS paper's claim is a ratio of at least 1.2 over its baseline)."""
+    names = labels(runs)
+    gain = [statistics(r)["final"] - statistics(r)["offline"] for r in runs]
+    rows = [
+        f"| run | improvement: mean [95% CI] | ratio to {names[baseline]}'s [95% CI] | p |",
+        "|---|---|---|---|",
+    ]
+    for i, name in enumerate(names):
+        ratio = ratio_ci(gain[i], gain[baseline])
+        p = "-" if i == baseline else _p(welch_p(gain[i], gain[baseline]))
+        rows.append(
+            f"| {name} | {_difference_text(mean_ci(gain[i]))} | {_ratio_text(ratio)} | {p} |"
+        )
+    rows += [
+        "",
+        f"Per seed: final score - offline score (normalised). [95% CI]: percentile bootstrap "
+        f"({BOOTSTRAP_DRAWS} draws), each run's seeds resampled on their own; p: Welch's t-test "
+        "of the improvements.",
+    ]
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------------- helpers
 
 
@@ -340,6 +373,11 @@ def _iqm_text(value_ci: tuple[float, float, float]) -> str:
 def _difference_text(value_ci: tuple[float, float, float]) -> str:
     value, low, high = value_ci
     return "n/a" if math.isnan(value) else f"{value:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def _ratio_text(value_ci: tuple[float, float, float]) -> str:
+    value, low, high = value_ci
+    return "-" if math.isnan(value) else f"{value:.2f}x [{low:.2f}, {high:.2f}]"
 
 
 def _p(p: float) -> str:

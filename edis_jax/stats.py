@@ -53,6 +53,15 @@ def iqm_ci(values) -> tuple[float, float, float]:
     return (float(iqm(v)), float(low), float(high))
 
 
+def mean_ci(values) -> tuple[float, float, float]:
+    """(mean, CI low, CI high) of per-seed values; NaNs if there are none."""
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan)
+    low, high = bootstrap_ci(v, statistic=np.mean)
+    return (float(v.mean()), float(low), float(high))
+
+
 def welch_p(a, b) -> float:
     """Two-sided Welch's t-test p-value (unequal variances); NaN with under 2 seeds or no spread."""
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -69,14 +78,31 @@ def difference_ci(
     """(mean(a) - mean(b), CI low, CI high): a percentile bootstrap interval of the difference,
     each arm's seeds resampled with replacement on their own (the arms are independent strata),
     `draws` times with a fixed numpy seed. NaNs if either arm has no seed."""
+    return _two_arm_ci(np.subtract, a, b, draws, seed, confidence)
+
+
+def ratio_ci(
+    a, b, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(mean(a) / mean(b), CI low, CI high), resampled as difference_ci does; a draw whose
+    mean(b) is 0 gives an infinite ratio (an interval that reaches it says so)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _two_arm_ci(np.divide, a, b, draws, seed, confidence)
+
+
+def _two_arm_ci(combine, a, b, draws, seed, confidence) -> tuple[float, float, float]:
+    """combine(mean(a), mean(b)) and its percentile bootstrap interval, each arm's seeds
+    resampled on their own; NaNs if either arm has no seed."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.size == 0 or b.size == 0:
         return (math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     idx_a = rng.integers(0, a.size, size=(draws, a.size))
     idx_b = rng.integers(0, b.size, size=(draws, b.size))
-    low, high = _percentile_interval(a[idx_a].mean(axis=1) - b[idx_b].mean(axis=1), confidence)
-    return (float(a.mean() - b.mean()), float(low), float(high))
+    low, high = _percentile_interval(
+        combine(a[idx_a].mean(axis=1), b[idx_b].mean(axis=1)), confidence
+    )
+    return (float(combine(a.mean(), b.mean())), float(low), float(high))
 
 
 def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:

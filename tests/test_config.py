@@ -104,7 +104,7 @@ def test_make_run_arms_share_the_baselines_offline_phase():
 def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
     from benchmarks import comparison
 
-    configs = comparison.arm_configs(tmp_path, 8, 30_000, list(comparison.ARMS))
+    configs = comparison.arm_configs(tmp_path, list(comparison.ARMS["iql"]))
     by_name = {Path(c.out).name: c for c in configs}
     assert by_name["iql_edis"].generator_from is None
     for name, cfg in by_name.items():
@@ -113,24 +113,79 @@ def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
         if shared:
             assert cfg.diffusion == by_name["iql_edis"].diffusion, name
     # Without IQL-EDIS among the arms, every generator arm pretrains its own.
-    alone = comparison.arm_configs(tmp_path, 8, 30_000, ["iql", "iql_synther"])
+    alone = comparison.arm_configs(tmp_path, ["iql", "iql_synther"])
     assert [c.generator_from for c in alone] == [None, None]
+
+
+def test_iql_comparison_derives_the_archived_experiments_configs():
+    """The IQL comparison's archived arms (benchmarks/results/comparison) are what arm_configs
+    derives from their saved baseline: a refactor of the comparison cannot split it."""
+    from benchmarks import comparison
+
+    archive = Path(__file__).parents[1] / "benchmarks" / "results" / "comparison"
+    configs = comparison.arm_configs(archive, list(comparison.ARMS["iql"]))
+    assert len(configs) == 8
+    for cfg in configs:
+        saved = config.from_dict(
+            directory.with_older_defaults(json.loads((Path(cfg.out) / "config.json").read_text()))
+        )
+        # Paths aside (and generator_from: the earlier arms pretrained their own, bitwise the
+        # same generator), every field is the one the arm ran with.
+        paths = {"out": "", "init_from": None, "generator_from": None}
+        assert cfg.replace(**paths) == saved.replace(**paths), cfg.out
+        assert (cfg.init_from is None) == (saved.init_from is None), cfg.out
+
+
+def test_calql_comparison_arms_differ_only_in_what_they_name(tmp_path):
+    """Every Cal-QL arm carries the published hopper-medium Cal-QL values, the baseline too;
+    the clean-schedule arms start at the baseline's first retrain, the published one (which
+    retrains after step 1) at the offline phase's end; the generator arms take the published
+    arm's pretraining."""
+    from benchmarks import comparison
+
+    configs = comparison.arm_configs(tmp_path, list(comparison.ARMS["calql"]), "calql")
+    by_name = {Path(c.out).name: c for c in configs}
+    assert list(by_name) == list(comparison.ARMS["calql"])
+    base = by_name["calql"]
+    published = presets.preset("cpu", "cal_ql_edis/hopper-medium")
+    assert (base.calql.cql_alpha, base.calql.cql_alpha_online) == (10.0, 0.1)
+    assert base.calql == published.calql and base.online.baseline_online_ratio == 0.5
+    assert comparison.size_of(base) == comparison.SIZES["calql"]
+    for name, cfg in by_name.items():
+        assert cfg.calql == base.calql and cfg.diffusion == base.diffusion, name
+        assert cfg.energy == base.energy and cfg.seeds == base.seeds, name
+        clean = cfg.online.schedule == "clean"
+        expected_start = "first-retrain" if cfg.edis and clean else "offline"
+        assert cfg.init_at == expected_start, name
+        assert cfg.init_from == (None if name == "calql" else str(tmp_path / "calql")), name
+        owner = name in ("calql", "calql_edis_published")
+        assert cfg.generator_from == (None if owner else str(tmp_path / "calql_edis_published"))
+    # Each arm differs from the clean EDIS arm in the one field its name says.
+    edis = by_name["calql_edis"]
+    assert by_name["calql_synther"] == edis.replace(guide=(), out=str(tmp_path / "calql_synther"))
+    control = by_name["calql_edis_no_synthetic"]
+    assert control.online == dataclasses.replace(edis.online, synthetic_ratio=0.0)
+    assert by_name["calql_edis_published"].online == dataclasses.replace(
+        edis.online, schedule="published"
+    )
+    assert S.num_retrains(edis) >= 3  # the issue's minimum
 
 
 def test_comparison_keeps_the_settings_its_baseline_saved(tmp_path, monkeypatch):
     from benchmarks import comparison
     from edis_jax.train.directory import RunDirError
 
-    first = comparison.arm_configs(tmp_path, 8, 30_000, list(comparison.ARMS))
+    first = comparison.arm_configs(tmp_path, list(comparison.ARMS["iql"]))
     (tmp_path / "iql").mkdir()
     (tmp_path / "iql" / "config.json").write_text(json.dumps(config.to_dict(first[0])))
     # A later session changes the `cpu` preset: the experiment keeps the settings it began with.
     changed = comparison.presets.preset("cpu").replace(batch_size=128)
     monkeypatch.setattr(comparison.presets, "preset", lambda name: changed)
-    assert comparison.arm_configs(tmp_path, 8, 30_000, list(comparison.ARMS)) == first
-    assert comparison.arm_configs(tmp_path / "new", 8, 30_000, ["iql"])[0].batch_size == 128
-    with pytest.raises(RunDirError, match="pass --seeds 8 --online-steps 30000"):
-        comparison.arm_configs(tmp_path, 4, 30_000, ["iql"])
+    assert comparison.arm_configs(tmp_path, list(comparison.ARMS["iql"])) == first
+    assert comparison.arm_configs(tmp_path / "new", ["iql"])[0].batch_size == 128
+    fewer = comparison.SIZES["iql"]._replace(seeds=4)
+    with pytest.raises(RunDirError, match="pass --seeds 8 --offline-steps 20000 --online-steps"):
+        comparison.arm_configs(tmp_path, ["iql"], "iql", fewer)
 
 
 @pytest.mark.parametrize(
@@ -232,7 +287,7 @@ def test_comparison_archive_failure_is_one_line_and_keeps_older_copies(
     from benchmarks import comparison
 
     out, dest = tmp_path / "runs", tmp_path / "archive"
-    saved = json.dumps(config.to_dict(comparison.base_config(tmp_path / "none", 8, 30_000)))
+    saved = json.dumps(config.to_dict(comparison.base_config(tmp_path / "none")))
     for arm in ("iql", "iql_edis"):
         (out / arm).mkdir(parents=True)
         for name in comparison.ARCHIVED:

@@ -254,5 +254,27 @@ def test_contrasts_table_gives_each_difference_its_interval_and_p(tmp_path):
     p = scipy.stats.ttest_ind(EDIS_FINAL, BASE_FINAL, equal_var=False).pvalue
     assert f"{diff:+.1f} [{low:+.1f}, {high:+.1f}] | {p:.3g}" in row
     assert "IQL-EDIS - IQL" in row
-    # Every contrast names two arms the comparison runs.
-    assert all({a, b} <= set(comparison.ARMS) for _, a, b in comparison.CONTRASTS)
+    # Every contrast names two arms of its algorithm's comparison.
+    for algo, contrasts in comparison.CONTRASTS.items():
+        assert all({a, b} <= set(comparison.ARMS[algo]) for _, a, b in contrasts), algo
+
+
+def test_improvements_table_gives_each_gain_and_its_ratio_to_the_baseline(tmp_path):
+    """The Cal-QL comparison's target is a ratio of online improvements (final - offline):
+    each run's mean gain with its interval, and its ratio to the baseline's."""
+    base_offline, edis_offline = np.full(8, 10.0), np.linspace(8.0, 12.0, 8)
+    base = write_run(tmp_path / "iql", curve(BASE_FINAL), offline=base_offline)
+    edis = write_run(tmp_path / "edis", curve(EDIS_FINAL), offline=edis_offline, edis=True)
+    text = report.improvements([report.load_run(base), report.load_run(edis)])
+    base_gain, edis_gain = np.array(BASE_FINAL) - 10.0, np.array(EDIS_FINAL) - edis_offline
+    rows = [line for line in text.splitlines() if line.startswith("| IQL")]
+    mean, low, high = stats.mean_ci(edis_gain)
+    ratio, r_low, r_high = stats.ratio_ci(edis_gain, base_gain)
+    p = scipy.stats.ttest_ind(edis_gain, base_gain, equal_var=False).pvalue
+    assert rows[1] == (
+        f"| IQL-EDIS | {mean:+.1f} [{low:+.1f}, {high:+.1f}] | {ratio:.2f}x [{r_low:.2f}, "
+        f"{r_high:.2f}] | {p:.3g} |"
+    )
+    assert ratio == pytest.approx(edis_gain.mean() / base_gain.mean())
+    assert rows[0].startswith(f"| IQL | {base_gain.mean():+.1f}") and "1.00x" in rows[0]
+    assert rows[0].endswith("| - |")

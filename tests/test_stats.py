@@ -34,3 +34,22 @@ def test_difference_ci_resamples_each_arm_on_its_own():
     assert low < diff < high
     assert stats.difference_ci(np.full(4, 3.0), np.full(5, 1.0)) == pytest.approx((2.0, 2.0, 2.0))
     assert all(np.isnan(stats.difference_ci([], b)))
+
+
+def test_ratio_and_mean_intervals_resample_as_the_difference_does():
+    a = np.array([50.0, 60.0, 70.0, 80.0, 90.0, 20.0, 65.0, 55.0])
+    b = np.array([40.0, 45.0, 50.0, 10.0, 48.0, 52.0])
+    ratio, low, high = stats.ratio_ci(a, b)
+    assert ratio == pytest.approx(a.mean() / b.mean())
+    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)  # the same draws as difference_ci's
+    idx_a, idx_b = rng.integers(0, 8, size=(2000, 8)), rng.integers(0, 6, size=(2000, 6))
+    draws = a[idx_a].mean(1) / b[idx_b].mean(1)
+    assert (low, high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+    assert stats.ratio_ci(np.full(3, 3.0), np.full(2, 2.0)) == pytest.approx((1.5, 1.5, 1.5))
+    # A baseline whose mean gain is 0 gives an infinite ratio, not an error.
+    assert stats.ratio_ci([1.0, 2.0], [0.0, 0.0])[0] == np.inf
+    mean, low, high = stats.mean_ci(a)
+    idx = np.random.default_rng(stats.BOOTSTRAP_SEED).integers(0, 8, size=(2000, 8))
+    assert mean == a.mean()
+    assert (low, high) == pytest.approx(tuple(np.percentile(a[idx].mean(1), [2.5, 97.5])))
+    assert all(np.isnan(stats.mean_ci([])))
