@@ -139,7 +139,13 @@ def behaviour_hashes(minari_path: Path) -> dict[str, str]:
     runs = {
         "evals": [first.evals, more.evals],
         "train_returns": [first.train_returns, more.train_returns],
-        "build": {k: v for k, v in info.items() if k not in ("path", "timings")},
+        # The build's numbers; its rebuilding command (which names the options, not what they
+        # gave) is left out, so that a new option does not move the hash.
+        "build": {
+            k: ({n: x for n, x in v.items() if n != "command"} if k == "build" else v)
+            for k, v in info.items()
+            if k not in ("path", "timings")
+        },
     }
     return {
         "dataset": checkpoint.tree_sha256(data.transitions),

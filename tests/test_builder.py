@@ -73,6 +73,8 @@ def test_sac_kinds_with_a_tiny_learner(minari_path):
     # env actions. A tiny SAC and a given expert return keep this to a few seconds.
     sac = SACConfig(hidden_dims=(16, 16), start_steps=100)
     small = dict(expert_return=-200.0, max_train_steps=400, expert_steps=600, eval_every=200)
+    # The replay's SAC trains on the JAX env in compiled chunks (the run loop's online chunk),
+    # its episodes read back from the device buffer; the other builds step gymnasium's env.
     replay = builder.make_dataset(
         "Pendulum-v1",
         "medium-replay",
@@ -80,10 +82,12 @@ def test_sac_kinds_with_a_tiny_learner(minari_path):
         "test/pendulum/mr-v0",
         sac_config=sac,
         progress=False,
+        env_backend="jax",
         **small,
     )
     # Replay = every finished training episode up to the medium point (200-step episodes).
     assert replay["transitions"] == replay["build"]["medium_train_steps"] in (200, 400)
+    assert "--env-backend jax" in replay["build"]["command"]
     both = builder.make_dataset(
         "Pendulum-v1",
         "medium-expert",
@@ -94,6 +98,8 @@ def test_sac_kinds_with_a_tiny_learner(minari_path):
         **small,
     )
     assert both["transitions"] == 600 and both["build"]["expert_train_steps"] == 600
+    # auto on a CPU: gymnasium, named so that a rebuild on a GPU trains on the same env.
+    assert both["build"]["command"].endswith("--env-backend gymnasium")
     # target = R_random + (R_expert - R_random) / 3, with the measured random return
     r_min = both["ref_min_score"]
     assert both["build"]["medium_target"] == pytest.approx(r_min + (-200.0 - r_min) / 3)
@@ -152,6 +158,14 @@ def test_rebuild_command_records_the_behaviour_critic_lr():
     assert command.endswith("--plateau-window 5 --plateau-tol 0.02")
     with pytest.raises(ValueError, match="--plateau-tol must be >= 0, got -0.1"):
         builder.make_dataset("Pendulum-v1", "medium", 100, "a/b/c-v0", plateau_tol=-0.1)
+
+
+def test_jax_backend_without_a_jax_env_is_one_line(minari_path, capsys):
+    argv = ["data", "make", "--env", "InvertedPendulum-v5", "--kind", "medium", "--steps", "10"]
+    assert cli.main([*argv, "--id", "test/x/y-v0", "--env-backend", "jax"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--env-backend jax: InvertedPendulum-v5 has" in err
+    assert not list(minari_path.rglob("*"))  # nothing written
 
 
 def test_bad_plateau_window_is_one_line(capsys):

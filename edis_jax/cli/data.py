@@ -36,6 +36,9 @@ class MakeArgs:
     sac_critic_lr: float | None = None  # the behaviour SAC's critic lr (default: SACConfig's)
     ref_min_score: float | None = None  # override the reference scores stored
     ref_max_score: float | None = None
+    # The behaviour SAC's env: auto = jax (compiled chunks) on a GPU/TPU where the env has an
+    # exact JAX version, gymnasium otherwise; evaluations and rollouts step gymnasium's.
+    env_backend: Literal["auto", "gymnasium", "jax"] = BUILD["env_backend"]
     overwrite: bool = False  # replace an existing dataset with this id (once the new one is whole)
     progress: bool = True
 
@@ -98,8 +101,8 @@ def data_make(args: list[str]) -> int:
         expert_steps=a.expert_steps, max_train_steps=a.max_train_steps, eval_every=a.eval_every,
         eval_episodes=a.eval_episodes, ref_min_score=a.ref_min_score,
         ref_max_score=a.ref_max_score, sac_critic_lr=a.sac_critic_lr,
-        plateau_window=a.plateau_window, plateau_tol=a.plateau_tol, overwrite=a.overwrite,
-        progress=a.progress,
+        plateau_window=a.plateau_window, plateau_tol=a.plateau_tol, env_backend=a.env_backend,
+        overwrite=a.overwrite, progress=a.progress,
     )  # fmt: skip
     t = summary["timings"]
     print(

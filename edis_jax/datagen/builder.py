@@ -51,6 +51,7 @@ from edis_jax.datagen import selection
 from edis_jax.datagen.behaviour import evaluate_agent, train_sac_online
 from edis_jax.datagen.options import DEFAULTS, KINDS, MIN_REF_EPISODES, make_command
 from edis_jax.datagen.rollout import random_policy, rollout, sac_policy
+from edis_jax.train.jax_online import resolve_backend
 
 # Policies kept per evaluation interval of the medium run: the crossing of the target is then
 # found to within eval_every / 8 steps (SAC on Pendulum goes from -1100 to -250 in 1000 steps)
@@ -76,6 +77,7 @@ def make_dataset(
     sac_critic_lr: float | None = None,
     plateau_window: int = DEFAULTS["plateau_window"],
     plateau_tol: float = DEFAULTS["plateau_tol"],
+    env_backend: str = DEFAULTS["env_backend"],
     sac_config=None,
     overwrite: bool = False,
     progress: bool = True,
@@ -87,9 +89,11 @@ def make_dataset(
         medium_fraction=medium_fraction, expert_return=expert_return, expert_steps=expert_steps,
         max_train_steps=max_train_steps, eval_every=eval_every, eval_episodes=eval_episodes,
         ref_min_score=ref_min_score, ref_max_score=ref_max_score, sac_critic_lr=sac_critic_lr,
-        plateau_window=plateau_window, plateau_tol=plateau_tol,
+        plateau_window=plateau_window, plateau_tol=plateau_tol, env_backend=env_backend,
     )  # fmt: skip
     _validate(env_id, kind, steps, dataset_id, overwrite, **options)
+    if kind != "random":  # the behaviour SAC's env, named in the rebuilding command
+        options["env_backend"] = resolve_backend(env_backend, env_id, None)
     # One writer per id for the whole build: a second `data make` of the id is refused at once,
     # not after its own build, and the id is checked free again under the lock.
     with minari_store.writer(dataset_id):
@@ -139,6 +143,7 @@ def _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite
         )
         ref_max = None
 
+    build["command"] = make_command(env_id, kind, steps, dataset_id, seed, **options)
     t0 = time.perf_counter()
     path = minari_store.write_dataset(
         dataset_id,
@@ -148,10 +153,7 @@ def _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite
         ref_max_score=ref_max,
         description=f"D4RL-style {kind} dataset of {env_id} built by `edis-jax data make`",
         algorithm_name="uniform random" if kind == "random" else "SAC (edis_jax)",
-        build_info={
-            **build,
-            "command": make_command(env_id, kind, steps, dataset_id, seed, **options),
-        },
+        build_info=build,
         overwrite=overwrite,
     )
     timings["write_s"] = time.perf_counter() - t0
@@ -178,15 +180,16 @@ def _build(env_id, kind, steps, dataset_id, seed, options, sac_config, overwrite
 def _behaviour_episodes(
     env_id, kind, steps, seed, random_return, timings, sac_config, progress, *,
     medium_fraction, expert_return, expert_steps, max_train_steps, eval_every, eval_episodes,
-    sac_critic_lr, plateau_window, plateau_tol, **_refs,
+    sac_critic_lr, plateau_window, plateau_tol, env_backend, **_refs,
 ):  # fmt: skip
     """Train SAC as the kind needs and roll it out. Returns (episodes, expert return, info)."""
     sac_config = SACConfig() if sac_config is None else sac_config
     if sac_critic_lr is not None:
         sac_config = dataclasses.replace(sac_config, critic_lr=sac_critic_lr)
     train = dict(
-        eval_every=eval_every, eval_episodes=eval_episodes, progress=progress, config=sac_config
-    )
+        eval_every=eval_every, eval_episodes=eval_episodes, progress=progress, config=sac_config,
+        env_backend=env_backend,
+    )  # fmt: skip
     info: dict = {}
     d4rl = d4rl_ref_scores(env_id)
 
@@ -318,6 +321,10 @@ def _validate(env_id, kind, steps, dataset_id, overwrite, **options):
         raise ValueError("give both --ref-min-score and --ref-max-score, or neither")
     if lo is not None and not hi > lo:
         raise ValueError("--ref-max-score must be above --ref-min-score")
+    if options["env_backend"] not in ("auto", "gymnasium", "jax"):
+        raise ValueError(
+            f"--env-backend must be auto, gymnasium or jax, got {options['env_backend']!r}"
+        )
     env = envs.make_env(env_id)  # fails early, with the fix, for an unknown env id
     space, obs_dim = env.action_space, gym.spaces.flatdim(env.observation_space)
     env.close()

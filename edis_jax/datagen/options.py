@@ -28,6 +28,10 @@ DEFAULTS = {
     # moves normalised scores by about 1 point, less than their spread over seeds.
     "plateau_window": 3,
     "plateau_tol": 0.01,
+    # The behaviour SAC's env (datagen/behaviour.py): auto is jax on an accelerator where the
+    # env has an exact JAX version, gymnasium otherwise. The rebuilding command names the one
+    # used, so that a rebuild on another machine kind trains on the same.
+    "env_backend": "auto",
 }
 
 
