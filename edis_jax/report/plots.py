@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edis_jax.stats import bootstrap_ci
+from edis_jax.report.stats import bootstrap_ci
 
 # Generator-health panels: (title, [(metric, line label, line style)], log scale).
 HEALTH_PANELS: list[tuple[str, list[tuple[str, str, str]], bool]] = [

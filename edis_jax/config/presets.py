@@ -3,11 +3,11 @@ sizes and schedules), and the published per-task values on top of one (tasks.py)
 
 from __future__ import annotations
 
-from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
 from edis_jax.config import PRESET_NAMES, OnlineConfig, RunConfig, unknown_task, with_values
-from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
-from edis_jax.tasks import TASKS
-from edis_jax.validation import ConfigError
+from edis_jax.config.agent_configs import CalQLConfig, IQLConfig, SACConfig
+from edis_jax.config.generator_configs import DiffusionConfig, EnergyConfig
+from edis_jax.config.tasks import TASKS
+from edis_jax.config.validation import ConfigError
 
 
 def preset(name: str, task: str | None = None) -> RunConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edis_jax.validation import check, layer_widths, non_negative, positive, unit_interval
+from edis_jax.config.validation import check, layer_widths, non_negative, positive, unit_interval
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The generator's configuration: the diffusion model and its training (DiffusionConfig), the
 energies and their CEP training (EnergyConfig), and the names of the three energies. Frozen
-dataclasses validated on construction, as the rest of config.py's; defaults are the published
+dataclasses validated on construction, as the rest of edis_jax.config's; defaults are the published
 values, cited where they are set.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from edis_jax.validation import check, layer_widths, non_negative, positive, unit_interval
+from edis_jax.config.validation import check, layer_widths, non_negative, positive, unit_interval
 
 Guide = Literal["state", "policy", "transition"]
 GUIDES: tuple[str, ...] = ("state", "policy", "transition")
