@@ -1,0 +1,5 @@
+"""Moved to edis_jax.report.plots; this path goes in the next release."""
+
+from edis_jax import _moved
+
+_moved(__name__, "edis_jax.report.plots")
