@@ -134,12 +134,13 @@ class Size(NamedTuple):
 
 
 # IQL: the `cpu` preset's offline phase and retrain period. Cal-QL: one update costs about 17x
-# IQL's on this CPU, so the size is chosen from the measured cost of the whole arm
-# (docs/comparisons.md#cal-ql-size): 6 seeds, 3 retrains of the clean schedule inside the
-# online phase (4 of the published one), and every arm within two sessions.
+# IQL's on this CPU and a retrain about 6 min at 6 seeds, so the size is chosen from the
+# measured cost of the arms (docs/comparisons.md#the-cal-ql-comparisons-size): the 6
+# seeds, 3 retrains of the clean schedule inside the online phase (4 of the published one),
+# and all five arms within two sessions of this CPU.
 SIZES = {
     "iql": Size(seeds=8, offline_steps=20_000, online_steps=30_000, retrain_every=5000),
-    "calql": Size(seeds=6, offline_steps=10_000, online_steps=10_000, retrain_every=2500),
+    "calql": Size(seeds=6, offline_steps=5000, online_steps=6000, retrain_every=1500),
 }
 
 
@@ -186,8 +187,10 @@ def base_config(out: Path, algo: str = "iql", size: Size | None = None) -> confi
                 **{k: v for k, v in published.items() if k.startswith("calql.")},
                 "online.synthetic_ratio": published["online.synthetic_ratio"],
                 "online.baseline_online_ratio": CALQL_ONLINE_SHARE,
-                # 10 points per phase: the online AUC of a 10k-step phase needs more than 4.
+                # 10 points per online phase: its AUC needs more than the preset's few. A
+                # checkpoint at each (the arms may stop at a session's end and continue).
                 "eval_every": size.online_steps // 10,
+                "checkpoint_every": size.online_steps // 10,
             },
         )
     return cfg
