@@ -58,7 +58,7 @@ def main() -> None:
 
 
 def sac_pendulum(args) -> dict:
-    from edis_jax.agent_configs import SACConfig
+    from edis_jax.config.agent_configs import SACConfig
     from edis_jax.datagen.behaviour import train_sac_online
 
     # 1000 random steps (5 episodes) instead of 5000: the 20k-step budget is short.
@@ -80,7 +80,7 @@ def sac_pendulum(args) -> dict:
 
 
 def sac_hopper(args) -> dict:
-    from edis_jax.agent_configs import SACConfig
+    from edis_jax.config.agent_configs import SACConfig
     from edis_jax.datagen.behaviour import train_sac_online
     from edis_jax.datagen.selection import reaches
 
@@ -113,7 +113,7 @@ def sac_hopper(args) -> dict:
 
 
 def iql_pendulum(args) -> dict:
-    from edis_jax.agent_configs import IQLConfig
+    from edis_jax.config.agent_configs import IQLConfig
 
     data, returns, out = _medium_pendulum(args)
     # CORL rescales MuJoCo rewards by 1000 / (max return - min return), 1000 being the episode
@@ -127,7 +127,7 @@ def iql_pendulum(args) -> dict:
 
 
 def calql_pendulum(args) -> dict:
-    from edis_jax.agent_configs import CalQLConfig
+    from edis_jax.config.agent_configs import CalQLConfig
 
     data, _, out = _medium_pendulum(args)
     out["calql"] = _train_offline("calql", CalQLConfig(), args.calql_updates, data, args, 1.0)
@@ -137,7 +137,7 @@ def calql_pendulum(args) -> dict:
 
 def _medium_pendulum(args):
     """A medium Pendulum dataset: (Transition, episode returns, description)."""
-    from edis_jax.agent_configs import SACConfig
+    from edis_jax.config.agent_configs import SACConfig
     from edis_jax.datagen.behaviour import train_sac_online
     from edis_jax.datagen.selection import reaches
 
@@ -256,7 +256,7 @@ def _eval(agent, env_id: str, seed: int, episodes: int = 10) -> float:
 def throughput(args) -> dict:
     """Updates per second of update_chunk (100 updates per call), Hopper-sized data."""
     from edis_jax import agents
-    from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
+    from edis_jax.config.agent_configs import CalQLConfig, IQLConfig, SACConfig
     from edis_jax.data import buffer
     from edis_jax.data.transition import Transition
 

@@ -30,7 +30,9 @@ import jax
 import mujoco
 import numpy as np
 
-from edis_jax import agent_configs, checkpoint, config, presets
+from edis_jax import config
+from edis_jax.config import agent_configs, presets
+from edis_jax.storage import checkpoint
 from edis_jax.train import loop
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"

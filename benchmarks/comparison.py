@@ -34,10 +34,11 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from edis_jax import config, make_run, presets, report
-from edis_jax.tasks import TASKS
+from edis_jax import config, make_run, report
+from edis_jax.config import presets
+from edis_jax.config.tasks import TASKS
+from edis_jax.config.validation import ConfigError
 from edis_jax.train.directory import RunDirError, with_older_defaults
-from edis_jax.validation import ConfigError
 
 DATASET = make_run.DATASET  # shipped with the package
 ARCHIVED = ("config.json", "summary.json", "metrics.jsonl")  # what report.load_run reads
@@ -113,8 +114,8 @@ CONTRASTS["calql"] = (
     ),
 )
 
-# Cal-QL's published hopper-medium values (published_configs.md, cal_ql_edis; tasks.py): cql
-# alpha 10 offline and 0.1 online, Lagrange gap 10, critic 256x256, normalised rewards,
+# Cal-QL's published hopper-medium values (published_configs.md, cal_ql_edis; config/tasks.py):
+# cql alpha 10 offline and 0.1 online, Lagrange gap 10, critic 256x256, normalised rewards,
 # synthetic ratio 0.2. The generator and its guidance stay the `cpu` preset's: sigma-scaled
 # scales 1 / 1 / 0.3, calibrated on this data (docs/generator_fidelity.md), not the published
 # 2 / 0.01 / 0.01 of unscaled guidance. Every Cal-QL arm takes them, the baseline too.

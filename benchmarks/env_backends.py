@@ -58,7 +58,7 @@ class Sizes:
         )  # fmt: skip
 
 
-# The paper's IQL-EDIS schedule (tasks.py, iql_edis/hopper-medium).
+# The paper's IQL-EDIS schedule (edis_jax/config/tasks.py, iql_edis/hopper-medium).
 PAPER = {"offline_updates": 1_000_000, "online_steps": 200_000, "retrains": 20, "evals": 25,
          "eval_episodes": 100}  # fmt: skip
 
@@ -94,7 +94,7 @@ def measure(sizes: Sizes, log: Callable[[str], None] = print, on_row=None, retra
 def _run(backend: str, seeds: int, utd: int, online_steps: int, sizes: Sizes, out: Path):
     """A run of `sizes.dataset` at online step 0 (nothing written to `out`; its scores unused,
     so reference scores (0, 1) stand in for datasets without them)."""
-    from edis_jax.presets import preset
+    from edis_jax.config.presets import preset
     from edis_jax.train import loop
     from edis_jax.train import state as S
 
@@ -164,7 +164,7 @@ def eval_rate(backend: str, env_id: str, seeds: int, sizes: Sizes) -> dict:
     import jax
 
     from edis_jax import agents, envs
-    from edis_jax.presets import preset
+    from edis_jax.config.presets import preset
     from edis_jax.train import jax_online
     from edis_jax.train import state as S
 

@@ -52,8 +52,8 @@ def export_target(run_dir: str, path: str) -> None:
 
     import orbax.checkpoint as ocp
 
-    from edis_jax import checkpoint
     from edis_jax.data.datasets import load_dataset
+    from edis_jax.storage import checkpoint
     from edis_jax.train.directory import read_config
 
     step = checkpoint.latest_step(Path(run_dir))
@@ -134,9 +134,9 @@ def main() -> None:
 
     import jax
 
+    from edis_jax.config.presets import preset
     from edis_jax.data.datasets import load_dataset
     from edis_jax.diagnose import run_diagnose
-    from edis_jax.presets import preset
 
     start = time.perf_counter()
     out = Path(args.out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
+from edis_jax.config.generator_configs import DiffusionConfig, EnergyConfig
 
 TRAIN_FACTOR = 3  # forward + backward (grad w.r.t. inputs and weights) ~ 3x forward
 INPUT_GRAD_FACTOR = 2  # forward + backward w.r.t. the inputs only (guidance) ~ 2x forward

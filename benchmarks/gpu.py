@@ -265,7 +265,7 @@ def _retrain_s(smoke: dict | None, size: str) -> dict | None:
     (vmapped seeds usually cost less on a GPU: an upper bound)."""
     if not smoke:
         return None
-    from edis_jax.presets import preset
+    from edis_jax.config.presets import preset
 
     cfg = preset(size)
     values = SMOKE[size]
@@ -301,7 +301,7 @@ def _smoke(size: str) -> dict:
     """A short run of the `size` preset with SMOKE's values, through loop.train, in a
     temporary folder; returns its summary's numbers and the count of metrics.jsonl records."""
     from edis_jax.config import with_values
-    from edis_jax.presets import preset
+    from edis_jax.config.presets import preset
     from edis_jax.train import loop
 
     with tempfile.TemporaryDirectory(prefix="edis-gpu-smoke-") as tmp:

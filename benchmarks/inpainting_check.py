@@ -16,7 +16,8 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from edis_jax import agents, config, diagnose, generator, make_run, presets
+from edis_jax import agents, config, diagnose, generator, make_run
+from edis_jax.config import presets
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.transition import vector_slices
 from edis_jax.diffusion import sampler

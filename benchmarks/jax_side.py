@@ -19,12 +19,12 @@ import numpy as np
 from benchmarks.harness import time_ms
 from edis_jax import agents, envs, generator
 from edis_jax.config import RunConfig
+from edis_jax.config.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
 from edis_jax.diffusion import model as diffusion_model
 from edis_jax.diffusion import sampler
 from edis_jax.energy import cep
-from edis_jax.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.train import env_step
 from edis_jax.train import state as S
 

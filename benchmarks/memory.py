@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from edis_jax import agents, generator
+from edis_jax.config.presets import preset
 from edis_jax.data import buffer
-from edis_jax.presets import preset
 from edis_jax.train import generator_phases
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper: D = 26

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import harness
-from edis_jax import agents, config, envs, make_run, presets
+from edis_jax import agents, config, envs, make_run
+from edis_jax.config import presets
 from edis_jax.data import buffer
 from edis_jax.data.datasets import load_dataset
 from edis_jax.train import generator_phases

@@ -31,7 +31,7 @@ import numpy as np
 from benchmarks import flops, harness
 from benchmarks import jax_side as J
 from benchmarks.harness import Row
-from edis_jax.presets import preset
+from edis_jax.config.presets import preset
 
 OBS_DIM, ACT_DIM = 11, 3  # Hopper
 DATA_DIM = 2 * OBS_DIM + ACT_DIM + 1

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
+from edis_jax.config.agent_configs import CalQLConfig, IQLConfig, SACConfig
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
+from edis_jax.config.generator_configs import DiffusionConfig, EnergyConfig
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 

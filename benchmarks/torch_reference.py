@@ -16,7 +16,7 @@ import torch
 
 from benchmarks import torch_agents, torch_diffusion
 from benchmarks.harness import time_ms
-from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
+from edis_jax.config.generator_configs import DiffusionConfig, EnergyConfig
 
 
 def setup(threads: int, seed: int = 0, gpu: bool = False) -> None:

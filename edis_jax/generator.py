@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from edis_jax.config.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.normalizer import Normalizer, TransitionCodec
@@ -40,7 +41,6 @@ from edis_jax.energy import model as energy_model
 from edis_jax.energy.cep import NegativeBank, Policy
 from edis_jax.energy.guidance import Guidance, make_guidance
 from edis_jax.energy.model import EnergySet
-from edis_jax.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 
 TerminalFn = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 

@@ -18,7 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from edis_jax import checkpoint, config, presets, report
+from edis_jax import config, report
+from edis_jax.config import presets
+from edis_jax.storage import checkpoint
 from edis_jax.train import loop
 from edis_jax.train.directory import with_older_defaults
 

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from edis_jax import generator
+from edis_jax.config.generator_configs import DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
-from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
 
 OBS, ACT, SEEDS = 3, 2, 2
 DIFF = DiffusionConfig(

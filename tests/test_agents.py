@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edis_jax import agents
-from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
 from edis_jax.agents import calql, iql, sac
 from edis_jax.agents.learner import scalar
+from edis_jax.config.agent_configs import CalQLConfig, IQLConfig, SACConfig
 from edis_jax.data import buffer
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition

@@ -10,11 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edis_jax import alignment, generator, presets
-from edis_jax.agent_configs import IQLConfig
+from edis_jax import generator
 from edis_jax.agents import IQL
+from edis_jax.config import presets
+from edis_jax.config.agent_configs import IQLConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition, vector_slices
+from edis_jax.diagnose import alignment
 
 # ------------------------------------------------------------------------------ state MMD
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edis_jax.agent_configs import SACConfig
+from edis_jax.config.agent_configs import SACConfig
 from edis_jax.datagen.behaviour import train_sac_online
 from edis_jax.datagen.selection import reaches
 from edis_jax.train import jax_online

@@ -15,9 +15,9 @@ import pytest
 from benchmarks import flops, harness
 from benchmarks.harness import Row
 from benchmarks.run import Sizes, run
+from edis_jax.config.generator_configs import DiffusionConfig, EnergyConfig
+from edis_jax.config.presets import preset
 from edis_jax.diffusion import edm
-from edis_jax.generator_configs import DiffusionConfig, EnergyConfig
-from edis_jax.presets import preset
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

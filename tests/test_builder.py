@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edis_jax import cli, envs
-from edis_jax.agent_configs import SACConfig
+from edis_jax.config.agent_configs import SACConfig
 from edis_jax.data import datasets, scores
 from edis_jax.datagen import builder, options
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edis_jax import agent_configs, config, make_run, presets, validation
+from edis_jax import config, make_run
+from edis_jax.config import agent_configs, presets, validation
 from edis_jax.train import directory
 from edis_jax.train import state as S
 

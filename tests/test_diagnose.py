@@ -7,8 +7,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from edis_jax import diagnose, presets
+from edis_jax import diagnose
 from edis_jax.cli import commands
+from edis_jax.config import presets
 
 
 def test_table_prints_na_for_unavailable_metrics():
@@ -116,7 +117,7 @@ def test_table_prints_the_transition_energys_alignment():
 
 
 def test_diagnose_args_reject_unknown_guidance():
-    from edis_jax.validation import ConfigError
+    from edis_jax.config.validation import ConfigError
 
     with pytest.raises(ConfigError, match="--guidance"):
         commands.DiagnoseArgs(dataset="a", target="b", guidance=("none", "energy"))

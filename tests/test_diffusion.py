@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from edis_jax.config.generator_configs import DiffusionConfig
 from edis_jax.diffusion import edm, model, sampler
 from edis_jax.diffusion.analytic import gmm_denoiser
-from edis_jax.generator_configs import DiffusionConfig
 
 PAPER = DiffusionConfig()
 TINY = DiffusionConfig(

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from tiny_runs import tiny, tree_hashes
 
-from edis_jax import checkpoint, config
+from edis_jax import config
 from edis_jax.data import datasets, minari_store, scores
+from edis_jax.storage import checkpoint
 from edis_jax.train import directory, loop
 
 

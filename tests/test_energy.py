@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from edis_jax.config.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.data import buffer
 from edis_jax.data.normalizer import Normalizer, TransitionCodec
 from edis_jax.data.transition import Transition
@@ -13,7 +14,6 @@ from edis_jax.diffusion import sampler
 from edis_jax.diffusion.analytic import gmm_denoiser
 from edis_jax.energy import cep, guidance
 from edis_jax.energy import model as energy_model
-from edis_jax.generator_configs import GUIDES, DiffusionConfig, EnergyConfig
 from edis_jax.nets import EnergyNet
 
 OBS, ACT = 2, 1

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from edis_jax import config, presets
+from edis_jax import config
+from edis_jax.config import presets
 from edis_jax.data.transition import Transition
 from edis_jax.datagen import builder
 from edis_jax.train import env_step, loop

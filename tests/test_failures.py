@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from tiny_runs import tree_hashes
 
-from edis_jax import checkpoint, cli, presets
+from edis_jax import cli
+from edis_jax.config import presets
 from edis_jax.data import minari_store
+from edis_jax.storage import checkpoint
 from edis_jax.train import directory, loop
 
 HOPPER, PENDULUM = "test/hopper/random-v0", "test/pendulum/random-v0"  # conftest's

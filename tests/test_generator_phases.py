@@ -25,8 +25,8 @@ from generator_inputs import (
 )
 
 from edis_jax import generator
+from edis_jax.config.generator_configs import GUIDES
 from edis_jax.energy import guidance
-from edis_jax.generator_configs import GUIDES
 from edis_jax.train import chunks, generator_phases
 
 

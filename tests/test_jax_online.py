@@ -65,7 +65,7 @@ def test_a_run_written_before_the_flag_reads_as_gymnasium_and_resumes(tmp_path):
 
 
 def _pendulum_sac(tmp_path, backend: str) -> config.RunConfig:
-    from edis_jax import presets
+    from edis_jax.config import presets
 
     cfg = presets.preset("tiny")
     return cfg.replace(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edis_jax import config, presets, validation
+from edis_jax import config
+from edis_jax.config import presets, validation
 from edis_jax.train import loggers, loop
 
 

@@ -6,7 +6,8 @@ import shutil
 
 from tiny_runs import tiny
 
-from edis_jax import checkpoint, make_run
+from edis_jax import make_run
+from edis_jax.storage import checkpoint
 from edis_jax.train import loop
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from edis_jax import cli, report, stats
+from edis_jax import cli, report
+from edis_jax.report import stats
 
 OFFLINE_STEPS, ONLINE_STEPS = 100, 200
 ONLINE_EVAL_STEPS = (0, 100, 200)

@@ -16,12 +16,13 @@ pytest.importorskip(
     reason='gymnasium-robotics is not installed: `pip install -e ".[robotics]"` runs these tests',
 )
 
-from edis_jax import cli, config, envs, presets  # noqa: E402
+from edis_jax import cli, config, envs  # noqa: E402
+from edis_jax.config import presets  # noqa: E402
 from edis_jax.data import datasets, minari_store, observations  # noqa: E402
 from edis_jax.envs import simulators  # noqa: E402
 from edis_jax.train import loop  # noqa: E402
 
-ANTMAZE, ANTMAZE_DATA = "AntMaze_UMaze-v4", "test/antmaze/umaze-random-v0"  # tasks.py's env
+ANTMAZE, ANTMAZE_DATA = "AntMaze_UMaze-v4", "test/antmaze/umaze-random-v0"  # config/tasks.py's env
 ADROIT, ADROIT_DATA = "AdroitHandPen-v1", "test/pen/random-v0"
 ADROIT_REFS = (-500.0, 3000.0)  # given: a random dataset of an env without D4RL constants
 

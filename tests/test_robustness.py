@@ -20,7 +20,9 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from tiny_runs import tree_hashes
 
-from edis_jax import checkpoint, cli, config, envs, presets
+from edis_jax import cli, config, envs
+from edis_jax.config import presets
+from edis_jax.storage import checkpoint
 from edis_jax.train import directory, generator_phases, loop, synthetic
 from edis_jax.train.records import DivergedError
 

@@ -1,4 +1,4 @@
-"""Seed-axis sharding (edis_jax.sharding): a sharded vmapped run equals the unsharded one.
+"""Seed-axis sharding (edis_jax.train.sharding): a sharded vmapped run equals the unsharded one.
 
 Several CPU devices need XLA_FLAGS set before jax is imported, so the multi-device checks run
 in a fresh subprocess with --xla_force_host_platform_device_count=4.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from edis_jax import sharding
+from edis_jax.train import sharding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,9 +28,9 @@ SCRIPT = textwrap.dedent(
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from edis_jax import sharding
+    from edis_jax.train import sharding
     from edis_jax.agents import SAC, update_chunk
-    from edis_jax.agent_configs import SACConfig
+    from edis_jax.config.agent_configs import SACConfig
     from edis_jax.data import buffer
     from edis_jax.data.transition import Transition
 

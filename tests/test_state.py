@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edis_jax import config, presets
+from edis_jax import config
+from edis_jax.config import presets
 from edis_jax.data.transition import Transition
 from edis_jax.train import state as S
 

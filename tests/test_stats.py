@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edis_jax import stats
+from edis_jax.report import stats
 
 
 def test_iqm_is_the_mean_of_the_middle_half_and_its_ci_is_the_seed_bootstrap():

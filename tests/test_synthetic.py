@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 from test_state import offline_data
 
-from edis_jax import config, presets
+from edis_jax import config
+from edis_jax.config import presets
 from edis_jax.train import state as S
 from edis_jax.train import synthetic
 

@@ -1,4 +1,4 @@
-"""The paper's per-task configs (tasks.py): ids, published values, the --task flag and the
+"""The paper's per-task configs (edis_jax/config/tasks.py): ids, published values, the --task flag and the
 `tasks` command."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import gymnasium as gym
 import pytest
 from minari.dataset.minari_dataset import parse_dataset_id
 
-from edis_jax import cli, presets
-from edis_jax.tasks import TASKS
+from edis_jax import cli
+from edis_jax.config import presets
+from edis_jax.config.tasks import TASKS
 
 
 def test_every_published_task_and_baseline_is_listed():

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from tiny_runs import DATASET, tiny
 
-from edis_jax import checkpoint, config, validation
+from edis_jax import config
 from edis_jax.cli import commands
+from edis_jax.config import validation
 from edis_jax.data import returns
 from edis_jax.envs import simulators
+from edis_jax.storage import checkpoint
 from edis_jax.train import directory, loop
 from edis_jax.train import state as S
 

@@ -4,7 +4,8 @@
 import hashlib
 from pathlib import Path
 
-from edis_jax import config, presets
+from edis_jax import config
+from edis_jax.config import presets
 
 DATASET = "test/hopper/random-v0"  # conftest.HOPPER: built once per session
 

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edis_jax.agent_configs import CalQLConfig
 from edis_jax.agents import sac
 from edis_jax.agents.learner import Agent, Learner, scalar
+from edis_jax.config.agent_configs import CalQLConfig
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import tanh_gaussian_sample

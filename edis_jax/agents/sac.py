@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edis_jax.agent_configs import SACConfig
 from edis_jax.agents.learner import Agent, Learner, polyak, scalar
+from edis_jax.config.agent_configs import SACConfig
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
 from edis_jax.nets import (

@@ -66,7 +66,7 @@ def _run(argv: Sequence[str] | None) -> int:
     )
     from edis_jax.cli.data import data_command
     from edis_jax.cli.parsing import fail, first_line, os_error_line, usage
-    from edis_jax.validation import ConfigError
+    from edis_jax.config.validation import ConfigError
 
     commands = {
         "data": data_command,
@@ -113,7 +113,7 @@ def _quiet_libraries(verbose: bool) -> None:
     """Without --verbose: no orbax / absl log lines and no MuJoCo deprecation notices (HalfCheetah
     prints one per env made); other MuJoCo warnings (NaN in the physics) still show."""
     if verbose:
-        from edis_jax import checkpoint
+        from edis_jax.storage import checkpoint
 
         checkpoint._quiet_orbax.verbose = True
         return

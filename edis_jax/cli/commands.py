@@ -11,12 +11,11 @@ from typing import Literal
 
 import tyro
 
-from edis_jax import presets
 from edis_jax.cli.parsing import fail, format_table, parse
-from edis_jax.config import Algo
-from edis_jax.generator_configs import GUIDANCE_ROWS
-from edis_jax.output_paths import check_output_file, write_whole
-from edis_jax.validation import ConfigError
+from edis_jax.config import Algo, presets
+from edis_jax.config.generator_configs import GUIDANCE_ROWS
+from edis_jax.config.validation import ConfigError
+from edis_jax.storage.output_paths import check_output_file, write_whole
 
 
 def train_command(args: list[str]) -> int:
@@ -51,7 +50,7 @@ _GENERATOR_FLAGS = ("--guide", "--energy.", "--diffusion.", "--online.num-sample
 
 
 def ineffective_flags(args: list[str], cfg) -> str | None:
-    from edis_jax.tasks import TASKS
+    from edis_jax.config.tasks import TASKS
 
     """One line naming the flags given that change nothing in this run, or None: a generator's
     flags in a baseline (--no-edis) or a run without an online phase, the online phase's flags
@@ -146,7 +145,7 @@ class TasksArgs:
 def tasks_command(args: list[str]) -> int:
     """List the paper's tasks (published per-task configs) that `train --task` applies."""
     from edis_jax import config
-    from edis_jax.tasks import TASKS
+    from edis_jax.config.tasks import TASKS
 
     a = parse(TasksArgs, args, "edis-jax tasks")
     if a.name is not None:

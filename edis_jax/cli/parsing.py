@@ -13,7 +13,7 @@ from collections.abc import Callable
 import tyro
 from tqdm.auto import tqdm
 
-from edis_jax.validation import ConfigError
+from edis_jax.config.validation import ConfigError
 
 Handler = Callable[[list[str]], int]
 

@@ -23,7 +23,7 @@ from edis_jax.data.env_packages import make_gym_env
 from edis_jax.data.returns import returns_to_go
 from edis_jax.data.scores import ReferenceScoreError, normalized_score
 from edis_jax.data.transition import Transition
-from edis_jax.output_paths import check_output_file
+from edis_jax.storage.output_paths import check_output_file
 
 DEFAULT_DISCOUNT = 0.99  # discount of mc_return (Cal-QL's calibration bound)
 # How far a dataset's actions may lie outside the env's bounds (float32 storage, rounding).

@@ -13,7 +13,7 @@ import gymnasium as gym
 from edis_jax.data import minari_store
 
 _HUB = ("huggingface.co", 443)  # where Minari's remote datasets live
-# Namespaces of ids that only `data make` writes (tasks.py's local/ ids, the tests' test/ ids):
+# Namespaces of ids that only `data make` writes (config/tasks.py's local/ ids, the tests' test/ ids):
 # the Minari hub has none of them. D4RL's AntMaze and Adroit data (human demonstrations, cloned
 # policies, maze planners) cannot be rebuilt by `data make`: those are download only.
 LOCAL_NAMESPACES = ("local", "test")

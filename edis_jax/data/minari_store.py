@@ -17,10 +17,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from edis_jax import file_locks
 from edis_jax.data.env_packages import make_gym_env, register_env_package, requirements
 from edis_jax.data.observations import flatten_observations, unflatten_observations
-from edis_jax.output_paths import check_writable_folder, nearest_existing
+from edis_jax.storage import file_locks
+from edis_jax.storage.output_paths import check_writable_folder, nearest_existing
 
 
 def check_dataset_id(dataset_id: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edis_jax.data import minari_store
-from edis_jax.output_paths import write_whole
+from edis_jax.storage.output_paths import write_whole
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "datasets"
 

@@ -20,8 +20,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edis_jax import envs
-from edis_jax.agent_configs import SACConfig
 from edis_jax.agents import SAC
+from edis_jax.config.agent_configs import SACConfig
 from edis_jax.data import buffer
 from edis_jax.data.transition import Transition
 from edis_jax.datagen.rollout import EpisodeRecorder

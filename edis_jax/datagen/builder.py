@@ -44,7 +44,7 @@ import gymnasium as gym
 import numpy as np
 
 from edis_jax import envs
-from edis_jax.agent_configs import SACConfig
+from edis_jax.config.agent_configs import SACConfig
 from edis_jax.data import minari_store
 from edis_jax.data.scores import d4rl_ref_scores
 from edis_jax.datagen import selection

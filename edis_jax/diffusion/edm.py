@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax.generator_configs import DiffusionConfig
+from edis_jax.config.generator_configs import DiffusionConfig
 
 Network = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]  # (c_in * x, c_noise) -> F
 

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from edis_jax.config.generator_configs import DiffusionConfig
 from edis_jax.diffusion import edm
-from edis_jax.generator_configs import DiffusionConfig
 from edis_jax.nets import ResidualMLPDenoiser
 
 # EMA warm-up of ema_pytorch, which SynthER uses with its defaults: the EMA copies the params for

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from edis_jax.config.generator_configs import DiffusionConfig
 from edis_jax.diffusion import edm
 from edis_jax.diffusion.model import DiffusionState, denoiser
-from edis_jax.generator_configs import DiffusionConfig
 
 Denoiser = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]  # D(x; sigma)
 Guidance = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]  # g(x, sigma) -> (B, D)

@@ -39,12 +39,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from edis_jax.config.generator_configs import GUIDES, EnergyConfig
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.normalizer import TransitionCodec
 from edis_jax.data.transition import Transition, vector_slices
 from edis_jax.diffusion.sampler import Condition
 from edis_jax.energy.model import EnergySet, energy, optimizer
-from edis_jax.generator_configs import GUIDES, EnergyConfig
 
 Policy = Callable[[jax.Array, jnp.ndarray], jnp.ndarray]  # (key, raw obs (B, ds)) -> action
 

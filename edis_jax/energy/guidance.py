@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from edis_jax.config.generator_configs import GUIDES
 from edis_jax.data.transition import vector_slices
 from edis_jax.energy.model import EnergySet, energy
-from edis_jax.generator_configs import GUIDES
 
 EnergyFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]  # (x (B, D), sigma) -> (B,)
 

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from edis_jax.config.generator_configs import GUIDES, EnergyConfig
 from edis_jax.diffusion import edm
-from edis_jax.generator_configs import GUIDES, EnergyConfig
 from edis_jax.nets import EnergyNet
 
 

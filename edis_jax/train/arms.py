@@ -12,9 +12,9 @@ from pathlib import Path
 
 import jax
 
-from edis_jax import checkpoint, sharding
+from edis_jax.storage import checkpoint
+from edis_jax.train import sharding, synthetic
 from edis_jax.train import state as S
-from edis_jax.train import synthetic
 from edis_jax.train.directory import read_config
 from edis_jax.train.records import Progress, as_dict, write_records_file
 

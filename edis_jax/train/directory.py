@@ -26,9 +26,10 @@ import os
 import shutil
 from pathlib import Path
 
-from edis_jax import __version__, checkpoint, file_locks
+from edis_jax import __version__
 from edis_jax.config import RunConfig, from_dict, to_dict
-from edis_jax.output_paths import check_writable_folder
+from edis_jax.storage import checkpoint, file_locks
+from edis_jax.storage.output_paths import check_writable_folder
 
 
 class RunDirError(ValueError):

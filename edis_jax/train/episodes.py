@@ -15,10 +15,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import checkpoint
 from edis_jax.config import RunConfig
 from edis_jax.data.buffer import ReplayBuffer
 from edis_jax.data.returns import returns_to_go
+from edis_jax.storage import checkpoint
 
 
 class Episodes:

@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import checkpoint, envs, sharding
+from edis_jax import envs
 from edis_jax.config import RunConfig, to_dict
+from edis_jax.config.tasks import TASKS
 from edis_jax.data import datasets
 from edis_jax.data.scores import normalized_score, scored_by_success
 from edis_jax.envs import simulators
-from edis_jax.tasks import TASKS
-from edis_jax.train import arms, jax_online, online_steps, scales, synthetic
+from edis_jax.storage import checkpoint
+from edis_jax.train import arms, jax_online, online_steps, scales, sharding, synthetic
 from edis_jax.train import state as S
 from edis_jax.train.directory import (
     RunDirError,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edis_jax import checkpoint
 from edis_jax.config import RunConfig
+from edis_jax.storage import checkpoint
 
 
 class DivergedError(RuntimeError):

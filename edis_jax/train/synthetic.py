@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edis_jax import agents, checkpoint, envs, sharding
+from edis_jax import agents, envs
 from edis_jax.config import to_dict
 from edis_jax.data.transition import Transition
 from edis_jax.envs import simulators
-from edis_jax.train import generator_phases
+from edis_jax.storage import checkpoint
+from edis_jax.train import generator_phases, sharding
 from edis_jax.train import state as S
 from edis_jax.train.directory import RunDirError, check_generator_source
 from edis_jax.train.health import generator_health

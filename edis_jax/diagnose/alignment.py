@@ -1,4 +1,4 @@
-"""The data-alignment metrics of `edis-jax diagnose` (the dynamics error is in simulators.py):
+"""The data-alignment metrics of `edis-jax diagnose` (the dynamics error is in envs/simulators.py):
 the squared MMD between generated and target states, the mean log-likelihood of generated
 actions under a policy, and how well the transition energy's guidance gradient points towards
 the true next state.

@@ -2,8 +2,9 @@
 health.
 
 Per arm: the interquartile mean (IQM) over seeds with a 95% bootstrap interval, and Welch's
-t-test against a baseline arm (edis_jax/stats.py, the rliable method); figures in plots.py. The online learning curve's area (AUC) is the
-normalised score averaged over the online-phase evaluations, per seed.
+t-test against a baseline arm (stats.py, the rliable method); figures in plots.py. The online
+learning curve's area (AUC) is the normalised score averaged over the online-phase evaluations,
+per seed.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edis_jax import config, plots
-from edis_jax.output_paths import check_output_file
-from edis_jax.stats import (
+from edis_jax import config
+from edis_jax.report import plots
+from edis_jax.report.stats import (
     BOOTSTRAP_DRAWS,
     SIGNIFICANCE,
     difference_ci,
@@ -26,6 +27,7 @@ from edis_jax.stats import (
     ratio_ci,
     welch_p,
 )
+from edis_jax.storage.output_paths import check_output_file
 
 
 class ReportError(ValueError):

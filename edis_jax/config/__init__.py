@@ -14,10 +14,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edis_jax.agent_configs import CalQLConfig, IQLConfig, SACConfig
-from edis_jax.generator_configs import GUIDES, DiffusionConfig, EnergyConfig, Guide
-from edis_jax.tasks import TASKS
-from edis_jax.validation import (
+from edis_jax.config.agent_configs import CalQLConfig, IQLConfig, SACConfig
+from edis_jax.config.generator_configs import GUIDES, DiffusionConfig, EnergyConfig, Guide
+from edis_jax.config.tasks import TASKS
+from edis_jax.config.validation import (
     ConfigError,
     check,
     non_negative,

@@ -39,17 +39,18 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from edis_jax import agents, alignment, generator
+from edis_jax import agents, generator
 from edis_jax.agents import IQL
 from edis_jax.config import RunConfig
+from edis_jax.config.generator_configs import GUIDANCE_ROWS, GUIDES
 from edis_jax.data import buffer
 from edis_jax.data.buffer import Mixture
 from edis_jax.data.datasets import load_dataset
 from edis_jax.data.minari_store import check_dataset_id
 from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.transition import Transition
+from edis_jax.diagnose import alignment
 from edis_jax.envs.simulators import dynamics_error, true_next_obs
-from edis_jax.generator_configs import GUIDANCE_ROWS, GUIDES
 from edis_jax.train import generator_phases, loop
 from edis_jax.train.directory import RUN_MARKER, is_run_dir, read_config
 
