@@ -160,7 +160,8 @@ def behaviour_hashes(minari_path: Path) -> dict[str, str]:
 def environment() -> dict[str, str]:
     """What the hashes depend on besides the code. XLA compiles CPU code for the host's vector
     instructions, so the same code and versions give other bits on another CPU (the generator's
-    hashes moved between an earlier machine and an AVX-512 AMD EPYC, the agents' did not)."""
+    hashes moved between the machine of the first reference (commit 72aaa3b, CPU unrecorded) and
+    an AVX-512 AMD EPYC, the agents' did not)."""
     return {
         "jax": jax.__version__,
         "numpy": np.__version__,

@@ -133,15 +133,26 @@ class Size(NamedTuple):
     retrain_every: int
 
 
-# IQL: the `cpu` preset's offline phase and retrain period. Cal-QL: sized from the measured
-# cost of its arms on this CPU (docs/comparisons.md#the-size-of-the-cal-ql-comparison): about
-# 0.47 s per offline update of 6 seeds and a retrain of several minutes. The issue's minimum of 6
-# seeds and 3 retrains of the clean schedule inside the online phase (4 of the published one),
-# every arm finished within two sessions.
+# (algo, preset) -> size. IQL: the `cpu` preset's offline phase and retrain period. Cal-QL at
+# `cpu`: sized from the measured cost of its arms on this CPU
+# (docs/results.md#the-cal-ql-comparison): about 0.47 s per offline update of 6 seeds and a
+# retrain of several minutes; the issue's minimum of 6 seeds and 3 retrains of the clean
+# schedule inside the online phase (4 of the published one), every arm within two sessions.
+# Cal-QL at `paper` (a GPU): the paper preset's networks and generator, 8 seeds, the steps and
+# SIZE_VALUES chosen to fit one GPU call of about 7 minutes by the H200 rates of
+# benchmarks/results/gpu_nvidia-h200-971f357.md (not yet run there). `tiny`: tests.
 SIZES = {
-    "iql": Size(seeds=8, offline_steps=20_000, online_steps=30_000, retrain_every=5000),
-    "calql": Size(seeds=6, offline_steps=3000, online_steps=3000, retrain_every=750),
+    ("iql", "cpu"): Size(seeds=8, offline_steps=20_000, online_steps=30_000, retrain_every=5000),
+    ("calql", "cpu"): Size(seeds=6, offline_steps=3000, online_steps=3000, retrain_every=750),
+    ("calql", "paper"): Size(
+        seeds=8, offline_steps=20_000, online_steps=15_000, retrain_every=4000
+    ),
+    ("calql", "tiny"): Size(seeds=2, offline_steps=100, online_steps=200, retrain_every=50),
 }
+# Beside the size: 13 retrains of the published 10k diffusion steps and 100k samples would take
+# most of a GPU session on their own; 2k steps and 20k samples (the GPU smoke run's) do not.
+SIZE_VALUES = {("calql", "paper"): {"diffusion.train_steps": 2000, "online.num_samples": 20_000}}
+EVAL_EPISODES = {"cpu": 5, "paper": 10, "tiny": 1}  # paper: the published Cal-QL-EDIS's 10
 
 
 def contrast_pairs(out: Path, finished: list[str], algo: str = "iql") -> list:
@@ -155,44 +166,63 @@ def contrast_pairs(out: Path, finished: list[str], algo: str = "iql") -> list:
     ]
 
 
-def base_config(out: Path, algo: str = "iql", size: Size | None = None) -> config.RunConfig:
-    """The settings every arm shares: the `cpu` preset (with Cal-QL's published values) as it
-    is now or, once the baseline arm has started, the settings it saved. The experiment spans
+def report_text(
+    out: Path, finished: list[str], baseline: str, algo: str, figure: str | None = None
+) -> str:
+    """The comparison's report of its finished arms: the table against the baseline, the
+    contrasts whose two arms have finished and, for Cal-QL, each arm's online improvement."""
+    text = report.report(finished, out=figure, baseline=baseline).text
+    pairs = contrast_pairs(out, finished, algo)
+    if pairs:
+        text += "\n\nWhat each pair of arms isolates:\n\n" + report.contrasts(pairs)
+    if algo == "calql":  # the paper's claim: at least 1.2x Cal-QL's online improvement
+        runs = [report.load_run(d) for d in finished]
+        text += "\n\nOnline improvement (final - offline score):\n\n" + report.improvements(runs)
+    return text
+
+
+def base_config(
+    out: Path, algo: str = "iql", size: Size | None = None, preset: str = "cpu"
+) -> config.RunConfig:
+    """The settings every arm shares: the preset (with Cal-QL's published values) as it is now
+    or, once the baseline arm has started, the settings it saved. The experiment spans
     sessions, and a later change to the preset must not split it between two settings (its
     finished arms would be refused)."""
-    size = size or SIZES[algo]
+    size = size or SIZES[algo, preset]
     saved = out / algo / "config.json"
     if saved.is_file():
         base = config.from_dict(with_older_defaults(json.loads(saved.read_text())))
-        if size_of(base) != size:
+        if (base.preset, size_of(base)) != (preset, size):
             raise RunDirError(
-                f"{out} holds an experiment of {_describe(size_of(base))}, not "
-                f"{_describe(size)}: pass {_flags(size_of(base))}, or another --out"
+                f"{out} holds an experiment of the {base.preset} preset with "
+                f"{_describe(size_of(base))}, not {_describe(size)} at {preset}: pass --preset "
+                f"{base.preset} {_flags(size_of(base))}, or another --out"
             )
         return base
-    cfg = presets.preset("cpu").replace(
+    cfg = presets.preset(preset).replace(
         algo=algo,
         dataset=DATASET,
         seeds=size.seeds,
         offline_steps=size.offline_steps,
         online_steps=size.online_steps,
-        eval_episodes=5,
+        eval_episodes=EVAL_EPISODES[preset],
     )
     cfg = config.with_values(cfg, {"online.retrain_every": size.retrain_every})
     if algo == "calql":
         published = TASKS[CALQL_TASK]["values"]
-        cfg = config.with_values(
-            cfg,
-            {
-                **{k: v for k, v in published.items() if k.startswith("calql.")},
-                "online.synthetic_ratio": published["online.synthetic_ratio"],
-                "online.baseline_online_ratio": CALQL_ONLINE_SHARE,
-                # 10 points per online phase: its AUC needs more than the preset's few. A
-                # checkpoint at each (the arms may stop at a session's end and continue).
-                "eval_every": size.online_steps // 10,
-                "checkpoint_every": size.online_steps // 10,
-            },
-        )
+        values = {
+            **{k: v for k, v in published.items() if k.startswith("calql.")},
+            "online.synthetic_ratio": published["online.synthetic_ratio"],
+            "online.baseline_online_ratio": CALQL_ONLINE_SHARE,
+            "online.schedule": "clean",  # the paper preset's is the published one
+            # 10 points per online phase: its AUC needs more than the preset's few. A
+            # checkpoint at each (the arms may stop at a session's end and continue).
+            "eval_every": size.online_steps // 10,
+            "checkpoint_every": size.online_steps // 10,
+        }
+        if preset != "cpu":  # the published guidance; `cpu` keeps its calibrated scales
+            values |= {k: v for k, v in published.items() if k.startswith("energy.scale_")}
+        cfg = config.with_values(cfg, {**values, **SIZE_VALUES.get((algo, preset), {})})
     return cfg
 
 
@@ -201,10 +231,11 @@ def size_of(cfg: config.RunConfig) -> Size:
 
 
 def arm_configs(
-    out: Path, arms: list[str], algo: str = "iql", size: Size | None = None
+    out: Path, arms: list[str], algo: str = "iql", size: Size | None = None, preset: str = "cpu"
 ) -> list[config.RunConfig]:
     """The configs of `arms` of `algo`, the baseline first (it owns the shared offline phase)."""
-    base = base_config(out, algo, size)
+    base = base_config(out, algo, size, preset)
+    pretrained = base.diffusion.warm_start and base.diffusion.initial_steps > 0
     names = list(ARMS[algo])
     baseline, owner = names[0], names[1]  # owner: the arm whose generator the others take
     configs = []
@@ -214,7 +245,7 @@ def arm_configs(
         if name != baseline:
             cfg = cfg.replace(init_from=str(out / baseline))
         # The generator arms share the owner's pretraining (refused if their inputs differ).
-        if edis and name != owner and owner in arms:
+        if edis and name != owner and owner in arms and pretrained:
             cfg = cfg.replace(generator_from=str(out / owner))
         # Cal-QL's clean-schedule arms train exactly as Cal-QL does until their first retrain
         # (IQL's keep the offline start that their finished runs were made with).
@@ -262,6 +293,7 @@ def archive(finished: list[str], dest: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=list(ARMS), default="iql")
+    parser.add_argument("--preset", choices=("cpu", "paper", "tiny"), default="cpu")
     parser.add_argument(
         "--out", type=Path, help="default runs/comparison (IQL), runs/comparison_calql"
     )
@@ -273,19 +305,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="report the finished arms")
     parser.add_argument("--archive", type=Path, help="copy finished arms' results to DIR/<arm>")
     args = parser.parse_args(argv)
-    algo = args.algo
-    out = args.out or Path("runs/comparison" if algo == "iql" else f"runs/comparison_{algo}")
+    algo, preset = args.algo, args.preset
+    if (algo, preset) not in SIZES:
+        parser.error(
+            f"--algo {algo} runs at --preset {' or '.join(p for a, p in SIZES if a == algo)}"
+        )
+    name = "comparison" if algo == "iql" else f"comparison_{algo}"
+    out = args.out or Path("runs") / (name if preset == "cpu" else f"{name}_{preset}")
     arms = args.arms or list(ARMS[algo])
     unknown = [a for a in arms if a not in ARMS[algo]]
     if unknown:
         parser.error(
             f"--arms: {', '.join(unknown)} not among --algo {algo}'s: {', '.join(ARMS[algo])}"
         )
-    size = SIZES[algo]._replace(
+    size = SIZES[algo, preset]._replace(
         **{k: v for k, v in vars(args).items() if k in Size._fields and v is not None}
     )
     try:
-        configs = arm_configs(out, arms, algo, size)
+        configs = arm_configs(out, arms, algo, size, preset)
         if not args.report_only:
             for cfg in configs:
                 make_run.run_or_continue(cfg)  # refused if its folder holds other settings
@@ -300,14 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if not finished:
         print("no arm has finished yet")
         return 1
-    result = report.report(finished, out=str(out / "report.png"), baseline=configs[0].out)
-    text = result.text
-    pairs = contrast_pairs(out, finished, algo)
-    if pairs:
-        text += "\n\nWhat each pair of arms isolates:\n\n" + report.contrasts(pairs)
-    if algo == "calql":  # the paper's claim: at least 1.2x Cal-QL's online improvement
-        runs = [report.load_run(d) for d in finished]
-        text += "\n\nOnline improvement (final - offline score):\n\n" + report.improvements(runs)
+    text = report_text(out, finished, configs[0].out, algo, figure=str(out / "report.png"))
     (out / "report.md").write_text(text + "\n")
     print(text)
     return 0

@@ -1,6 +1,6 @@
 """`python -m benchmarks.gpu [--size paper|tiny] [--budget-s 480]`: the GPU run in one command.
 
-Four parts, each in a process of its own under a time limit, so that the whole run ends within
+Six parts, each in a process of its own under a time limit, so that the whole run ends within
 the budget (default 8 minutes) whatever a part does:
 
   smoke    a short paper-preset run through train/loop.train: offline phase, online phase
@@ -9,6 +9,9 @@ the budget (default 8 minutes) whatever a part does:
            1 / 8 / 32 seeds and U = 1 / 20 (benchmarks/env_backends.py), and the projected
            wall time of the paper's IQL-EDIS schedule for 8 and 32 seeds from those rates and
            the smoke run's retrain
+  calql    the Cal-QL comparison's five arms (benchmarks/comparison.py --algo calql) at the
+           preset's size, one after the other; the table of the arms finished so far is kept
+           after each, so a part stopped by the budget keeps them
   memory   peak device memory of a 32-seed paper-size run state (benchmarks/memory.run_state)
   scaling  1 / 8 / 32 vmapped seeds: IQL updates/s and guided-sampler samples/s at paper size
   rows     the benchmark rows of benchmarks/run.py at paper size, against the PyTorch eager
@@ -39,7 +42,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("smoke", "backends", "memory", "scaling", "rows")
+PARTS = ("smoke", "backends", "calql", "memory", "scaling", "rows")
 SIZES = ("paper", "tiny")
 
 # Seconds each part is expected to take, compile included. Paper size: one NVIDIA H200 under
@@ -51,15 +54,20 @@ SIZES = ("paper", "tiny")
 # times that cold), plus margin.
 # backends: not yet run on a GPU; a guess (six MJX chunk compiles and four evaluation ones);
 # tiny on this CPU: about 4 minutes at load 2-4, mostly MJX's compiles.
+# calql: not yet run on a GPU; a guess from the H200 rows (0.3 ms per Cal-QL update, 0.45 s
+# per 1000 paper-size diffusion steps, 0.29 s per 10k guided samples) for 8 seeds: the 13
+# retrains at 2k steps and 20k samples, 95k online and 20k offline steps, compiles. Tiny on
+# this CPU: 5 minutes at load 3 (the @slow test).
 ESTIMATES_S = {
-    "paper": {"probe": 30, "smoke": 140, "backends": 240, "memory": 105, "scaling": 145,
-              "rows": 230},
-    "tiny": {"probe": 15, "smoke": 60, "backends": 300, "memory": 40, "scaling": 80, "rows": 80},
+    "paper": {"probe": 30, "smoke": 140, "backends": 240, "calql": 300, "memory": 105,
+              "scaling": 145, "rows": 230},
+    "tiny": {"probe": 15, "smoke": 60, "backends": 300, "calql": 360, "memory": 40, "scaling": 80,
+             "rows": 80},
 }  # fmt: skip
 
 # A part that keeps what it measured before it is stopped (the rows, one by one) starts with
 # this many seconds left even when its estimate does not fit; the others need their estimate.
-MIN_START_S = {"rows": 45, "backends": 60}
+MIN_START_S = {"rows": 45, "backends": 60, "calql": 60}
 
 # The smoke run: the named preset with these values (config.with_values). Paper: paper-size
 # networks and the published IQL-EDIS schedule, with fewer steps, seeds and samples so that it
@@ -208,6 +216,8 @@ def _run_part(part: str, size: str, torch: bool, result: Path, only: str = ""):
         return _smoke(size)
     if part == "backends":
         return _backends(size, result)
+    if part == "calql":
+        return _calql(size, result)
     if part == "memory":
         from benchmarks import memory
 
@@ -255,6 +265,37 @@ def _backends(size: str, result: Path) -> dict:
         _write_json(result, value)
 
     env_backends.measure(sizes, print, on_row=save)
+    return value
+
+
+def _calql(size: str, result: Path) -> dict:
+    """The Cal-QL comparison at the `size` preset (comparison.SIZES) in a temporary folder, arm
+    after arm; after each finished arm its wall time and the report of the finished arms are
+    saved, so that a stopped part keeps them."""
+    from benchmarks import comparison
+    from edis_jax import make_run
+
+    arms = list(comparison.ARMS["calql"])
+    size_ = comparison.SIZES["calql", size]
+    value = {"preset": size, "size": size_._asdict(), "arms": [], "report": None}
+    with tempfile.TemporaryDirectory(prefix="edis-gpu-calql-") as tmp:
+        out = Path(tmp)
+        configs = comparison.arm_configs(out, arms, "calql", preset=size)
+        value["values"] = comparison.SIZE_VALUES.get(("calql", size), {})
+        for cfg in configs:
+            start = time.perf_counter()
+            make_run.run_or_continue(cfg)
+            run_dir = Path(cfg.out)
+            summary = json.loads((run_dir / "summary.json").read_text())
+            value["arms"].append({
+                "arm": run_dir.name, "wall_s": time.perf_counter() - start,
+                "env_backend": json.loads((run_dir / "config.json").read_text())["env_backend"],
+                "final_score": summary["final_score"]["mean"],
+            })  # fmt: skip
+            finished = [c.out for c in configs[: len(value["arms"])]]
+            text = comparison.report_text(out, finished, configs[0].out, "calql")
+            value["report"] = text.replace(f"{out}/", "")  # the temporary folder is gone after
+            _write_json(result, value)
     return value
 
 
@@ -348,6 +389,7 @@ def _write(size, budget_s, out_dir, info, statuses, results, start) -> tuple[dic
         "scaling": results.get("scaling"),
         "memory": results.get("memory"),
         "smoke": results.get("smoke"),
+        "calql": results.get("calql"),
         "sizes": rows_part.get("sizes"),
         "backends": _backends_record(results.get("backends"), results.get("smoke"), size, info),
     }
@@ -370,6 +412,10 @@ def _write(size, budget_s, out_dir, info, statuses, results, start) -> tuple[dic
         from benchmarks import env_backends
 
         tail += ["", env_backends.markdown(extra["backends"]).replace("## Env", "### Env")]
+    calql = extra["calql"]
+    if calql is not None:
+        tail += ["", "### The Cal-QL comparison", "", *harness.dict_table(calql["arms"]), ""]
+        tail += [f"Size: {calql['size']}, with {calql['values']}.", "", calql["report"] or ""]
     markdown = "\n".join(head) + body + "\n".join(tail) + "\n"
     md_path.write_text(markdown)
     return {**extra, "json_path": str(json_path), "md_path": str(md_path)}, markdown

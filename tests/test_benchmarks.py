@@ -211,9 +211,10 @@ def test_gpu_run_at_tiny_size_writes_every_part(tmp_path):
     from benchmarks import gpu
 
     only = "guided sampler, tiny size (32x2), 16 rows|IQL update|online step"
-    # The backends part (MJX's compiles: minutes here) runs in the @slow test below; its code
-    # runs here on Pendulum (test_env_backends_measures_both_backends).
-    parts = tuple(p for p in gpu.PARTS if p != "backends")
+    # The backends part (MJX's compiles: minutes here) and the calql part (five arms) run in
+    # the @slow tests below; the backends' code runs here on Pendulum
+    # (test_env_backends_measures_both_backends), the comparison's in test_config.py.
+    parts = tuple(p for p in gpu.PARTS if p not in ("backends", "calql"))
     record, markdown = gpu.run(
         "tiny", 600.0, tmp_path, parts, torch=False, only=only, log=lambda _: None
     )
@@ -250,6 +251,22 @@ def test_gpu_run_backends_part_at_tiny_size(tmp_path):
     projected = backends["projection"]
     assert projected and all(r["complete"] and r["total_s"] > 0 for r in projected), projected
     assert "### Env backends" in markdown and "Projected wall time" in markdown
+
+
+@pytest.mark.slow
+def test_gpu_run_calql_part_at_tiny_size(tmp_path):
+    """The Cal-QL comparison's GPU part at the tiny preset: every arm finished, in order, and
+    the report of all five with the contrasts and the online improvements."""
+    from benchmarks import comparison, gpu
+
+    record, markdown = gpu.run("tiny", 900.0, tmp_path, ("calql",), torch=False, log=print)
+    data = json.loads(next(tmp_path.glob("gpu_*-tiny.json")).read_text())
+    assert [p["status"] for p in data["parts"]] == ["ran"], data["parts"]
+    calql = data["calql"]
+    assert [a["arm"] for a in calql["arms"]] == list(comparison.ARMS["calql"])
+    assert all(a["env_backend"] == "gymnasium" and a["wall_s"] > 0 for a in calql["arms"])
+    assert "Online improvement" in calql["report"] and "energy guidance" in calql["report"]
+    assert "### The Cal-QL comparison" in markdown
 
 
 def test_env_backends_measures_both_backends(datasets_env, tmp_path):

@@ -118,6 +118,26 @@ def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
     assert [c.generator_from for c in alone] == [None, None]
 
 
+def test_calql_comparison_at_the_paper_preset_takes_the_published_guidance(tmp_path):
+    """The GPU size: the paper preset's networks and generator, which has no pretraining to
+    share, its published guidance scales, and the clean schedule where an arm does not name
+    the published one (the paper preset's own default is the published one)."""
+    from benchmarks import comparison
+
+    names = list(comparison.ARMS["calql"])
+    configs = comparison.arm_configs(tmp_path, names, "calql", preset="paper")
+    by_name = {Path(c.out).name: c for c in configs}
+    paper = presets.preset("paper")
+    for name, cfg in by_name.items():
+        assert cfg.preset == "paper" and cfg.diffusion.width == paper.diffusion.width, name
+        assert cfg.generator_from is None, name  # each EDIS arm trains its own generator
+        assert (cfg.energy.scale_state, cfg.energy.scale_policy) == (2.0, 0.01), name
+        assert cfg.online.schedule == ("published" if "published" in name else "clean"), name
+    assert comparison.size_of(by_name["calql"]) == comparison.SIZES["calql", "paper"]
+    assert by_name["calql_edis"].diffusion.train_steps == 2000
+    assert S.num_retrains(by_name["calql_edis"]) == 3
+
+
 def test_iql_comparison_derives_the_archived_experiments_configs():
     """The IQL comparison's archived arms (benchmarks/results/comparison) are what arm_configs
     derives from their saved baseline: a refactor of the comparison cannot split it."""
@@ -151,7 +171,7 @@ def test_calql_comparison_arms_differ_only_in_what_they_name(tmp_path):
     published = presets.preset("cpu", "cal_ql_edis/hopper-medium")
     assert (base.calql.cql_alpha, base.calql.cql_alpha_online) == (10.0, 0.1)
     assert base.calql == published.calql and base.online.baseline_online_ratio == 0.5
-    assert comparison.size_of(base) == comparison.SIZES["calql"]
+    assert comparison.size_of(base) == comparison.SIZES["calql", "cpu"]
     for name, cfg in by_name.items():
         assert cfg.calql == base.calql and cfg.diffusion == base.diffusion, name
         assert cfg.energy == base.energy and cfg.seeds == base.seeds, name
@@ -184,8 +204,10 @@ def test_comparison_keeps_the_settings_its_baseline_saved(tmp_path, monkeypatch)
     monkeypatch.setattr(comparison.presets, "preset", lambda name: changed)
     assert comparison.arm_configs(tmp_path, list(comparison.ARMS["iql"])) == first
     assert comparison.arm_configs(tmp_path / "new", ["iql"])[0].batch_size == 128
-    fewer = comparison.SIZES["iql"]._replace(seeds=4)
-    with pytest.raises(RunDirError, match="pass --seeds 8 --offline-steps 20000 --online-steps"):
+    fewer = comparison.SIZES["iql", "cpu"]._replace(seeds=4)
+    with pytest.raises(
+        RunDirError, match="pass --preset cpu --seeds 8 --offline-steps 20000 --online-steps"
+    ):
         comparison.arm_configs(tmp_path, ["iql"], "iql", fewer)
 
 
