@@ -379,6 +379,19 @@ def test_published_iql_schedule_uses_synthetic_rows_only_on_retrain_steps(
     _assert_kill_and_resume_is_exact(published, tmp_path)
 
 
+@pytest.mark.slow
+def test_published_calql_schedule_on_gymnasium_resumes_exactly(datasets_env, tmp_path):
+    """The Cal-QL comparison's published arm on the host envs: a retrain after step 1 and at
+    60, synthetic rows in every update after the first; killed at 90 and resumed (the env
+    replayed), the straight run's bits. @slow (2 min here): make test runs its jax twin
+    (test_jax_online.py), and the host envs' resume in test_published_iql_schedule_..."""
+    online = config.OnlineConfig(utd=1, retrain_every=60, num_samples=256, schedule="published")
+    published = tiny(tmp_path, "calql_published", algo="calql", edis=True, online=online)
+    summary = loop.train(published, progress=False)
+    assert summary["retrains"] == 2 and summary["synthetic_updates"] == 120 - 1
+    _assert_kill_and_resume_is_exact(published, tmp_path)
+
+
 def test_edis_without_synthetic_rows_trains_no_generator_and_changes_no_agent_bit(
     datasets_env, tmp_path, monkeypatch
 ):
