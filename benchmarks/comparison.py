@@ -3,7 +3,8 @@
 Every arm starts its online phase from one offline phase of its algorithm (`--init-from`), on
 the shipped Hopper-v5 medium dataset at the `cpu` preset, and differs from the baseline only in
 what its flags name (docs/comparisons.md). The generator arms take the first EDIS arm's
-pretrained generator (`--generator-from`: bitwise what pretraining again would give).
+pretrained generator (`--generator-from`: bitwise what pretraining again would give), where its
+pretraining is theirs (`pretraining_of`).
 
 - `--algo iql` (default): 8 arms, 8 seeds, 30k online steps, 5 evaluation episodes per point.
 - `--algo calql`: 5 arms on the published hopper-medium Cal-QL-EDIS values (SIZES says the
@@ -18,7 +19,9 @@ against IQL (IQM [95% CI], final score, online AUC, Welch p, wall time), written
 
 `--archive DIR` copies each finished arm's config.json, summary.json and metrics.jsonl (what the
 report reads, a few hundred kB) to DIR/<arm>/: the run directories live on one machine, and a
-session's machine is not always kept. `--out DIR --report-only` reports an archive.
+session's machine is not always kept. `--out DIR --report-only` reports an archive. On a new
+machine, `--arms` without the baseline (its results archived earlier) trains the baseline only
+as far as those arms start from it, and the report is then the archive's.
 
 The mixture of the "keeping real data" arm (0.25 synthetic / 0.25 online / 0.5 all real) is an
 a-priori choice, not tuned on any seed, so the reported seeds carry no selection.
@@ -38,6 +41,7 @@ from edis_jax import config, make_run, report
 from edis_jax.config import presets
 from edis_jax.config.tasks import TASKS
 from edis_jax.config.validation import ConfigError
+from edis_jax.train import state as S
 from edis_jax.train.directory import RunDirError, with_older_defaults
 
 DATASET = make_run.DATASET  # shipped with the package
@@ -233,26 +237,48 @@ def size_of(cfg: config.RunConfig) -> Size:
 def arm_configs(
     out: Path, arms: list[str], algo: str = "iql", size: Size | None = None, preset: str = "cpu"
 ) -> list[config.RunConfig]:
-    """The configs of `arms` of `algo`, the baseline first (it owns the shared offline phase)."""
+    """The configs of `arms` of `algo`, the baseline first (it owns the shared offline phase).
+    A generator arm takes the pretraining of the first asked arm whose pretraining is the same
+    (`pretraining_of`), so each distinct pretraining runs once."""
     base = base_config(out, algo, size, preset)
-    pretrained = base.diffusion.warm_start and base.diffusion.initial_steps > 0
     names = list(ARMS[algo])
-    baseline, owner = names[0], names[1]  # owner: the arm whose generator the others take
-    configs = []
+    baseline = names[0]
+    configs, owners = [], {}  # owners: pretraining -> the arm that does it
     for name in [baseline, *[a for a in names if a in arms and a != baseline]]:
         edis, values = ARMS[algo][name]
         cfg = config.with_values(base.replace(edis=edis, out=str(out / name)), values)
         if name != baseline:
             cfg = cfg.replace(init_from=str(out / baseline))
-        # The generator arms share the owner's pretraining (refused if their inputs differ).
-        if edis and name != owner and owner in arms and pretrained:
-            cfg = cfg.replace(generator_from=str(out / owner))
+        pretraining = pretraining_of(cfg)
+        if pretraining is not None:
+            owner = owners.setdefault(pretraining, name)
+            if owner != name:
+                cfg = cfg.replace(generator_from=str(out / owner))
         # Cal-QL's clean-schedule arms train exactly as Cal-QL does until their first retrain
         # (IQL's keep the offline start that their finished runs were made with).
         if algo == "calql" and edis and cfg.online.schedule == "clean":
             cfg = cfg.replace(init_at="first-retrain")
         configs.append(cfg)
     return configs
+
+
+def pretraining_of(cfg: config.RunConfig) -> tuple | None:
+    """What an arm's generator pretraining depends on among the settings the arms vary, or None
+    if it pretrains none: the generator's settings and, with warm_lr "continue", the lr horizon,
+    which counts the run's retrains (Cal-QL's published schedule has one more than the clean
+    one, so the two pretrain differently). Everything else it reads the arms share."""
+    d = cfg.diffusion
+    if not (cfg.edis and d.warm_start and d.initial_steps > 0):
+        return None
+    return d, (S.num_retrains(cfg) if d.warm_lr == "continue" else None)
+
+
+def arms_start(arms: list[config.RunConfig]) -> int:
+    """The online step where `arms` start from their baseline: its first retrain if one of them
+    starts there (--init-at first-retrain), else the end of its offline phase (step 0)."""
+    return max(
+        (a.online.retrain_every if a.init_at == "first-retrain" else 0 for a in arms), default=0
+    )
 
 
 def _describe(size: Size) -> str:
@@ -325,8 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         configs = arm_configs(out, arms, algo, size, preset)
         if not args.report_only:
             for cfg in configs:
-                make_run.run_or_continue(cfg)  # refused if its folder holds other settings
-                if args.archive is not None:  # each arm as soon as it has finished
+                stop = None if Path(cfg.out).name in arms else arms_start(configs[1:])
+                if stop is not None:
+                    print(f"{cfg.out}: not among --arms, trained to online step {stop} only")
+                # Refused if its folder holds other settings.
+                make_run.run_or_continue(cfg, stop_at_online_step=stop)
+                if args.archive is not None and stop is None:  # as soon as it has finished
                     archive([cfg.out], args.archive)
         finished = [c.out for c in configs if (Path(c.out) / "summary.json").is_file()]
         if args.archive is not None and args.report_only:
@@ -334,8 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     except (RunDirError, ConfigError) as err:
         print(f"comparison: {err}", file=sys.stderr)
         return 2
-    if not finished:
-        print("no arm has finished yet")
+    if configs[0].out not in finished and args.archive is not None:
+        # The baseline finished in an earlier session (its run gone, its results archived):
+        # the report is the archive's, which holds every arm finished so far.
+        out = args.archive
+        finished = [
+            str(out / name) for name in ARMS[algo] if (out / name / "summary.json").is_file()
+        ]
+        configs = [c.replace(out=str(out / Path(c.out).name)) for c in configs]
+    if configs[0].out not in finished:
+        print(f"the baseline {configs[0].out} has not finished: run it (--arms {algo}) to report")
         return 1
     text = report_text(out, finished, configs[0].out, algo, figure=str(out / "report.png"))
     (out / "report.md").write_text(text + "\n")

@@ -44,10 +44,17 @@ def arm_configs() -> list[config.RunConfig]:
     return [iql, edis, synther]
 
 
-def run_or_continue(cfg: config.RunConfig, *, arms_start_at_first_retrain: bool = False) -> None:
+def run_or_continue(
+    cfg: config.RunConfig,
+    *,
+    arms_start_at_first_retrain: bool = False,
+    stop_at_online_step: int | None = None,
+) -> None:
     """Train `cfg`, continue it from its latest checkpoint, or keep it if it finished. A
     baseline that arms start at their first retrain (`arms_start_at_first_retrain`) is redone
-    if an older edis-jax wrote it without the state they start from."""
+    if an older edis-jax wrote it without the state they start from. `stop_at_online_step`
+    leaves the run there, to be continued later (a baseline trained only as far as the arms
+    that start from it need)."""
     run_dir = Path(cfg.out)
     saved = run_dir / "config.json"
     # Compared as configs: a config.json written before a field existed reads back with the
@@ -65,10 +72,10 @@ def run_or_continue(cfg: config.RunConfig, *, arms_start_at_first_retrain: bool 
         print(f"{run_dir}: finished earlier, kept")
     elif same and checkpoint.latest_step(run_dir) is not None:
         print(f"{run_dir}: continuing from its latest checkpoint")
-        loop.resume(run_dir)
+        loop.resume(run_dir, stop_at_online_step=stop_at_online_step)
     else:
         print(f"{run_dir}: training {report.label({'config': config.to_dict(cfg)})}")
-        loop.train(cfg)
+        loop.train(cfg, stop_at_online_step=stop_at_online_step)
 
 
 def _lacks_first_retrain_state(cfg: config.RunConfig) -> bool:

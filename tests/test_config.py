@@ -4,6 +4,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import chex
+import jax
 import pytest
 
 from edis_jax import config, make_run
@@ -160,8 +162,8 @@ def test_iql_comparison_derives_the_archived_experiments_configs():
 def test_calql_comparison_arms_differ_only_in_what_they_name(tmp_path):
     """Every Cal-QL arm carries the published hopper-medium Cal-QL values, the baseline too;
     the clean-schedule arms start at the baseline's first retrain, the published one (which
-    retrains after step 1) at the offline phase's end; the generator arms take the published
-    arm's pretraining."""
+    retrains after step 1) at the offline phase's end; the clean generator arms take the clean
+    EDIS arm's pretraining (the published one pretrains over another lr horizon)."""
     from benchmarks import comparison
 
     configs = comparison.arm_configs(tmp_path, list(comparison.ARMS["calql"]), "calql")
@@ -179,10 +181,10 @@ def test_calql_comparison_arms_differ_only_in_what_they_name(tmp_path):
         expected_start = "first-retrain" if cfg.edis and clean else "offline"
         assert cfg.init_at == expected_start, name
         assert cfg.init_from == (None if name == "calql" else str(tmp_path / "calql")), name
-        owner = name in ("calql", "calql_edis_published")
-        assert cfg.generator_from == (None if owner else str(tmp_path / "calql_edis_published"))
+        owner = name in ("calql", "calql_edis_published", "calql_edis")
+        assert cfg.generator_from == (None if owner else str(tmp_path / "calql_edis"))
     # Each arm differs from the clean EDIS arm in the one field its name says.
-    edis = by_name["calql_edis"]
+    edis = by_name["calql_edis"].replace(generator_from=str(tmp_path / "calql_edis"))
     assert by_name["calql_synther"] == edis.replace(guide=(), out=str(tmp_path / "calql_synther"))
     control = by_name["calql_edis_no_synthetic"]
     assert control.online == dataclasses.replace(edis.online, synthetic_ratio=0.0)
@@ -190,6 +192,34 @@ def test_calql_comparison_arms_differ_only_in_what_they_name(tmp_path):
         edis.online, schedule="published"
     )
     assert S.num_retrains(edis) >= 3  # the issue's minimum
+
+
+@pytest.mark.parametrize("algo", ["iql", "calql"])
+def test_comparison_arms_share_a_pretraining_only_where_it_is_the_same(tmp_path, algo):
+    """An arm that takes another's pretraining (--generator-from) starts it from the same
+    generator state, lr horizon included: train/synthetic.py refuses a source whose inputs
+    differ, so a wrong owner would stop the experiment at that arm's start. Cal-QL's published
+    arm retrains once more than the clean ones, so with the `cpu` preset's one cosine over the
+    run (warm_lr "continue") its pretraining differs from theirs."""
+    from benchmarks import comparison
+
+    configs = comparison.arm_configs(tmp_path, list(comparison.ARMS[algo]), algo)
+
+    def start(cfg):  # the generator state its pretraining starts from (what the digest reads)
+        return S.create_generator(cfg, jax.random.key(0), 11, 3).diffusion
+
+    by_out = {c.out: c for c in configs}
+    starts = {c.out: start(c) for c in configs if comparison.pretraining_of(c) is not None}
+    takers = [c for c in configs if c.generator_from is not None]
+    assert takers  # every generator arm but its owner takes a pretraining
+    for cfg in takers:
+        assert cfg.generator_from in starts and by_out[cfg.generator_from].generator_from is None
+        chex.assert_trees_all_equal(starts[cfg.out], starts[cfg.generator_from])
+    if algo == "calql":
+        with pytest.raises(AssertionError):
+            chex.assert_trees_all_equal(
+                starts[str(tmp_path / "calql_edis_published")], starts[str(tmp_path / "calql_edis")]
+            )
 
 
 def test_comparison_keeps_the_settings_its_baseline_saved(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ the IQM column, the online AUC, Welch's t-test against a baseline, unfinished
 runs, the generator-health figure and the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,49 @@ def test_improvements_table_gives_each_gain_and_its_ratio_to_the_baseline(tmp_pa
     assert ratio == pytest.approx(edis_gain.mean() / base_gain.mean())
     assert rows[0].startswith(f"| IQL | {base_gain.mean():+.1f}") and "1.00x" in rows[0]
     assert rows[0].endswith("| - |")
+
+
+def test_comparison_runs_arms_from_a_baseline_archived_in_an_earlier_session(
+    tmp_path, monkeypatch, capsys
+):
+    """On a new machine the baseline's run is gone but its results are archived: `--arms`
+    without the baseline trains it only to where those arms start (the clean Cal-QL arms: its
+    first retrain), archives only finished arms, and reports from the archive, which holds the
+    baseline and every arm finished since."""
+    from benchmarks import comparison
+    from edis_jax import make_run
+
+    out, dest = tmp_path / "runs", tmp_path / "archive"
+    write_run(dest / "calql", curve(BASE_FINAL))
+    calls = []
+
+    def run_or_continue(cfg, *, stop_at_online_step=None):
+        calls.append((Path(cfg.out).name, stop_at_online_step))
+        if stop_at_online_step is None and not Path(cfg.out).exists():  # an asked arm finishes
+            write_run(Path(cfg.out), curve(EDIS_FINAL), edis=True)
+
+    monkeypatch.setattr(make_run, "run_or_continue", run_or_continue)
+    argv = ["--algo", "calql", "--out", str(out), "--arms", "calql_edis", "--archive", str(dest)]
+    assert comparison.main(argv) == 0
+    retrain_every = comparison.SIZES["calql", "cpu"].retrain_every
+    assert calls == [("calql", retrain_every), ("calql_edis", None)]
+    assert (dest / "calql_edis" / "summary.json").is_file()
+    assert not (out / "calql").exists()  # nothing archived of the unfinished baseline
+    printed = capsys.readouterr().out
+    assert "not among --arms, trained to online step 750 only" in printed
+    assert "EDIS as a whole: the clean schedule" in printed  # calql_edis - the archived calql
+    assert (dest / "report.md").read_text().strip() in printed
+    # Without the archive there is no finished baseline to report against: one line, 1.
+    assert comparison.main(argv[:-2]) == 1
+    assert "has not finished" in capsys.readouterr().out
+
+
+def test_arms_start_where_the_first_of_them_needs_the_baseline():
+    from benchmarks import comparison
+
+    configs = comparison.arm_configs(Path("runs"), list(comparison.ARMS["calql"]), "calql")
+    by_name = {Path(c.out).name: c for c in configs}
+    r = by_name["calql"].online.retrain_every
+    assert comparison.arms_start([by_name["calql_edis"], by_name["calql_synther"]]) == r
+    assert comparison.arms_start([by_name["calql_edis_published"]]) == 0  # offline-phase start
+    assert comparison.arms_start([by_name["calql_edis_published"], by_name["calql_edis"]]) == r

@@ -112,6 +112,16 @@ def state_bytes(cfg: RunConfig, offline: Transition, reward_scale: float) -> int
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
 
+def create_generator(cfg: RunConfig, key, obs_dim: int, act_dim: int) -> generator.Generator:
+    """One seed's fresh generator; with warm_lr "continue", its lr cosine spans the run's
+    pretraining and all its retrains."""
+    gen = generator.create(key, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
+    if cfg.diffusion.warm_start and cfg.diffusion.warm_lr == "continue":
+        total = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
+        gen = generator.with_lr_horizon(gen, total)
+    return gen
+
+
 def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunState:
     """The state at step 0 for every seed: fresh agents and generators, filled buffers."""
     obs_dim, act_dim = offline.obs_dim, offline.act_dim
@@ -132,12 +142,7 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
             reward_scale=reward_scale,
             offline_steps=cfg.offline_steps,
         )
-        gen = None
-        if use_edis:
-            gen = generator.create(k_gen, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
-            if cfg.diffusion.warm_start and cfg.diffusion.warm_lr == "continue":
-                total = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
-                gen = generator.with_lr_horizon(gen, total)
+        gen = create_generator(cfg, k_gen, obs_dim, act_dim) if use_edis else None
         return agent, gen
 
     agent, gen = jax.jit(jax.vmap(one_seed))(seed_keys(cfg))
