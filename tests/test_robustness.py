@@ -122,13 +122,21 @@ def test_a_bad_flag_is_one_line_naming_it_and_writes_nothing(args, message, tmp_
 
 def test_a_bad_flag_from_the_shell_is_one_line_within_seconds(tmp_path):
     out = tmp_path / "run"
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "edis_jax.cli", "train", "--preset", "tiny", "--seed", "-1",
-         "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )  # fmt: skip
-    assert time.perf_counter() - t0 < 10  # the interpreter's start and imports included
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+    def seconds(*args):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+        return time.perf_counter() - t0, done
+
+    # The refusal may cost the interpreter's start and the CLI's imports (jax among them), no
+    # more: measured against those alone in the same test, since on a loaded machine both take
+    # several times their quiet 4-5 s. Loading data or compiling would add tens of seconds.
+    imports, _ = seconds("-c", "import edis_jax.train.loop")  # what `train` loads
+    took, done = seconds(
+        "-m", "edis_jax.cli", "train", "--preset", "tiny", "--seed", "-1", "--out", str(out)
+    )
+    assert took < 1.5 * imports + 3, (took, imports)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         "edis-jax: error: --seed must be >= 0 (gymnasium seeds its envs with it), got -1"
