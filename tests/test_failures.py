@@ -305,7 +305,7 @@ def test_a_command_that_cannot_finish_fails_before_its_work(
     monkeypatch.undo()
     assert status == 2
     assert message in one_line(capsys)
-    assert seconds < 5
+    assert seconds < 5, seconds
     assert tree_hashes(tmp_path) == before
 
 
