@@ -202,7 +202,8 @@ def test_sigint_and_sigterm_anywhere_end_in_one_line_and_the_run_resumes_identic
             stderr=subprocess.PIPE, text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
-        deadline = time.monotonic() + 900  # wall time: a loaded machine takes several times longer
+        # Wall time: a loaded machine takes several times longer.
+        deadline = time.monotonic() + 900
         while not ready() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signum)

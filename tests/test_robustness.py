@@ -543,9 +543,8 @@ def test_kill_9_at_several_points_then_resume_equals_a_straight_run(
     def run_until(args, ready) -> None:
         proc = subprocess.Popen([*command, *args], env=env, stderr=subprocess.DEVNULL)
         try:
-            deadline = (
-                time.monotonic() + 900
-            )  # wall time: a loaded machine takes several times longer
+            # Wall time: a loaded machine takes several times longer.
+            deadline = time.monotonic() + 900
             while not ready() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
         finally:
