@@ -21,16 +21,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
-import jax
-import mujoco
-import numpy as np
-
-from edis_jax import config
+from edis_jax import config, machine
 from edis_jax.config import agent_configs, presets
 from edis_jax.storage import checkpoint
 from edis_jax.train import loop
@@ -157,36 +152,6 @@ def behaviour_hashes(minari_path: Path) -> dict[str, str]:
     }
 
 
-def environment() -> dict[str, str]:
-    """What the hashes depend on besides the code. XLA compiles CPU code for the host's vector
-    instructions, so the same code and versions give other bits on another CPU (the generator's
-    hashes moved between the machine of the first reference (commit 72aaa3b, CPU unrecorded) and
-    an AVX-512 AMD EPYC, the agents' did not)."""
-    return {
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "mujoco": mujoco.__version__,
-        "device": jax.devices()[0].device_kind,
-        "platform": jax.devices()[0].platform,
-        "machine": platform.machine(),
-        "cpu": _cpu(),
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
-def _cpu() -> str:
-    """The CPU's model name and the widest x86 vector extension it has (Linux; else '')."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    first = info.split("\n\n")[0]  # the first processor's block
-    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in first.splitlines())}
-    flags = set(fields.get("flags", "").split())
-    widest = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
-    return f"{fields.get('model name', '')}; {widest}".strip("; ")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -198,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         root = args.root or Path(tmp)
         hashes = run_all(root)
     if args.write:
-        record = {"environment": environment(), "hashes": hashes}
+        record = {"environment": machine.environment(), "hashes": hashes}
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)
         REFERENCE.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {REFERENCE}")
         return 0
     reference = json.loads(REFERENCE.read_text())
-    if reference["environment"] != environment():
-        print(f"note: reference made under {reference['environment']}, now {environment()}")
+    if reference["environment"] != machine.environment():
+        print(f"note: reference made under {reference['environment']}, now {machine.environment()}")
     differ = [
         f"{run}/{what}"
         for run in sorted(set(reference["hashes"]) | set(hashes))

@@ -189,6 +189,33 @@ def test_report_text_with_and_without_baseline(tmp_path):
     assert sum(line.startswith("| IQL |") for line in r.text.splitlines()) == 1
 
 
+def test_the_table_says_which_machine_measured_each_wall_time(tmp_path):
+    dirs = [write_run(tmp_path / n, curve(BASE_FINAL), edis=n != "iql") for n in ("iql", "a", "b")]
+    epyc = {"platform": "cpu", "cpu": "AMD EPYC; avx2", "device": "cpu", "jax": "0.12.1"}
+    h100 = {
+        "platform": "gpu",
+        "cpu": "Intel Xeon; avx512f",
+        "device": "NVIDIA H100",
+        "jax": "0.12.1",
+    }
+    for path, env in zip(dirs[:2], (epyc, epyc), strict=True):
+        summary = json.loads((path / "summary.json").read_text())
+        (path / "summary.json").write_text(json.dumps(summary | {"machine": env}))
+    text = lambda: report.report([str(d) for d in dirs], out=str(tmp_path / "r.png")).text  # noqa: E731
+    # b ran before summaries recorded their machine
+    assert (
+        "Wall times on 2 machines, not comparable across them: AMD EPYC; avx2, jax 0.12.1 (IQL, "
+        in text()
+    )
+    assert "unrecorded (" in text()
+    summary = json.loads((dirs[2] / "summary.json").read_text())
+    (dirs[2] / "summary.json").write_text(json.dumps(summary | {"machine": h100}))
+    assert "NVIDIA H100, jax 0.12.1 (" in text()  # the device, not the host's CPU, on a GPU
+    summary["machine"] = epyc
+    (dirs[2] / "summary.json").write_text(json.dumps(summary))
+    assert "Wall times on one machine: AMD EPYC; avx2, jax 0.12.1." in text()
+
+
 def test_unfinished_run_shows_what_its_metrics_give(tmp_path):
     run_dir = write_run(tmp_path / "edis", curve(EDIS_FINAL, start=20.0), edis=True, finished=False)
     run = report.load_run(run_dir)

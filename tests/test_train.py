@@ -57,6 +57,12 @@ def test_end_to_end_tiny_run(datasets_env, shared_run, algo, edis):
         assert len(summary[key]["per_seed"]) == 2
     assert summary["best_score"]["mean"] >= summary["final_score"]["mean"]
     assert {"offline", "online", "total"} <= set(summary["wall_time_s"])
+    # ... and what they were measured on.
+    assert summary["machine"]["platform"] == jax.default_backend()
+    assert (
+        summary["machine"]["jax"] == jax.__version__
+        and len(summary["machine"]["load_average"]) == 3
+    )
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     # config.json records the backend --env-backend auto resolved to: gymnasium on a CPU.
     written = config.from_dict(json.loads((run_dir / "config.json").read_text()))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edis_jax import config
+from edis_jax import config, machine
 from edis_jax.report import plots
 from edis_jax.report.stats import (
     BOOTSTRAP_DRAWS,
@@ -234,6 +234,7 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
     ]
     if base is not None:
         notes.append(f"p: Welch's t-test against {names[baseline]} ({base['dir']}).")
+    notes.append(_machines_note(runs, names))
     header = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join([*header, *rows, "", *notes])
 
@@ -311,6 +312,19 @@ def improvements(runs: list[dict], baseline: int = 0) -> str:
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+
+def _machines_note(runs: list[dict], names: list[str]) -> str:
+    """Which machine measured each run's wall time (summary.json's "machine"): wall times from
+    different machines, or from runs that did not record theirs, do not compare."""
+    runs_on: dict[str, list[str]] = {}
+    for run, name in zip(runs, names, strict=True):
+        env = (run["summary"] or {}).get("machine")
+        runs_on.setdefault(machine.label(env), []).append(name)
+    if len(runs_on) == 1:
+        return f"Wall times on one machine: {next(iter(runs_on))}."
+    parts = [f"{where} ({', '.join(named)})" for where, named in runs_on.items()]
+    return f"Wall times on {len(runs_on)} machines, not comparable across them: {'; '.join(parts)}."
 
 
 def _read_records(path: Path) -> tuple[list[dict], int]:

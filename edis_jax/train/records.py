@@ -4,11 +4,13 @@ metrics.jsonl file, the check that stops a diverged run before it is saved, and 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edis_jax import machine
 from edis_jax.config import RunConfig
 from edis_jax.storage import checkpoint
 
@@ -67,8 +69,14 @@ def write_records_file(run_dir: Path, records: list) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# summary.json's keys that the machine and its load decide: the rest is the same bits for the
+# same run, straight or resumed, on one machine.
+MEASURED = ("wall_time_s", "env_steps_per_s", "updates_per_s", "machine")
+
+
 def summary(cfg: RunConfig, p: Progress, env_id: str, use_edis: bool) -> dict:
-    """summary.json: scores (mean, std, per seed), wall-clock times and rates, retrain counts."""
+    """summary.json: scores (mean, std, per seed), wall-clock times and rates, retrain counts,
+    and the machine."""
     offline = [e for e in p.evals if e["phase"] == "offline"]
     offline_eval = offline[-1] if offline else p.evals[0]
     all_scores = np.array([e["scores"] for e in p.evals])  # (evals, seeds)
@@ -100,6 +108,9 @@ def summary(cfg: RunConfig, p: Progress, env_id: str, use_edis: bool) -> dict:
         "updates_per_s": updates / wall["total"] if wall["total"] > 0 else None,
         "retrains": p.retrains,
         "synthetic_updates": p.synthetic_updates,
+        # What the wall times were measured on: the process that finished the run (a resumed
+        # run's earlier processes may have had another), and its load averages then.
+        "machine": {**machine.environment(), "load_average": list(os.getloadavg())},
     }
 
 
