@@ -25,10 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edis_jax import config, machine
+from edis_jax import config
 from edis_jax.config import agent_configs, presets
 from edis_jax.storage import checkpoint
-from edis_jax.train import loop
+from edis_jax.train import loop, records
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
 DATASET = "local/hopper/medium-v0"  # shipped with the package, as in `make run`
@@ -163,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         root = args.root or Path(tmp)
         hashes = run_all(root)
     if args.write:
-        record = {"environment": machine.environment(), "hashes": hashes}
+        record = {"environment": records.environment(), "hashes": hashes}
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)
         REFERENCE.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {REFERENCE}")
         return 0
     reference = json.loads(REFERENCE.read_text())
-    if reference["environment"] != machine.environment():
-        print(f"note: reference made under {reference['environment']}, now {machine.environment()}")
+    if reference["environment"] != records.environment():
+        print(f"note: reference made under {reference['environment']}, now {records.environment()}")
     differ = [
         f"{run}/{what}"
         for run in sorted(set(reference["hashes"]) | set(hashes))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edis_jax import config, machine
+from edis_jax import config
 from edis_jax.report import plots
 from edis_jax.report.stats import (
     BOOTSTRAP_DRAWS,
@@ -320,11 +320,19 @@ def _machines_note(runs: list[dict], names: list[str]) -> str:
     runs_on: dict[str, list[str]] = {}
     for run, name in zip(runs, names, strict=True):
         env = (run["summary"] or {}).get("machine")
-        runs_on.setdefault(machine.label(env), []).append(name)
+        runs_on.setdefault(_machine_label(env), []).append(name)
     if len(runs_on) == 1:
         return f"Wall times on one machine: {next(iter(runs_on))}."
     parts = [f"{where} ({', '.join(named)})" for where, named in runs_on.items()]
     return f"Wall times on {len(runs_on)} machines, not comparable across them: {'; '.join(parts)}."
+
+
+def _machine_label(env: dict | None) -> str:
+    """The device (the CPU's name and vector extension on a CPU) and the jax version."""
+    if not env:
+        return "unrecorded"
+    where = env.get("cpu") if env.get("platform") == "cpu" else env.get("device")
+    return f"{where or '?'}, jax {env.get('jax', '?')}"
 
 
 def _read_records(path: Path) -> tuple[list[dict], int]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
+import mujoco
 import numpy as np
 
-from edis_jax import machine
 from edis_jax.config import RunConfig
 from edis_jax.storage import checkpoint
 
@@ -110,8 +112,39 @@ def summary(cfg: RunConfig, p: Progress, env_id: str, use_edis: bool) -> dict:
         "synthetic_updates": p.synthetic_updates,
         # What the wall times were measured on: the process that finished the run (a resumed
         # run's earlier processes may have had another), and its load averages then.
-        "machine": {**machine.environment(), "load_average": list(os.getloadavg())},
+        "machine": {**environment(), "load_average": list(os.getloadavg())},
     }
+
+
+def environment() -> dict[str, str]:
+    """What a result depends on besides the code: versions, device and CPU of this process.
+    summary.json keeps it because wall times mean nothing without the machine, and
+    `benchmarks.bitwise_check` its reference because XLA compiles CPU code for the host's
+    vector instructions: the same code and versions give other bits on another CPU (the
+    generator's hashes moved between an AVX-512 and an AVX2 AMD EPYC; the agents' did not)."""
+    return {
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "mujoco": mujoco.__version__,
+        "device": jax.devices()[0].device_kind,
+        "platform": jax.devices()[0].platform,
+        "machine": platform.machine(),
+        "cpu": _cpu(),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def _cpu() -> str:
+    """The CPU's model name and the widest x86 vector extension it has (Linux; else '')."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    first = info.split("\n\n")[0]  # the first processor's block
+    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in first.splitlines())}
+    flags = set(fields.get("flags", "").split())
+    widest = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
+    return f"{fields.get('model name', '')}; {widest}".strip("; ")
 
 
 def json_float(value) -> float | None:
