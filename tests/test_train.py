@@ -510,20 +510,30 @@ def test_init_from_shares_the_offline_phase_exactly(datasets_env, shared_run, tm
     assert first_online[0] == first_online[1]
 
 
-@pytest.mark.parametrize("warm", [False, True])
+@pytest.mark.parametrize("start", ["scratch", "warm", "no_synthetic"])
 def test_init_at_first_retrain_equals_the_straight_edis_run(
-    datasets_env, shared_run, warm_run, tmp_path, warm
+    datasets_env, shared_run, warm_run, tmp_path, monkeypatch, start
 ):
     """An EDIS arm started at its first retrain from its baseline's kept state is bitwise the
     straight EDIS run: records, scores and final state, killed and resumed after the start
     included. Warm-started, it pretrains on the offline data as the straight run does at
-    online step 0 (retrains at 40 and 80); from scratch it retrains at 60."""
-    straight = warm_run if warm else shared_run("iql", True)[0]
-    if warm:  # the baseline of the warm run's schedule (retrain_every 40)
+    online step 0 (retrains at 40 and 80); from scratch it retrains at 60. The warm schedule
+    with synthetic ratio 0 (the batch-composition control) draws no synthetic rows, so it
+    trains no generator at all, started at its first retrain too."""
+    from edis_jax.train import generator_phases
+
+    straight = warm_run if start != "scratch" else shared_run("iql", True)[0]
+    if start != "scratch":  # the baseline of the warm run's schedule (retrain_every 40)
         baseline = straight.replace(out=str(tmp_path / "baseline"), edis=False)
         loop.train(baseline, progress=False)
     else:
         baseline = shared_run("iql", False)[0]
+    if start == "no_synthetic":
+        for phase in ("pretrain", "retrain", "generate"):
+            monkeypatch.setattr(generator_phases, phase, lambda *a, **k: pytest.fail("trained"))
+        straight = config.with_values(straight, {"online.synthetic_ratio": 0.0})
+        straight = straight.replace(out=str(tmp_path / "straight"))
+        loop.train(straight, progress=False)
     kept = baseline.offline_steps + baseline.online.retrain_every
     assert (Path(baseline.out) / checkpoint.FIRST_RETRAIN_DIR / str(kept)).is_dir()
     # An EDIS run keeps no such state: its own differs from the baseline's after the retrain.
@@ -546,7 +556,11 @@ def test_init_at_first_retrain_equals_the_straight_edis_run(
     # The online time holds every retrain, the one made at the start too, as a straight run's.
     wall = summary["wall_time_s"]
     phases = ("diffusion", "cep_negatives", "cep", "cep_heldout", "generate", "health")
-    assert wall["online"] >= sum(wall.get(phase, 0.0) for phase in phases) > 0
+    if start == "no_synthetic":
+        assert "generator_pretrain" not in wall
+        assert not (Path(arm.out) / checkpoint.PRETRAINED_DIR).exists()
+    else:
+        assert wall["online"] >= sum(wall.get(phase, 0.0) for phase in phases) > 0
 
 
 # --------------------------------------------------------------------- what a run records

@@ -47,10 +47,11 @@ def take_offline_phase(run, source_dir: Path) -> None:
 
 def take_first_retrain(run, source_dir: Path) -> None:
     """Pretrain the generator on the offline data (or take it, --generator-from) as the straight
-    run does at online step 0, take the baseline's agent, buffers, batch mixture, records and
-    time at online step --online.retrain-every, and make the retrain that is due there."""
+    run does at online step 0 (a run that draws no synthetic rows trains none), take the
+    baseline's agent, buffers, batch mixture, records and time at online step
+    --online.retrain-every, and make the retrain that is due there."""
     cfg = run.cfg
-    if cfg.diffusion.initial_steps > 0:
+    if run.trains_generator and cfg.diffusion.initial_steps > 0:  # as the straight run's loop
         synthetic.pretrain_generator(run)  # on run.state.real: the offline data alone, as at 0
     # The source's state as shapes only: a built one would hold a second copy of the buffers.
     source_cfg = read_config(source_dir)
