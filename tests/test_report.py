@@ -198,10 +198,11 @@ def test_the_table_says_which_machine_measured_each_wall_time(tmp_path):
         "device": "NVIDIA H100",
         "jax": "0.12.1",
     }
+    text = lambda: report.report([str(d) for d in dirs], out=str(tmp_path / "r.png")).text  # noqa: E731
+    assert "Wall times: the runs did not record their machine." in text()
     for path, env in zip(dirs[:2], (epyc, epyc), strict=True):
         summary = json.loads((path / "summary.json").read_text())
         (path / "summary.json").write_text(json.dumps(summary | {"machine": env}))
-    text = lambda: report.report([str(d) for d in dirs], out=str(tmp_path / "r.png")).text  # noqa: E731
     # b ran before summaries recorded their machine
     assert (
         "Wall times on 2 machines, not comparable across them: AMD EPYC; avx2, jax 0.12.1 (IQL, "

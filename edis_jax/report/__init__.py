@@ -321,6 +321,8 @@ def _machines_note(runs: list[dict], names: list[str]) -> str:
     for run, name in zip(runs, names, strict=True):
         env = (run["summary"] or {}).get("machine")
         runs_on.setdefault(_machine_label(env), []).append(name)
+    if list(runs_on) == ["unrecorded"]:  # runs written before summaries kept it
+        return "Wall times: the runs did not record their machine."
     if len(runs_on) == 1:
         return f"Wall times on one machine: {next(iter(runs_on))}."
     parts = [f"{where} ({', '.join(named)})" for where, named in runs_on.items()]
