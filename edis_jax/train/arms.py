@@ -51,8 +51,7 @@ def take_first_retrain(run, source_dir: Path) -> None:
     baseline's agent, buffers, batch mixture, records and time at online step
     --online.retrain-every, and make the retrain that is due there."""
     cfg = run.cfg
-    if run.trains_generator and cfg.diffusion.initial_steps > 0:  # as the straight run's loop
-        synthetic.pretrain_generator(run)  # on run.state.real: the offline data alone, as at 0
+    synthetic.pretrain_generator(run)  # on run.state.real: the offline data alone, as at 0
     # The source's state as shapes only: a built one would hold a second copy of the buffers.
     source_cfg = read_config(source_dir)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

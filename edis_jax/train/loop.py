@@ -245,8 +245,7 @@ class _Run:
         steps = self.online_steps_driver()
         if p.online_step == 0:
             self.state = S.with_online_phase(self.state, S.real_weights(cfg))
-            if self.trains_generator and cfg.diffusion.initial_steps > 0:
-                synthetic.pretrain_generator(self)
+            synthetic.pretrain_generator(self)
             if not p.evals or p.evals[-1]["phase"] != "offline":
                 self.log("online", 0, None, self.evaluate("online", 0))
         random_steps = cfg.sac.start_steps if (cfg.algo == "sac" and cfg.offline_steps == 0) else 0

@@ -30,7 +30,10 @@ def pretrain_generator(run) -> None:
     """Train the warm-started diffusion model on the offline data before the first online
     step, or take it from --generator-from (`load_pretrained`) or from the run's own folder
     (`resume_pretrained`); either way keep it in the run's
-    pretrained_generator/ folder for other runs."""
+    pretrained_generator/ folder for other runs. A run that trains no generator (it draws no
+    synthetic rows) or starts it cold (no initial steps) pretrains nothing."""
+    if not run.trains_generator or run.cfg.diffusion.initial_steps == 0:
+        return
     t0 = time.perf_counter()
     kept = False  # the run's own folder already holds it
     if run.pretrained is not None:  # its inputs were checked equal to this run's
