@@ -8,10 +8,15 @@ behaviour SAC (a medium-replay `data make` and a continued agent). Hashes: metri
 summary.json without its wall-clock values, every leaf of the online buffer (observations and
 actions taken), and the built dataset.
 
-`--write` stores the hashes in benchmarks/results/bitwise_reference.json; `--check` (the
-default) recomputes them and exits 1 on any difference, naming what differs. The runs go to a
-temporary folder (or --root). Run it with the same XLA flags and device as the reference: the
-reference records them. A few minutes on 2 CPU cores.
+benchmarks/results/bitwise_reference.json keeps one reference per environment (versions,
+device, CPU vector extension, XLA flags: `records.environment()`), because XLA compiles CPU code
+for the host's vector instructions and the generator's bits differ between an AVX-512 and an AVX2
+machine. `--write` stores this machine's hashes with the commit they came from, keeping the other
+machines' references; `--check` (the default) recomputes them, exits 1 on any difference, naming
+what differs, and exits 2 in one line when no reference was made on a machine like this one. To
+add one, write it from the commit the other references came from (`git worktree add`), then
+check the commit under test. The runs go to a temporary folder (or --root). A few minutes on 2
+CPU cores.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +39,6 @@ from edis_jax.train import loop, records
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
 DATASET = "local/hopper/medium-v0"  # shipped with the package, as in `make run`
 KILL_AT = 150  # online step the killed arm stops at: after the checkpoint and retrain at 100
-# summary.json values that are wall-clock times or rates derived from them.
-WALL_KEYS = ("wall_time_s", "env_steps_per_s", "updates_per_s")
 
 
 def arm_configs(root: Path) -> dict[str, config.RunConfig]:
@@ -92,15 +96,19 @@ def run_all(root: Path, log=print) -> dict[str, dict[str, str]]:
 
 
 def run_hashes(run_dir: Path) -> dict[str, str]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    for key in WALL_KEYS:
-        summary.pop(key)
     _, state = loop.load_run(run_dir)
     return {
         "metrics.jsonl": _sha((run_dir / "metrics.jsonl").read_bytes()),
-        "summary.json": _sha(json.dumps(summary, sort_keys=True).encode()),
+        "summary.json": summary_hash(json.loads((run_dir / "summary.json").read_text())),
         "online_buffer": checkpoint.tree_sha256(state.online),
     }
+
+
+def summary_hash(summary: dict) -> str:
+    """summary.json's hash without what the machine and its load decide (wall times, the rates
+    derived from them, the machine record with its load averages)."""
+    kept = {k: v for k, v in summary.items() if k not in records.MEASURED}
+    return _sha(json.dumps(kept, sort_keys=True).encode())
 
 
 def behaviour_hashes(minari_path: Path) -> dict[str, str]:
@@ -159,18 +167,26 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true", help="store the reference")
     parser.add_argument("--root", type=Path, help="folder for the runs (default: a temporary one)")
     args = parser.parse_args(argv)
+    environment = records.environment()
+    references = read_references()
+    reference = next((r for r in references if r["environment"] == environment), None)
+    if not args.write and reference is None:
+        made_on = "; ".join(_describe(r["environment"]) for r in references) or "nothing"
+        print(
+            f"bitwise_check: no reference was made on a machine like this one "
+            f"({_describe(environment)}; {REFERENCE.name} has: {made_on}): write one with "
+            f"--write from the commit the others came from ({_commits(references)}), then --check"
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="bitwise-") as tmp:
-        root = args.root or Path(tmp)
-        hashes = run_all(root)
+        hashes = run_all(args.root or Path(tmp))
     if args.write:
-        record = {"environment": records.environment(), "hashes": hashes}
+        record = {"environment": environment, "commit": _commit(), "hashes": hashes}
+        others = [r for r in references if r["environment"] != environment]
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-        REFERENCE.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {REFERENCE}")
+        REFERENCE.write_text(json.dumps({"references": [*others, record]}, indent=2) + "\n")
+        print(f"wrote this machine's reference into {REFERENCE} ({len(others)} others kept)")
         return 0
-    reference = json.loads(REFERENCE.read_text())
-    if reference["environment"] != records.environment():
-        print(f"note: reference made under {reference['environment']}, now {records.environment()}")
     differ = [
         f"{run}/{what}"
         for run in sorted(set(reference["hashes"]) | set(hashes))
@@ -180,10 +196,41 @@ def main(argv: list[str] | None = None) -> int:
     if hashes["iql_edis_resumed"] != hashes["iql_edis"]:
         differ.append("iql_edis_resumed against iql_edis (resume is not 'never stopped')")
     if differ:
-        print("DIFFERENT from the reference: " + ", ".join(differ))
+        print(f"DIFFERENT from the reference of commit {reference['commit']}: " + ", ".join(differ))
         return 1
-    print(f"bitwise identical to {REFERENCE.name}: {sum(len(h) for h in hashes.values())} hashes")
+    print(
+        f"bitwise identical to the reference of commit {reference['commit']} on this machine "
+        f"({_describe(environment)}): {sum(len(h) for h in hashes.values())} hashes"
+    )
     return 0
+
+
+def read_references() -> list[dict]:
+    """The stored references, one per environment."""
+    if not REFERENCE.is_file():
+        return []
+    return json.loads(REFERENCE.read_text())["references"]
+
+
+def _describe(environment: dict) -> str:
+    return ", ".join(f"{k} {v or '-'}" for k, v in environment.items())
+
+
+def _commits(references: list[dict]) -> str:
+    return ", ".join(sorted({r["commit"] for r in references})) or "any commit you trust"
+
+
+def _commit() -> str:
+    """The commit the hashes come from, with '+changes' when the work tree differs from it."""
+    git = ["git", "-C", str(REFERENCE.parent)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+changes" if dirty else head
 
 
 def _sha(data: bytes) -> str:
