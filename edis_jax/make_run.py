@@ -70,12 +70,22 @@ def run_or_continue(
         same = False
     if same and (run_dir / "summary.json").is_file():
         print(f"{run_dir}: finished earlier, kept")
+    elif same and stop_at_online_step is not None and _holds_start(cfg, stop_at_online_step):
+        # Its stop there saved no checkpoint: resuming would redo the steps since the last one.
+        print(f"{run_dir}: holds the state at online step {stop_at_online_step} already, kept")
     elif same and checkpoint.latest_step(run_dir) is not None:
         print(f"{run_dir}: continuing from its latest checkpoint")
         loop.resume(run_dir, stop_at_online_step=stop_at_online_step)
     else:
         print(f"{run_dir}: training {report.label({'config': config.to_dict(cfg)})}")
         loop.train(cfg, stop_at_online_step=stop_at_online_step)
+
+
+def _holds_start(cfg: config.RunConfig, online_step: int) -> bool:
+    """Whether the run saved the state that arms starting at `online_step` take: the end of its
+    offline phase (step 0) or its first retrain."""
+    folder = checkpoint.OFFLINE_DIR if online_step == 0 else checkpoint.FIRST_RETRAIN_DIR
+    return checkpoint.latest_step(Path(cfg.out), folder) == cfg.offline_steps + online_step
 
 
 def _lacks_first_retrain_state(cfg: config.RunConfig) -> bool:

@@ -4,6 +4,7 @@ without the state its arms start from is redone."""
 import json
 import shutil
 
+import pytest
 from tiny_runs import tiny
 
 from edis_jax import make_run
@@ -24,6 +25,17 @@ def test_run_or_continue_continues_an_interrupted_run_and_keeps_a_finished_one(
     saved = tmp_path / "arm" / "config.json"
     older = {k: v for k, v in json.loads(saved.read_text()).items() if k != "generator_from"}
     saved.write_text(json.dumps(older))
+
+    # Asked again to stop there (a comparison continued with only the arms that start from
+    # it): the state the arms take is saved already, so nothing is redone.
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the baseline was continued although it holds its arms' start")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "resume", must_not_run)
+        patch.setattr(loop, "train", must_not_run)
+        make_run.run_or_continue(cfg, stop_at_online_step=60)
+    assert "holds the state at online step 60 already, kept" in capsys.readouterr().out
 
     make_run.run_or_continue(cfg)
     assert "continuing from its latest checkpoint" in capsys.readouterr().out

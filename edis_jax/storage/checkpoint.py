@@ -111,11 +111,12 @@ def _join(thread: threading.Thread, timeout: float = 60.0) -> None:
             time.sleep(0.01)
 
 
-def latest_step(run_dir: Path) -> int | None:
-    if not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+def latest_step(run_dir: Path, folder: str = CHECKPOINT_DIR) -> int | None:
+    """The step of the latest complete save in `folder`, or None."""
+    if not (Path(run_dir) / folder).is_dir():
         return None
     with _quiet_orbax():
-        manager = _manager(run_dir)
+        manager = _manager(run_dir, folder)
         step = manager.latest_step()
         manager.close()
     return step
