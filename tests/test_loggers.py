@@ -91,11 +91,15 @@ def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir, records = tiny_run(tmp_path, ("wandb",))
-    wandb.finish()
+    # The run finished its wandb run (no wandb.finish() here): the file gets its exit record,
+    # with exit code 0, and no wandb run is left open in this process.
+    assert wandb.run is None
     (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     logged, config = {}, {}
     for record in finished_records(path, wandb_internal_pb2.Record):
         kind = record.WhichOneof("record_type")
+        if kind == "exit":
+            assert record.exit.exit_code == 0
         if kind == "history":
             row = {
                 item.key or "/".join(item.nested_key): json.loads(item.value_json)
@@ -121,7 +125,7 @@ def test_wandb_offline_holds_the_config_and_the_records(tmp_path, monkeypatch):
 
 
 def finished_records(path: Path, record_type, timeout_s: float = 60.0) -> list:
-    """The records of a .wandb file once it holds the run's exit record: wandb.finish() can
+    """The records of a .wandb file once it holds the run's exit record: finishing a run can
     return before wandb's service has written the file (seen under load: the history records
     arrived after it returned)."""
     deadline = time.monotonic() + timeout_s

@@ -4,7 +4,8 @@ They receive exactly the records the run writes to metrics.jsonl, which stays th
 truth (a resumed run rewrites metrics.jsonl from its checkpoint; these loggers only append, so
 after a resume they may hold a record twice). Both are optional extras (`pip install -e
 ".[tensorboard]"`, `".[wandb]"`): a logger whose package is not installed is skipped with one
-line and the run goes on. Both open lazily at the first record, inside the run folder:
+line and the run goes on. Both open lazily at the first record, inside the run folder, and
+close when the run ends or stops:
   tensorboard  <run>/tensorboard/seed_<i>/, one event file per seed (tensorboardX), tags
                `<phase>/<metric>` (`<phase>/<event>/<metric>` for retrain records) at the phase's
                step, and the resolved config as text;
@@ -45,6 +46,18 @@ class Loggers:
             if name not in self._open:
                 self._open[name] = _OPEN[name](Path(run_dir), self.config)
             getattr(self, f"_write_{name}")(self._open[name], records)
+
+    def close(self, finished: bool) -> None:
+        """End every open logger: wandb's run is marked finished (exit code 0) or stopped (1),
+        so that a notebook or script that goes on to another run leaves none open."""
+        for name, opened in self._open.items():
+            if name == "wandb":
+                opened.finish(exit_code=0 if finished else 1)
+            else:
+                for key, writer in opened.items():
+                    if key != "open":
+                        writer.close()
+        self._open = {}
 
     def _write_tensorboard(self, writers: dict, records: list[dict]) -> None:
         from tensorboardX.proto.event_pb2 import Event

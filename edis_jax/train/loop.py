@@ -197,15 +197,17 @@ class _Run:
     # ------------------------------------------------------------------------- phases
 
     def execute(self, stop_at_online_step: int | None) -> dict | None:
-        if self.progress.phase == "offline":
-            self.offline_phase()
-        if self.progress.phase == "online":
-            finished = self.online_phase(stop_at_online_step)
-            if not finished:
+        result = None
+        try:
+            if self.progress.phase == "offline":
+                self.offline_phase()
+            if self.progress.phase == "online" and not self.online_phase(stop_at_online_step):
                 return None
-        result = summary(self.cfg, self.progress, self.dataset.env_id, self.use_edis)
-        (self.run_dir / "summary.json").write_text(json.dumps(result, indent=2))
-        return result
+            result = summary(self.cfg, self.progress, self.dataset.env_id, self.use_edis)
+            (self.run_dir / "summary.json").write_text(json.dumps(result, indent=2))
+            return result
+        finally:
+            self.loggers.close(finished=result is not None)
 
     def offline_phase(self) -> None:
         cfg, p = self.cfg, self.progress
