@@ -282,7 +282,9 @@ def test_contrasts_table_gives_each_difference_its_interval_and_p(tmp_path):
     diff, low, high = stats.difference_ci(EDIS_FINAL, BASE_FINAL)
     assert diff == pytest.approx(np.mean(EDIS_FINAL) - np.mean(BASE_FINAL))
     p = scipy.stats.ttest_ind(EDIS_FINAL, BASE_FINAL, equal_var=False).pvalue
-    assert f"{diff:+.1f} [{low:+.1f}, {high:+.1f}] | {p:.3g}" in row
+    detectable = stats.detectable_difference(EDIS_FINAL, BASE_FINAL)
+    assert f"{diff:+.1f} [{low:+.1f}, {high:+.1f}] | {p:.3g} | {detectable:.1f} |" in row
+    assert "Detectable: the smallest true difference" in text
     assert "IQL-EDIS - IQL" in row
     # Every contrast names two arms of its algorithm's comparison.
     for algo, contrasts in comparison.CONTRASTS.items():
