@@ -181,6 +181,11 @@ def test_report_text_with_and_without_baseline(tmp_path):
         f"{base_iqm[0]:.1f} [{base_iqm[1]:.1f}, {base_iqm[2]:.1f}]; Welch p = "
     ) in r.text
     assert "(significant at 0.05)" in r.text  # these arms differ by ~30 points
+    detectable = stats.detectable_difference(EDIS_FINAL, BASE_FINAL)
+    assert (
+        f"(significant at 0.05); the seeds detect a difference of {detectable:.1f} with 80% "
+        "power; online AUC IQM"
+    ) in r.text
 
     # the baseline listed among the runs is not repeated
     r = report.report(

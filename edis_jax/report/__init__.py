@@ -242,7 +242,8 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
 
 
 def comparisons(runs: list[dict], baseline: int) -> list[str]:
-    """One sentence per run against runs[baseline]: final and AUC IQM [CI] and Welch p."""
+    """One sentence per run against runs[baseline]: final and AUC IQM [CI], Welch p, and the
+    difference of means these seeds detect with 80% power (stats.detectable_difference)."""
     names = labels(runs)
     base_name, base = names[baseline], statistics(runs[baseline])
     sentences = []
@@ -253,6 +254,8 @@ def comparisons(runs: list[dict], baseline: int) -> list[str]:
         parts = [
             f"{what} IQM {_iqm_text(st[key + '_iqm'])} vs {base_name} {_iqm_text(base[key + '_iqm'])}"
             f"; {_p_sentence(st['p_' + key])}"
+            f"; the seeds detect a difference of "
+            f"{_number_text(detectable_difference(st[key], base[key]))} with {POWER:.0%} power"
             for key, what in (("final", "final"), ("auc", "online AUC"))
         ]
         unfinished = [n for n, r in ((name, run), (base_name, runs[baseline])) if not r["summary"]]
