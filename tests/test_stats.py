@@ -89,4 +89,5 @@ def test_detectable_difference_is_detected_with_the_stated_power(seeds, spreads)
 def test_detectable_difference_is_undefined_without_two_seeds_or_spread():
     assert np.isnan(stats.detectable_difference([1.0], [1.0, 2.0]))
     assert np.isnan(stats.detectable_difference([1.0, 1.0], [2.0, 2.0]))
+    assert np.isnan(stats.detectable_difference([1.0, np.nan], [2.0, 3.0]))  # a diverged seed
     assert stats.detectable_difference([1.0, 1.0], [2.0, 3.0]) > 0  # one arm's spread will do

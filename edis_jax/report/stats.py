@@ -12,7 +12,6 @@ import math
 import warnings
 
 import numpy as np
-import scipy.optimize
 import scipy.stats
 
 BOOTSTRAP_DRAWS = 2000  # as in rliable's examples
@@ -87,12 +86,12 @@ def detectable_difference(
     are not: at 3-4 seeds per arm the t-quantile formula's difference gives Welch's test only
     69-75% power, since its degrees of freedom are estimated too. It shrinks at least as
     1/sqrt(seeds), so a difference d needs at most about seeds * (detectable / d)**2 seeds per
-    arm. NaN with under 2 seeds in an arm or no spread in either."""
+    arm. NaN with under 2 seeds in an arm, a NaN score, or no spread in either."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2:
         return math.nan
     sa, sb = a.std(ddof=1), b.std(ddof=1)
-    if sa + sb == 0:
+    if not np.isfinite(sa + sb) or sa + sb == 0:  # a NaN score (a diverged seed) or no spread
         return math.nan
     rng = np.random.default_rng(seed)
     noise_a = sa * rng.standard_normal((draws, len(a)))
