@@ -51,13 +51,16 @@ class Loggers:
         """End every open logger: wandb's run is marked finished (exit code 0) or stopped (1),
         so that a notebook or script that goes on to another run leaves none open."""
         for name, opened in self._open.items():
-            if name == "wandb":
-                opened.finish(exit_code=0 if finished else 1)
-            else:
-                for key, writer in opened.items():
-                    if key != "open":
-                        writer.close()
+            getattr(self, f"_close_{name}")(opened, finished)
         self._open = {}
+
+    def _close_tensorboard(self, writers: dict, finished: bool) -> None:
+        for key, writer in writers.items():
+            if key != "open":
+                writer.close()
+
+    def _close_wandb(self, run, finished: bool) -> None:
+        run.finish(exit_code=0 if finished else 1)
 
     def _write_tensorboard(self, writers: dict, records: list[dict]) -> None:
         from tensorboardX.proto.event_pb2 import Event
