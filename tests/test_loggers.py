@@ -62,6 +62,38 @@ def test_missing_package_is_one_line_and_skipped(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_logger_that_fails_to_close_is_one_line_and_the_others_close(monkeypatch, tmp_path):
+    """close() runs in the run's `finally`, often while Ctrl-C is on its way out: an exception
+    from one logger must not replace that one, nor keep the next logger open."""
+    closed = []
+
+    class Broken:
+        def close(self):
+            raise OSError("disk full")
+
+    class Run:
+        def finish(self, exit_code):
+            closed.append(exit_code)
+
+    for name in ("tensorboard", "wandb"):
+        monkeypatch.setitem(loggers.PACKAGES, name, "json")  # any importable package
+    monkeypatch.setitem(loggers._OPEN, "tensorboard", lambda run_dir, config: {0: Broken()})
+    monkeypatch.setitem(loggers._OPEN, "wandb", lambda run_dir, config: Run())
+    monkeypatch.setattr(loggers.Loggers, "_write_tensorboard", lambda self, handle, records: None)
+    monkeypatch.setattr(loggers.Loggers, "_write_wandb", lambda self, handle, records: None)
+    lines = []
+    out = loggers.Loggers(("tensorboard", "wandb"), {}, say=lines.append)
+    out.write(tmp_path, [{"phase": "offline", "step": 1, "seed": 0, "loss": 1.0}])
+    out.close(finished=False)
+    assert lines == [
+        "--log tensorboard: closing failed (OSError: disk full); the run's records are in "
+        "metrics.jsonl"
+    ]
+    assert closed == [1]  # wandb's run closed as stopped
+    out.close(finished=True)  # nothing is left open to close twice
+    assert closed == [1] and len(lines) == 1
+
+
 def test_config_refuses_unknown_loggers():
     with pytest.raises(validation.ConfigError, match="--log takes tensorboard and/or wandb"):
         config.RunConfig(log=("mlflow",))

@@ -30,7 +30,7 @@ class Loggers:
 
     def __init__(self, names, config: dict, say: Callable[[str], None] = print):
         self.config, self.offline_steps = config, int(config.get("offline_steps", 0))
-        self.names = []
+        self.say, self.names = say, []
         for name in names:
             package = PACKAGES[name]
             if importlib.util.find_spec(package) is None:
@@ -49,10 +49,20 @@ class Loggers:
 
     def close(self, finished: bool) -> None:
         """End every open logger: wandb's run is marked finished (exit code 0) or stopped (1),
-        so that a notebook or script that goes on to another run leaves none open."""
-        for name, opened in self._open.items():
-            getattr(self, f"_close_{name}")(opened, finished)
-        self._open = {}
+        so that a notebook or script that goes on to another run leaves none open.
+
+        It runs in the run's `finally`, often while an error or Ctrl-C is on its way out: a
+        logger that fails to close is one line, not a new exception in place of that one, and
+        the others still close. Its records are in metrics.jsonl either way."""
+        opened, self._open = self._open, {}
+        for name, handle in opened.items():
+            try:
+                getattr(self, f"_close_{name}")(handle, finished)
+            except Exception as error:  # any failure of a logger package: one line
+                self.say(
+                    f"--log {name}: closing failed ({type(error).__name__}: {error}); the run's "
+                    "records are in metrics.jsonl"
+                )
 
     def _close_tensorboard(self, writers: dict, finished: bool) -> None:
         for key, writer in writers.items():
