@@ -34,6 +34,7 @@ from pathlib import Path
 from edis_jax import config
 from edis_jax.config import agent_configs, presets
 from edis_jax.storage import checkpoint
+from edis_jax.storage.output_paths import write_whole
 from edis_jax.train import loop, records
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "bitwise_reference.json"
@@ -183,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         record = {"environment": environment, "commit": _commit(), "hashes": hashes}
         others = [r for r in references if r["environment"] != environment]
-        REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-        REFERENCE.write_text(json.dumps({"references": [*others, record]}, indent=2) + "\n")
+        text = json.dumps({"references": [*others, record]}, indent=2) + "\n"
+        # Whole or not at all: the file also holds the other machines' references.
+        write_whole(REFERENCE, lambda f: f.write(text.encode()))
         print(f"wrote this machine's reference into {REFERENCE} ({len(others)} others kept)")
         return 0
     differ = [

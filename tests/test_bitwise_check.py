@@ -79,3 +79,21 @@ def test_write_adds_this_machines_reference_and_check_compares_with_it_only(refe
     assert bitwise_check.main(["--write"]) == 0
     stored = json.loads(path.read_text())["references"]
     assert len(stored) == 2 and stored[1]["hashes"]["iql"]["summary.json"] == "changed"
+
+
+def test_a_write_that_fails_halfway_leaves_every_reference_as_it_was(references, monkeypatch):
+    """The file holds other machines' references, written on machines that may not be at hand:
+    a --write that fails (here: the disk is full when the new file would replace it) keeps it."""
+    from edis_jax.storage import output_paths
+
+    path, _ = references
+    before = path.read_bytes()
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output_paths.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        bitwise_check.main(["--write"])
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no partial file left behind
