@@ -53,7 +53,7 @@ class EnvState(struct.PyTreeNode):
 class JaxEnv:
     """A JAX-native env: pure `reset` / `step` (module docstring), plus
     - `state_from(env)`: the state equal to a gymnasium env's current one (its simulator state
-      and the steps its TimeLimit has counted), for the fidelity tests;
+      and the steps its TimeLimit has counted) in host arrays, for the fidelity tests;
     - `state_from_obs(obs)`: the state an observation shows, where the observation holds the whole
       simulator state (None otherwise): the simulator set to an observation, as
       `envs.simulators.simulate` does on the host."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
+import numpy as np
 from mujoco import mjx
 
 from edis_jax.envs.gym_envs import make_env
@@ -199,22 +200,25 @@ def make(env_id: str, max_episode_steps: int) -> JaxEnv:
         truncated = steps >= max_episode_steps
         return state.replace(physics=data, steps=steps), obs, reward, terminated, truncated
 
+    no_key = jax.random.PRNGKey(0)
+
     def state_from(env: gym.Env):
+        # Host (numpy) copies of MuJoCo's live buffers, which its next step overwrites: the
+        # fidelity checks take thousands of these, and a device array per field cost 2 ms each.
         mj_data = env.unwrapped.data
 
         def field(name):
-            # A copy: on the CPU a device array may share the memory of MuJoCo's live buffers.
-            return jnp.asarray(getattr(mj_data, name).copy(), dtype)
+            return np.array(getattr(mj_data, name), dtype)
 
         data = blank.replace(
             **{name: field(name) for name in ("qpos", "qvel", "act", "ctrl", "qacc_warmstart")},
-            time=jnp.asarray(mj_data.time, dtype),
+            time=field("time"),
             # Ant's reward reads the body positions the last step left (forward_from_body).
             xpos=field("xpos"),
         )
         # Ant's observation holds the contact forces the last step left.
         data = data.replace(_impl=data._impl.replace(cfrc_ext=field("cfrc_ext")))
-        return EnvState(data, jnp.int32(elapsed_steps(env)), jax.random.PRNGKey(0))
+        return EnvState(data, np.int32(elapsed_steps(env)), no_key)
 
     def state_from_obs(obs):
         # The observation is [qpos without its root x, qvel] (no contact forces, no clipped

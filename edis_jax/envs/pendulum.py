@@ -47,8 +47,8 @@ def make(max_episode_steps: int) -> JaxEnv:
         return state, _observation(physics), reward, jnp.bool_(False), truncated
 
     def state_from(env: gym.Env):
-        physics = jnp.asarray(env.unwrapped.state, float_dtype())
-        return EnvState(physics, jnp.int32(elapsed_steps(env)), jax.random.PRNGKey(0))
+        physics = np.array(env.unwrapped.state, float_dtype())
+        return EnvState(physics, np.int32(elapsed_steps(env)), jax.random.PRNGKey(0))
 
     def state_from_obs(obs):
         obs = jnp.asarray(obs, float_dtype())
