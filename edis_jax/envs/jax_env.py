@@ -101,14 +101,15 @@ def make_jax_env(env_id: str, env_kwargs: dict | None = None) -> JaxEnv:
 
 
 @functools.cache
-def batched_step(env_id: str):
+def batched_step(env_id: str, compiler_options: tuple[tuple[str, object], ...] = ()):
     """(env, step): `make_jax_env(env_id)` and its `step` vmapped over a leading batch axis and
     jitted, for host callers that step many states at once (the simulator set to observations,
-    the fidelity checks); one per env and process, so they share one compile. Inputs are first
-    committed to the default device: numpy arrays or eager results among them would make jit
-    compile the same program again. The training loop compiles its own scans (train/)."""
+    the fidelity checks); one per env, process and `compiler_options` (jax.jit's, as (name,
+    value) pairs), so they share one compile. Inputs are first committed to the default device:
+    numpy arrays or eager results among them would make jit compile the same program again. The
+    training loop compiles its own scans (train/)."""
     env = make_jax_env(env_id)
-    jitted = jax.jit(jax.vmap(env.step))
+    jitted = jax.jit(jax.vmap(env.step), compiler_options=dict(compiler_options) or None)
     device = jax.devices()[0]
 
     def step(state, action):
