@@ -20,13 +20,21 @@ from edis_jax.envs.jax_env import INEXACT_ENV_IDS, JAX_ENV_IDS, MJX_ENV_IDS
 TOLERANCE = 1e-6
 
 
-@pytest.fixture(scope="module")
-def rows():
+EXACT_ENV_IDS = [e for e in JAX_ENV_IDS if e not in INEXACT_ENV_IDS]
+# `make test` steps Pendulum and Hopper in 64-bit (Hopper: the MJX wiring every MJX env shares:
+# model, frame skip, controls, the state read from gymnasium) and checks every MJX env's task
+# code. Walker2d's and HalfCheetah's 64-bit steps (two more MJX compiles, about 40 s of a core
+# here) run in `make test-all`; `make test` steps them in float32 (test_jax_envs.py).
+SLOW_PHYSICS = ("Walker2d-v5", "HalfCheetah-v5")
+
+
+def fidelity_rows(envs, task_code_only=()) -> dict[str, dict]:
+    """benchmarks/jax_envs.py's fidelity rows of `envs` (and the task code of `task_code_only`),
+    in a child process with JAX_ENABLE_X64=1."""
     pytest.importorskip("mujoco.mjx", reason="the mjx extra is not installed")
-    exact = [e for e in JAX_ENV_IDS if e not in INEXACT_ENV_IDS]
     command = [
         sys.executable, "-m", "benchmarks.jax_envs", "--fidelity-only", "--no-returns",
-        "--transitions", "1000", "--envs", *exact, "--task-code-only", *INEXACT_ENV_IDS,
+        "--transitions", "1000", "--envs", *envs, "--task-code-only", *task_code_only,
     ]  # fmt: skip
     found = subprocess.run(
         command, env={**os.environ, "JAX_ENABLE_X64": "1"}, capture_output=True, text=True
@@ -35,9 +43,23 @@ def rows():
     return {row["env"]: row for row in json.loads(found.stdout.strip().splitlines()[-1])}
 
 
-@pytest.mark.parametrize("env_id", [e for e in JAX_ENV_IDS if e not in INEXACT_ENV_IDS])
-def test_one_step_from_gymnasiums_state_is_gymnasiums_step(rows, env_id):
-    row = rows[env_id]
+@pytest.fixture(scope="module")
+def rows():
+    fast = [e for e in EXACT_ENV_IDS if e not in SLOW_PHYSICS]
+    return fidelity_rows(fast, [e for e in MJX_ENV_IDS if e not in fast])
+
+
+@pytest.fixture(scope="module")
+def slow_rows():
+    return fidelity_rows(SLOW_PHYSICS)
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [pytest.param(e, marks=pytest.mark.slow) if e in SLOW_PHYSICS else e for e in EXACT_ENV_IDS],
+)
+def test_one_step_from_gymnasiums_state_is_gymnasiums_step(request, env_id):
+    row = request.getfixturevalue("slow_rows" if env_id in SLOW_PHYSICS else "rows")[env_id]
     assert row["precision"] == "float64" and row["transitions"] == 1000
     assert row["obs_error"]["max"] <= TOLERANCE, row
     assert row["reward_error"]["max"] <= TOLERANCE, row
