@@ -1,6 +1,7 @@
 """Shared test set-up: CPU only, persistent compilation cache, datasets in a temporary folder."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,14 +27,54 @@ if _cache:
     jax.config.update("jax_compilation_cache_dir", _cache)
 
 
+# The longest files first (seconds of one core each, `make test` at c84874b: 395, 165, 125, 113,
+# 113). --dist loadfile hands whole files to the workers in collection order (the Makefile turns
+# off xdist's own order, by test count), so the two workers end together instead of one of them
+# running test_train.py alone at the end.
+LONGEST_FIRST = (
+    "test_train.py",
+    "test_benchmarks.py",
+    "test_jax_envs.py",
+    "test_jax_online.py",
+    "test_jax_envs_x64.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep order
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _release_compiled_programs():
-    """Drop every compiled program after each test file. Loaded executables keep their code
-    mapped: one tiny EDIS run adds about 4,800 memory mappings, and the whole suite in one
-    process reached Linux's default limit of 65,530 (vm.max_map_count), where loading the next
-    executable segfaulted. Programs a later file needs come back from the persistent cache."""
+    """Drop every compiled program after a test file unless the process has room for one more
+    file's. Loaded executables keep their code mapped: one tiny EDIS run adds about 4,800 memory
+    mappings, test_train.py about 47,000, and the whole suite in one process reached Linux's
+    default limit of 65,530 (vm.max_map_count), where loading the next executable segfaulted.
+    While there is room, the programs are kept: a later file that runs the same ones skips
+    tracing and lowering them (the persistent cache skips only XLA's compile)."""
     yield
-    jax.clear_caches()
+    if _mappings_used() > _MAPPINGS_LIMIT - _ONE_FILES_MAPPINGS:
+        jax.clear_caches()
+
+
+_ONE_FILES_MAPPINGS = (
+    50_000  # the most one file adds: test_train.py, first in its worker, ends at 46,832
+)
+
+
+def _mappings_used() -> float:
+    try:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # no /proc (macOS): clear after every file, as before
+        return float("inf")
+
+
+try:
+    _MAPPINGS_LIMIT = int(Path("/proc/sys/vm/max_map_count").read_text())
+except (OSError, ValueError):
+    _MAPPINGS_LIMIT = 65530
 
 
 @pytest.fixture
