@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from edis_jax.train import sharding
@@ -112,10 +113,16 @@ def test_uneven_seeds_and_missing_seed_axis_are_clear_errors(sharded_run):
     assert "no seed axis" in scalar
 
 
-def test_one_device_is_a_no_op():
+def test_one_device_commits_the_tree_to_it():
+    # Committed like a restored checkpoint's arrays (test_train's resume compiles nothing new).
     tree = {"w": jnp.arange(6.0).reshape(3, 2), "k": jax.random.split(jax.random.key(0), 3)}
-    out = sharding.shard_seeds(tree, devices=jax.devices()[:1])
-    assert out is tree
+    device = jax.devices()[0]
+    out = sharding.shard_seeds(tree, devices=[device])
+    for before, after in zip(jax.tree.leaves(tree), jax.tree.leaves(out), strict=True):
+        assert not before.committed and after.committed
+        assert after.sharding == jax.sharding.SingleDeviceSharding(device)
+    np.testing.assert_array_equal(out["w"], tree["w"])
+    np.testing.assert_array_equal(jax.random.key_data(out["k"]), jax.random.key_data(tree["k"]))
 
 
 def test_seed_count_reads_the_leading_axis():

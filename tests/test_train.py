@@ -3,6 +3,7 @@ resume after a kill, damaged checkpoints, arms that share an offline phase, stri
 The run directory's refusals are in test_directory.py."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def warm_run(dataset_path, shared_run, tmp_path_factory) -> config.RunConfig:
 
 
 @pytest.mark.parametrize("warm", [False, True])
-def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, warm_run, tmp_path, warm):
+def test_resume_after_kill_equals_straight_run(
+    datasets_env, shared_run, warm_run, tmp_path, caplog, warm
+):
     # Warm: the retrain at 80 comes after the resume from the checkpoint at 60.
     straight = warm_run if warm else shared_run("iql", True)[0]
 
@@ -167,7 +170,13 @@ def test_resume_after_kill_equals_straight_run(datasets_env, shared_run, warm_ru
     # Stop at online step 90: after the checkpoint and retrain at 60, records at 90 written.
     assert loop.train(killed, stop_at_online_step=90, progress=False) is None
     assert any(r["step"] == 90 and r["phase"] == "online" for r in read_records(killed.out))
-    summary = loop.resume(killed.out, progress=False)
+    with caplog.at_level(logging.DEBUG, logger="jax._src.interpreters.pxla"):
+        summary = loop.resume(killed.out, progress=False)
+    # The restored state is placed as the live one was, so the resumed loop reuses the programs
+    # compiled before the kill (only init_state's per-call closure, which makes the template,
+    # is new). Uncommitted live arrays made it compile all of them again.
+    lowered = {r.args[0] for r in caplog.records if r.msg.startswith("Compiling %s")}
+    assert lowered <= {"jit(one_seed)"}, lowered
 
     assert read_records(killed.out) == read_records(straight.out)
     reference = json.loads((Path(straight.out) / "summary.json").read_text())

@@ -20,11 +20,16 @@ SEED_AXIS = "seeds"
 
 def shard_seeds(tree, devices: Sequence[jax.Device] | None = None):
     """Place `tree` (every array leaf with the same leading seed axis) on a 1-D mesh over
-    `devices` (default: all), splitting the seeds evenly. Returns `tree` unchanged when
-    there is one device. Raises ValueError when the seeds do not divide evenly."""
+    `devices` (default: all), splitting the seeds evenly. On one device, `tree` is committed to
+    it, as the arrays of a restored checkpoint are: jit compiles anew for committed arguments
+    where it saw uncommitted ones, so a run resumed in the same process (a notebook, the tests)
+    would compile every program of its loop again. Raises ValueError when the seeds do not
+    divide evenly."""
     devices = list(jax.devices() if devices is None else devices)
-    if len(devices) <= 1 or not jax.tree.leaves(tree):
+    if not jax.tree.leaves(tree):
         return tree
+    if len(devices) == 1:
+        return jax.device_put(tree, devices[0])
     num_seeds = seed_count(tree)
     if num_seeds % len(devices):
         raise ValueError(
