@@ -45,3 +45,21 @@ def test_normalize_obs_fits_the_offline_states_and_the_policy_sees_them_normalis
     normalised = (x - norm_on.mean[0]) / norm_on.std[0]
     np.testing.assert_allclose(greedy(on, x), greedy(off, normalised), rtol=1e-5, atol=1e-6)
     assert not np.allclose(greedy(on, x), greedy(off, x), atol=1e-3)
+
+
+def test_runs_with_the_same_agent_and_generator_share_one_init_program():
+    # init_state runs at every train, resume and load_run. Its program is keyed on SeedSpec,
+    # not on the whole config, which also holds the run folder: a second run compiles nothing,
+    # and the normaliser is an argument, so other data of the same shape reuses it too.
+    offline = offline_data()
+    cfg = presets.preset("tiny").replace(seeds=2, edis=True, out="runs/a")
+    S.init_state(cfg, offline, 1.0)
+    programs = S.fresh_seeds._cache_size()
+    scaled = offline.replace(obs=offline.obs * 2.0)
+    again = S.init_state(cfg.replace(out="runs/b"), scaled, 1.0).agent
+    assert S.fresh_seeds._cache_size() == programs
+    np.testing.assert_allclose(
+        again.obs_norm.mean[0], 2 * np.asarray(offline.obs).mean(0), rtol=1e-6
+    )
+    S.init_state(config.with_values(cfg, {"iql.discount": 0.9}), offline, 1.0)
+    assert S.fresh_seeds._cache_size() == programs + 1  # another agent: its own program

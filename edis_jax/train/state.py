@@ -7,6 +7,7 @@ alone); everything inside them is one compiled program for all seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -115,11 +116,59 @@ def state_bytes(cfg: RunConfig, offline: Transition, reward_scale: float) -> int
 def create_generator(cfg: RunConfig, key, obs_dim: int, act_dim: int) -> generator.Generator:
     """One seed's fresh generator; with warm_lr "continue", its lr cosine spans the run's
     pretraining and all its retrains."""
-    gen = generator.create(key, obs_dim, act_dim, cfg.diffusion, cfg.energy, cfg.guide)
+    return _create_generator(_generator_spec(cfg), key, obs_dim, act_dim)
+
+
+def _generator_spec(cfg: RunConfig) -> tuple:
+    """What a fresh generator depends on: (diffusion, energy, guide, lr horizon or None)."""
+    horizon = None
     if cfg.diffusion.warm_start and cfg.diffusion.warm_lr == "continue":
-        total = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
-        gen = generator.with_lr_horizon(gen, total)
-    return gen
+        horizon = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
+    return cfg.diffusion, cfg.energy, cfg.guide, horizon
+
+
+def _create_generator(spec: tuple, key, obs_dim: int, act_dim: int) -> generator.Generator:
+    diffusion, energy, guide, horizon = spec
+    gen = generator.create(key, obs_dim, act_dim, diffusion, energy, guide)
+    return gen if horizon is None else generator.with_lr_horizon(gen, horizon)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSpec:
+    """What a seed's fresh agent and generator depend on besides its key and the observation
+    normaliser. RunConfig also holds the run folder, evaluation and logging: keyed on this
+    instead, every run with the same agent and generator reuses one compiled program."""
+
+    algo: str
+    agent: Any
+    obs_dim: int
+    act_dim: int
+    reward_scale: float
+    offline_steps: int
+    generator: tuple | None  # _generator_spec, None without EDIS
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def fresh_seeds(keys: jax.Array, obs_norm: Normalizer, spec: SeedSpec):
+    """(agents, generators) of every seed, fresh from its key."""
+
+    def one_seed(key):
+        k_agent, k_gen = jax.random.split(key)
+        agent = agents.create(
+            spec.algo,
+            k_agent,
+            spec.obs_dim,
+            spec.act_dim,
+            spec.agent,
+            obs_norm=obs_norm,
+            reward_scale=spec.reward_scale,
+            offline_steps=spec.offline_steps,
+        )
+        if spec.generator is None:
+            return agent, None
+        return agent, _create_generator(spec.generator, k_gen, spec.obs_dim, spec.act_dim)
+
+    return jax.vmap(one_seed)(keys)
 
 
 def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunState:
@@ -129,23 +178,16 @@ def init_state(cfg: RunConfig, offline: Transition, reward_scale: float) -> RunS
     obs_norm = Normalizer.fit(offline.obs) if fit else Normalizer.identity(obs_dim)
     offline = jax.tree.map(jnp.asarray, offline)
     use_edis = cfg.edis and cfg.online_steps > 0
-
-    def one_seed(key):
-        k_agent, k_gen = jax.random.split(key)
-        agent = agents.create(
-            cfg.algo,
-            k_agent,
-            obs_dim,
-            act_dim,
-            cfg.agent,
-            obs_norm=obs_norm,
-            reward_scale=reward_scale,
-            offline_steps=cfg.offline_steps,
-        )
-        gen = create_generator(cfg, k_gen, obs_dim, act_dim) if use_edis else None
-        return agent, gen
-
-    agent, gen = jax.jit(jax.vmap(one_seed))(seed_keys(cfg))
+    spec = SeedSpec(
+        algo=cfg.algo,
+        agent=cfg.agent,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        reward_scale=float(reward_scale),
+        offline_steps=cfg.offline_steps,
+        generator=_generator_spec(cfg) if use_edis else None,
+    )
+    agent, gen = fresh_seeds(seed_keys(cfg), obs_norm, spec)
     row = Transition.zeros(obs_dim, act_dim)
     capacity_online = max(cfg.online_steps, 1)
     real = buffer.from_transitions(offline, len(offline) + capacity_online)
