@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,18 +119,25 @@ def create_generator(cfg: RunConfig, key, obs_dim: int, act_dim: int) -> generat
     return _create_generator(_generator_spec(cfg), key, obs_dim, act_dim)
 
 
-def _generator_spec(cfg: RunConfig) -> tuple:
-    """What a fresh generator depends on: (diffusion, energy, guide, lr horizon or None)."""
+class GeneratorSpec(NamedTuple):
+    """What a fresh generator depends on (hashable: a static argument of fresh_seeds)."""
+
+    diffusion: Any
+    energy: Any
+    guide: Any
+    lr_horizon: int | None  # warm_lr "continue": pretraining plus all retrains; else None
+
+
+def _generator_spec(cfg: RunConfig) -> GeneratorSpec:
     horizon = None
     if cfg.diffusion.warm_start and cfg.diffusion.warm_lr == "continue":
         horizon = cfg.diffusion.initial_steps + num_retrains(cfg) * cfg.diffusion.train_steps
-    return cfg.diffusion, cfg.energy, cfg.guide, horizon
+    return GeneratorSpec(cfg.diffusion, cfg.energy, cfg.guide, horizon)
 
 
-def _create_generator(spec: tuple, key, obs_dim: int, act_dim: int) -> generator.Generator:
-    diffusion, energy, guide, horizon = spec
-    gen = generator.create(key, obs_dim, act_dim, diffusion, energy, guide)
-    return gen if horizon is None else generator.with_lr_horizon(gen, horizon)
+def _create_generator(spec: GeneratorSpec, key, obs_dim: int, act_dim: int) -> generator.Generator:
+    gen = generator.create(key, obs_dim, act_dim, spec.diffusion, spec.energy, spec.guide)
+    return gen if spec.lr_horizon is None else generator.with_lr_horizon(gen, spec.lr_horizon)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +152,7 @@ class SeedSpec:
     act_dim: int
     reward_scale: float
     offline_steps: int
-    generator: tuple | None  # _generator_spec, None without EDIS
+    generator: GeneratorSpec | None  # None without EDIS
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
