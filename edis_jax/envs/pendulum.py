@@ -29,6 +29,7 @@ def pendulum_step(obs: jnp.ndarray, action: jnp.ndarray):
 def make(max_episode_steps: int) -> JaxEnv:
     """Pendulum-v1 as a JAX-native env. The state is gymnasium's (theta, theta_dot), theta not
     wrapped, as `PendulumEnv.state` keeps it; it never terminates."""
+    no_key = jax.random.PRNGKey(0)  # a state set from outside draws nothing: reset draws anew
 
     def reset(key):
         key, draw = jax.random.split(key)
@@ -48,12 +49,12 @@ def make(max_episode_steps: int) -> JaxEnv:
 
     def state_from(env: gym.Env):
         physics = np.array(env.unwrapped.state, float_dtype())
-        return EnvState(physics, np.int32(elapsed_steps(env)), jax.random.PRNGKey(0))
+        return EnvState(physics, np.int32(elapsed_steps(env)), no_key)
 
     def state_from_obs(obs):
         obs = jnp.asarray(obs, float_dtype())
         physics = jnp.stack([jnp.arctan2(obs[1], obs[0]), obs[2]])
-        return EnvState(physics, jnp.int32(0), jax.random.PRNGKey(0))
+        return EnvState(physics, jnp.int32(0), no_key)
 
     return JaxEnv(
         env_id="Pendulum-v1",
