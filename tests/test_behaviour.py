@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edis_jax.config.agent_configs import SACConfig
+from edis_jax.datagen import behaviour
 from edis_jax.datagen.behaviour import train_sac_online
 from edis_jax.datagen.selection import reaches
 from edis_jax.train import jax_online
@@ -51,18 +52,40 @@ def test_train_sac_online_records_episodes_and_stops_at_the_target(backend):
     assert jax.tree.leaves(run.agent)[0] is not None  # the caller's agent is still usable
     run.agent.act(jax.random.PRNGKey(0), jnp.zeros(3), True)
     if backend == "jax":
-        # Each recorded episode is what the JAX env gives for its actions from its first
-        # observation (Pendulum's observation is its whole state), read back from the replay.
-        env = jax_online.training_env("Pendulum-v1")
-        bounds = jax_online.ActionBounds.of("Pendulum-v1")
-        for episode in run.episodes:
-            state = env.state_from_obs(jnp.asarray(episode["observations"][0]))
-            for i, action in enumerate(episode["actions"]):
-                unit = jax_online.to_env_units(jnp.asarray(action), bounds)
-                state, obs, reward, terminated, truncated = env.step(state, unit)
-                np.testing.assert_allclose(obs, episode["observations"][i + 1], atol=1e-5)
-                assert float(reward) == pytest.approx(float(episode["rewards"][i]), abs=1e-4)
-                assert bool(truncated) == bool(episode["truncations"][i])
+        _assert_episodes_are_the_jax_envs(run.episodes)
+
+
+def _assert_episodes_are_the_jax_envs(episodes):
+    """Each recorded episode is what the JAX Pendulum gives for its actions from its first
+    observation (Pendulum's observation is its whole state), read back from the replay."""
+    env = jax_online.training_env("Pendulum-v1")
+    bounds = jax_online.ActionBounds.of("Pendulum-v1")
+    for episode in episodes:
+        state = env.state_from_obs(jnp.asarray(episode["observations"][0]))
+        for i, action in enumerate(episode["actions"]):
+            unit = jax_online.to_env_units(jnp.asarray(action), bounds)
+            state, obs, reward, terminated, truncated = env.step(state, unit)
+            np.testing.assert_allclose(obs, episode["observations"][i + 1], atol=1e-5)
+            assert float(reward) == pytest.approx(float(episode["rewards"][i]), abs=1e-4)
+            assert bool(truncated) == bool(episode["truncations"][i])
+
+
+def test_jax_backend_reads_its_episodes_back_after_the_replay_wraps(monkeypatch):
+    """A replay smaller than the run (a build past MAX_CAPACITY steps): step t is row t mod
+    capacity, and a chunk never outruns the rows it reads back. The old code read rows t .. t + n - 1
+    and failed with an IndexError on the first chunk past row 150."""
+    monkeypatch.setattr(behaviour, "MAX_CAPACITY", 150)
+    config = SACConfig(hidden_dims=(32, 32), start_steps=100)
+    run = train_sac_online(
+        "Pendulum-v1", 450, config=config, batch_size=32, eval_every=200, eval_episodes=1,
+        record_episodes=True, progress=False, env_backend="jax",
+    )  # fmt: skip
+    assert run.steps == 450 and [s for s, _ in run.evals] == [200, 400, 450]
+    assert [end for end, _ in run.train_returns] == [200, 400]
+    assert len(run.episodes) == 2
+    for (_, total), episode in zip(run.train_returns, run.episodes, strict=True):
+        assert total == pytest.approx(float(episode["rewards"].sum()), rel=1e-5)
+    _assert_episodes_are_the_jax_envs(run.episodes)
 
 
 def test_jax_backend_is_refused_in_one_line_where_there_is_no_jax_env():

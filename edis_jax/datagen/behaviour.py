@@ -241,6 +241,7 @@ class _JaxEnvSteps:
                  update_after, utd, batch_size, capacity):  # fmt: skip
         self.env, self.bounds = env, jax_online.ActionBounds.of(env_id)
         self.sizes = (random_steps, update_after, utd, batch_size)
+        self.capacity = capacity
         row = Transition.zeros(env.obs_dim, env.action_dim)
         state = S.RunState(
             agent=agent,
@@ -259,7 +260,9 @@ class _JaxEnvSteps:
 
     def chunk(self, t: int, boundary: int) -> int:
         update_from = self.sizes[1] - 1  # the first step with updates (as _HostEnvSteps)
-        return (update_from if t < update_from < boundary else boundary) - t
+        end = update_from if t < update_from < boundary else boundary
+        # A chunk's rows are read back after it: no more than the replay holds.
+        return min(end - t, self.capacity)
 
     def advance(self, t: int, n: int) -> list[tuple[int, float, dict | None]]:
         """Env steps t .. t + n - 1 in one call; the episodes they ended, as _HostEnvSteps."""
@@ -272,9 +275,11 @@ class _JaxEnvSteps:
         return self._episodes(t, n)
 
     def _episodes(self, t: int, n: int) -> list[tuple[int, float, dict | None]]:
-        """The replay's rows t .. t + n - 1, walked as the host walks its env: an episode ends
-        at a termination or at the time limit (the JAX env truncates exactly there)."""
-        rows = jax.device_get(jax.tree.map(lambda x: x[0, t : t + n], self.state.online.data))
+        """The replay's rows of steps t .. t + n - 1 (step t is row t mod capacity: the replay
+        wraps once full), walked as the host walks its env: an episode ends at a termination or
+        at the time limit (the JAX env truncates exactly there)."""
+        rows_of_steps = np.arange(t, t + n) % self.capacity
+        rows = jax.device_get(jax.tree.map(lambda x: x[0, rows_of_steps], self.state.online.data))
         next_first = np.asarray(jax.device_get(self.state.env.obs[0]), np.float32)
         finished = []
         for i in range(n):

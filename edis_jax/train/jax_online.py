@@ -180,7 +180,9 @@ def _finish_episode(s: S.RunState, start, t, ended, rule: ReturnRule, longest: i
     """Where the episode that began at online step `start` ended at step t: its rows' mc_return
     (returns_to_go's rule) in the online buffer (row t) and the real buffer (offline size + t).
     Every step computes it over the window of the last `longest` rows (the time limit) and
-    writes only where `ended` (no branch: under vmap a branch would run both sides anyway)."""
+    writes only where `ended` (no branch: under vmap a branch would run both sides anyway).
+    Row t is step t: a run's online buffer holds all its online steps. The behaviour SAC's
+    replay, which may wrap, reads no mc_return."""
     capacity = s.online.capacity
     width = min(longest, capacity)
     first = jnp.clip(t - width + 1, 0, capacity - width)
