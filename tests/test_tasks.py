@@ -82,6 +82,20 @@ def test_every_task_builds_a_valid_config_and_baselines_keep_the_preset_elsewher
     assert base.calql == paper.calql and not base.edis and base.algo == "calql"
 
 
+def test_every_cal_ql_baseline_draws_half_its_online_batches_from_online_data():
+    """DESIGN.md section 2: the baseline Cal-QL draws 50% offline + 50% online, as every
+    published cal_ql row does. The locomotion and hammer baselines, which have no row, used to
+    take the preset's 0 (uniform over all real data: online rows under a fifth of a batch)."""
+    baselines = [name for name in TASKS if name.startswith("cal_ql/")]
+    assert len(baselines) == 22
+    for name in baselines:
+        cfg = presets.preset("paper", name)
+        assert cfg.online.baseline_online_ratio == 0.5, name
+    assert "online share 0.5" in TASKS["cal_ql/walker2d-random"]["source"]
+    # Only the baselines: the IQL ones keep the published IQL's replay of all real data.
+    assert presets.preset("paper", "iql/hopper-medium").online.baseline_online_ratio == 0.0
+
+
 def run_train(monkeypatch, args):
     """cli train with the run replaced by capturing its config."""
     from edis_jax.train import loop

@@ -173,6 +173,12 @@ CAL_QL_EDIS_RUN = {
     "calql.actor_lr": 1e-4,
     "calql.critic_lr": 3e-4,
 }
+# A Cal-QL baseline with no published row (locomotion, hammer) keeps the preset's agent but
+# the published Cal-QL's batches: every published cal_ql row and the hammer yaml mix offline
+# and online data 0.5 / 0.5 (offline_mixing_ratio, mixing_ratio; DESIGN.md section 2: "the
+# baseline Cal-QL draws 50% offline + 50% online"). Half of ours come from all real data.
+CAL_QL_MIXING = {"online.baseline_online_ratio": 0.5}
+CAL_QL_MIXING_SOURCE = "paper preset; batches: published cal_ql (online share 0.5)"
 WIDTH = 256  # critic width of the published Cal-QL (FullyConnectedQFunction)
 
 
@@ -325,11 +331,13 @@ def _build() -> dict[str, dict]:
         add("iql", "iql", False, env, base, f"{md}: iql" if base else "paper preset")
     for env, row in CAL_QL_EDIS.items():
         add("cal_ql_edis", "calql", True, env, _cal_ql_edis(row, env), f"{md}: cal_ql_edis")
-        base = _cal_ql(CAL_QL[env], env) if env in CAL_QL else {}
-        add("cal_ql", "calql", False, env, base, f"{md}: cal_ql" if base else "paper preset")
+        if env in CAL_QL:
+            add("cal_ql", "calql", False, env, _cal_ql(CAL_QL[env], env), f"{md}: cal_ql")
+        else:
+            add("cal_ql", "calql", False, env, CAL_QL_MIXING, CAL_QL_MIXING_SOURCE)
     hammer = _hammer(HAMMER, "hammer-cloned")
     add("cal_ql_edis", "calql", True, "hammer-cloned", hammer, f"{md}: cal_ql_edis (yaml)")
-    add("cal_ql", "calql", False, "hammer-cloned", {}, "paper preset")  # no cal_ql row
+    add("cal_ql", "calql", False, "hammer-cloned", CAL_QL_MIXING, CAL_QL_MIXING_SOURCE)
     return dict(sorted(out.items()))
 
 
