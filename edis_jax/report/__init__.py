@@ -1,8 +1,9 @@
 """`edis-jax report`: compare runs ("arms") over their seeds, plot learning curves and generator
 health.
 
-Per arm: the interquartile mean (IQM) over seeds with a 95% bootstrap interval, and Welch's
-t-test against a baseline arm (stats.py, the rliable method); figures in plots.py. The online
+Per arm: the interquartile mean (IQM) over seeds with a 95% bootstrap interval (the rliable
+method), and Welch's t-test against a baseline arm with the t interval of the difference of
+means it inverts (stats.py); figures in plots.py. The online
 learning curve's area (AUC) is the normalised score averaged over the online-phase evaluations,
 per seed.
 """
@@ -231,7 +232,9 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
         rows.append("| " + " | ".join(cells) + " |")
     notes = [
         "Scores are normalised; mean ± std over seeds. IQM: interquartile mean over seeds, "
-        f"[95% CI]: percentile bootstrap over seeds ({BOOTSTRAP_DRAWS} draws). "
+        f"[95% CI]: percentile bootstrap over seeds ({BOOTSTRAP_DRAWS} draws; it covers less "
+        "than 95% at few seeds, about 75% at 3 and 93% at 8: it describes the spread, the p "
+        "tests). "
         "Online AUC: score averaged over the online evaluations.",
     ]
     if base is not None:
@@ -266,8 +269,8 @@ def comparisons(runs: list[dict], baseline: int) -> list[str]:
 
 def contrasts(pairs: list[tuple[str, dict, dict]]) -> str:
     """A markdown table, one row per (what the pair isolates, run A, run B): the difference
-    A - B of the mean final score and of the mean online AUC over seeds, each with its 95%
-    bootstrap interval (stats.difference_ci) and Welch's p."""
+    A - B of the mean final score and of the mean online AUC over seeds, each with Welch's 95%
+    interval (stats.difference_ci) and p."""
     rows = [
         "| contrast | A - B | final: mean A - B [95% CI] | p final | detectable final | online "
         "AUC: mean A - B [95% CI] | p AUC | detectable AUC |",
@@ -286,8 +289,8 @@ def contrasts(pairs: list[tuple[str, dict, dict]]) -> str:
         rows.append("| " + " | ".join(cells) + " |")
     rows += [
         "",
-        f"Differences of means over seeds; [95% CI]: percentile bootstrap ({BOOTSTRAP_DRAWS} "
-        "draws), each arm's seeds resampled on their own; p: Welch's t-test. Detectable: the "
+        "Differences of means over seeds; [95% CI]: Welch's interval, which excludes 0 exactly "
+        f"where p < {SIGNIFICANCE}; p: Welch's t-test. Detectable: the "
         f"smallest true difference that Welch's test of these seeds finds (p < {SIGNIFICANCE}) "
         f"{POWER:.0%} of the time, seeds normal with the spreads measured (simulated); a "
         "difference d needs at most about seeds x (detectable / d)^2 seeds per arm.",
@@ -297,8 +300,8 @@ def contrasts(pairs: list[tuple[str, dict, dict]]) -> str:
 
 def improvements(runs: list[dict], baseline: int = 0) -> str:
     """A markdown table, one row per run: its online improvement (final - offline score per
-    seed) as mean [95% CI], and that mean over runs[baseline]'s with its bootstrap interval and
-    Welch's p (the EDIS paper's claim is a ratio of at least 1.2 over its baseline)."""
+    seed) as mean [95% CI] (Student's t), and that mean over runs[baseline]'s with its bootstrap
+    interval and Welch's p (the EDIS paper's claim is a ratio of at least 1.2 over its baseline)."""
     names = labels(runs)
     gain = [statistics(r)["final"] - statistics(r)["offline"] for r in runs]
     rows = [
@@ -313,9 +316,9 @@ def improvements(runs: list[dict], baseline: int = 0) -> str:
         )
     rows += [
         "",
-        f"Per seed: final score - offline score (normalised). [95% CI]: percentile bootstrap "
-        f"({BOOTSTRAP_DRAWS} draws), each run's seeds resampled on their own; p: Welch's t-test "
-        "of the improvements.",
+        "Per seed: final score - offline score (normalised). Improvement [95% CI]: Student's t "
+        f"interval; ratio [95% CI]: percentile bootstrap ({BOOTSTRAP_DRAWS} draws), each run's "
+        "seeds resampled on their own; p: Welch's t-test of the improvements.",
     ]
     return "\n".join(rows)
 
