@@ -233,7 +233,7 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
     notes = [
         "Scores are normalised; mean ± std over seeds. IQM: interquartile mean over seeds, "
         f"[95% CI]: percentile bootstrap over seeds ({BOOTSTRAP_DRAWS} draws; it covers less "
-        "than 95% at few seeds, about 75% at 3 and 93% at 8: it describes the spread, the p "
+        "than 95% at few seeds, about 73% at 3 and 92% at 8: it describes the spread, the p "
         "tests). "
         "Online AUC: score averaged over the online evaluations.",
     ]

@@ -6,11 +6,11 @@ of their means that it inverts; and the test's power (Colas et al. 2018, "How ma
 seeds?"): the smallest difference that arms with these seeds and spreads would detect.
 
 Means get t intervals, not bootstrap ones: at the few seeds per arm RL runs have, a percentile
-bootstrap interval is too narrow (its "95%" interval of a difference of means covered 69% of
-the time at 2 seeds per arm, 80% at 3, 89% at 5 and 91% at 8, in 1000 simulated experiments
-with normal seeds each; Welch's covered 95-98%), and could exclude 0 where Welch's p was 0.15.
-The IQM has no such formula; its bootstrap interval shares the shortfall (49%, 75%, 91%, 93%),
-so read it as a description of the seeds' spread, and the t interval and p as the test.
+bootstrap interval is too narrow (its "95%" interval of a difference of means covered 58% of
+the time at 2 seeds per arm, 75% at 3, 86% at 5 and 89% at 8; Welch's covered 94-97%;
+benchmarks/interval_coverage.py), and could exclude 0 where Welch's p was 0.15. The IQM has no
+such formula; its bootstrap interval shares the shortfall (48%, 73%, 92%, 92%), so read it as a
+description of the seeds' spread, and the t interval and p as the test.
 """
 
 from __future__ import annotations
