@@ -231,7 +231,7 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
         cells += [_status(run), run["dir"]]
         rows.append("| " + " | ".join(cells) + " |")
     notes = [
-        "Scores are normalised; mean ± std over seeds. IQM: interquartile mean over seeds, "
+        "Scores are normalised; mean ± std over seeds (numpy's population std, ddof 0). IQM: interquartile mean over seeds, "
         f"[95% CI]: percentile bootstrap over seeds ({BOOTSTRAP_DRAWS} draws; it covers less "
         "than 95% at few seeds, about 73% at 3 and 92% at 8: it describes the spread, the p "
         "tests). "
