@@ -8,15 +8,24 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import FULL_OPTIMISATION, PENDULUM
+from flax import struct
 from tiny_runs import tiny
 
-from edis_jax import config
+from edis_jax import agents, config
+from edis_jax.config.agent_configs import SACConfig
+from edis_jax.data import buffer
+from edis_jax.data.normalizer import Normalizer
 from edis_jax.data.returns import returns_to_go
-from edis_jax.train import loop
+from edis_jax.data.transition import Transition
+from edis_jax.envs.jax_env import EnvState, JaxEnv
+from edis_jax.train import jax_online, loop
+from edis_jax.train import state as S
 from edis_jax.train.directory import RunDirError, check_checkpoints_match, read_config
+from edis_jax.train.episodes import Episodes
 from edis_jax.train.jax_online import discounted_suffix_sums, resolve_backend
 
 # Pendulum-v1's reference returns for normalised scores: a random policy and a solved one.
@@ -189,3 +198,159 @@ def test_calql_edis_published_schedule_on_the_jax_pendulum_resumes_exactly(datas
     np.testing.assert_allclose(state.online.data.mc_return[0, :200], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(state.online.data.mc_return[0, 200:240], 0.0)
     assert int(state.env.episode_start[0]) == 200
+
+
+# --------------------------------------------- the compiled loop's parts on toy envs (no MJX)
+
+
+def _counting_env_reset(key):
+    # Episode length drawn at reset in [2, 14); the episode's id, a float, is in every obs.
+    key, draw = jax.random.split(key)
+    length, episode_id = jax.random.randint(draw, (), 2, 14), jax.random.uniform(draw)
+    physics = jnp.stack([episode_id, length.astype(jnp.float32)])
+    return EnvState(physics, jnp.int32(0), key), jnp.stack([0.0, episode_id])
+
+
+def _counting_env_step(state, action):
+    steps = state.steps + 1
+    obs = jnp.stack([steps.astype(jnp.float32), state.physics[0]])
+    reward = steps.astype(jnp.float32) + 0.0 * action[0]  # the step's number in its episode
+    terminated, truncated = steps >= state.physics[1], steps >= COUNTING_TIME_LIMIT
+    return state.replace(steps=steps), obs, reward, terminated, truncated
+
+
+# Observations (step in the episode, episode id); episodes of 2-13 steps, 10 the time limit.
+COUNTING_TIME_LIMIT = 10
+COUNTING = JaxEnv("Counting", 2, 1, COUNTING_TIME_LIMIT, _counting_env_reset,
+                  _counting_env_step, None, None)  # fmt: skip
+
+
+def test_online_chunks_store_final_observations_terminals_and_returns_across_chunks():
+    """What the jax backend stores, chunk after chunk: an autoreset row's next_obs is its
+    episode's last observation (not the reset's), terminal is the termination only (a time-limit
+    truncation bootstraps), mc_return is each finished episode's returns-to-go (0 while it
+    runs), the real buffer's online rows equal the online buffer's, and the carried episode
+    bookkeeping (start, running return, last return) is the rows' own."""
+    agent = agents.create("sac", jax.random.PRNGKey(1), 2, 1, SACConfig(hidden_dims=(8,)),
+                          obs_norm=Normalizer.identity(2), reward_scale=1.0)  # fmt: skip
+    row, steps, offline_rows = Transition.zeros(2, 1), 60, 3
+    offline = jax.tree.map(lambda x: jnp.broadcast_to(x, (offline_rows, *x.shape)), row)
+    state = S.RunState(
+        agent=agent, generator=None, real=buffer.from_transitions(offline, offline_rows + steps),
+        online=buffer.create(row, steps), synthetic=buffer.create(row, 1),
+        weights=jnp.asarray([0.0, 0.5, 0.5]),
+    )  # fmt: skip
+    keys = jax.random.PRNGKey(5)[None]
+    state = jax_online.with_env(jax.tree.map(lambda x: x[None], state), COUNTING, keys)
+    for t0, n in [(0, 7), (7, 20), (27, 33)]:  # episodes span the chunks' ends
+        state, _ = jax_online.online_chunk(
+            state, keys, np.int32(t0), np.int32(n), np.int32(0), env=COUNTING, bounds=None,
+            returns=jax_online.ReturnRule(1.0), utd=0, batch_size=4,
+        )  # fmt: skip
+    d = jax.tree.map(lambda x: np.asarray(x[0]), state.online.data)
+    step_of, episode_of = d.next_obs[:, 0], d.next_obs[:, 1]
+    ended = (d.terminal > 0.5) | (step_of == COUNTING_TIME_LIMIT)
+    ends = np.flatnonzero(ended)
+    assert len(ends) >= 5
+    np.testing.assert_array_equal(d.reward, step_of)
+    np.testing.assert_array_equal(episode_of, d.obs[:, 1])  # next_obs: the same episode's
+    for t in range(steps - 1):
+        if ended[t]:  # the next row starts a new episode at its reset observation
+            assert d.obs[t + 1, 0] == 0.0 and d.obs[t + 1, 1] != episode_of[t]
+        else:
+            np.testing.assert_array_equal(d.obs[t + 1], d.next_obs[t])
+    # Ends before the time limit are terminations; some episodes are truncated at it and
+    # bootstrap (terminal 0).
+    assert (d.terminal[ended & (step_of < COUNTING_TIME_LIMIT)] == 1.0).all()
+    assert ((step_of == COUNTING_TIME_LIMIT) & (d.terminal == 0.0)).any()
+    expected, start = np.zeros(steps, np.float32), 0
+    for end in ends:
+        expected[start : end + 1] = np.cumsum(d.reward[start : end + 1][::-1])[::-1]
+        start = end + 1
+    np.testing.assert_array_equal(d.mc_return, expected)  # the tail's unfinished episode: 0
+    real = jax.tree.map(lambda x: np.asarray(x[0, offline_rows:]), state.real.data)
+    np.testing.assert_array_equal(real.mc_return, d.mc_return)
+    np.testing.assert_array_equal(real.next_obs, d.next_obs)
+    carry = jax.tree.map(lambda x: np.asarray(x[0]), state.env)
+    assert int(carry.episode_start) == ends[-1] + 1
+    assert float(carry.episode_return) == d.reward[ends[-1] + 1 :].sum()
+    assert float(carry.last_return) == d.reward[ends[-2] + 1 : ends[-1] + 1].sum()
+
+
+@pytest.mark.parametrize("fail_reward", [None, -1.0])
+def test_device_returns_to_go_of_finished_episodes_match_the_host_with_shift_and_failures(
+    fail_reward,
+):
+    """jax_online._finish_episode, step by step, against the gymnasium backend's Episodes on
+    the same rewards: episodes of 1-16 steps (the time limit), a reward shift, and (Cal-QL's
+    sparse rule) episodes that end on the fail reward; the offline rows stay untouched."""
+    rng = np.random.default_rng(0)
+    steps, longest, offline_rows, discount, shift = 120, 16, 7, 0.9, 0.25
+    rewards = rng.normal(size=steps).astype(np.float32)
+    ends, t = np.zeros(steps, bool), 0
+    while (t := t + int(rng.integers(1, longest + 1))) <= steps:
+        ends[t - 1] = True
+        if fail_reward is not None and rng.random() < 0.4:
+            rewards[t - 1] = fail_reward
+    row = Transition.zeros(2, 1)
+    offline = jax.tree.map(lambda x: jnp.broadcast_to(x, (offline_rows, *x.shape)), row)
+    s = S.RunState(
+        agent=None, generator=None, real=buffer.from_transitions(offline, offline_rows + steps),
+        online=buffer.create(row, steps), synthetic=buffer.create(row, 1), weights=jnp.zeros(3),
+    )  # fmt: skip
+    rule = jax_online.ReturnRule(discount, shift, fail_reward)
+    finish = jax.jit(lambda s, start, t, end: jax_online._finish_episode(s, start, t, end, rule, longest))  # fmt: skip
+    host, expected, start = Episodes(1, discount, shift, fail_reward), np.zeros(steps), 0
+    for t in range(steps):
+        written = row.replace(reward=jnp.float32(rewards[t]))
+        s = s.replace(online=buffer.add(s.online, written), real=buffer.add(s.real, written))
+        s = finish(s, jnp.int32(start), jnp.int32(t), jnp.bool_(ends[t]))
+        start = t + 1 if ends[t] else start
+        if (done := host.step(t, [rewards[t]], [ends[t]])) is not None:
+            rows, values = done[0][0], done[1][0]
+            expected[rows[rows < steps]] = values[rows < steps]
+    got = np.asarray(s.online.data.mc_return)
+    assert (got[np.flatnonzero(ends)[-1] + 1 :] == 0).all() and np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(s.real.data.mc_return[offline_rows:]), got)
+    assert (np.asarray(s.real.data.mc_return[:offline_rows]) == 0).all()
+
+
+class _ConstantAgent(struct.PyTreeNode):
+    action: jax.Array  # (seeds,): each seed's agent acts this value everywhere
+
+    def act(self, key, obs, deterministic=False):
+        return jnp.zeros((1,)) + self.action
+
+
+def _one_per_step_reset(key):
+    key, draw = jax.random.split(key)
+    return EnvState(jax.random.randint(draw, (), 1, 30), jnp.int32(0), key), jnp.zeros(2)
+
+
+def _one_per_step(state, action):
+    steps = state.steps + 1
+    reward = jnp.float32(1.0) + 0.0 * action[0]
+    return state.replace(steps=steps), jnp.zeros(2), reward, steps >= state.physics, steps >= 25
+
+
+# Reward 1 per step; an episode terminates after 1-29 steps drawn at reset, truncated at 25.
+ONE_PER_STEP = JaxEnv("OnePerStep", 2, 1, 25, _one_per_step_reset, _one_per_step, None, None)
+
+
+def test_evaluation_ends_each_episode_of_each_seed_at_its_own_end():
+    """jax_online.evaluate runs every episode of every seed in one loop until the last ends:
+    each total is its own episode's length (its termination or the time limit), and seed i's
+    episode j starts from reset(fold_in(fold_in(key, i), j)) as documented."""
+    key, seeds, episodes = jax.random.PRNGKey(0), 3, 4
+    agent = _ConstantAgent(jnp.zeros(seeds))
+    totals = np.asarray(
+        jax_online.evaluate(agent, key, env=ONE_PER_STEP, bounds=None, episodes=episodes)
+    )
+    lengths = np.array([
+        [int(_one_per_step_reset(jax.random.fold_in(jax.random.fold_in(key, i), j))[0].physics)
+         for j in range(episodes)]
+        for i in range(seeds)
+    ])  # fmt: skip
+    np.testing.assert_array_equal(totals, np.minimum(lengths, 25))
+    assert len(np.unique(totals)) >= 4  # the episodes did end at different steps
