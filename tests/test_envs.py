@@ -117,6 +117,14 @@ def test_termination_fn_catalogue():
     assert envs.termination_fn("Hopper-v2") is None  # mujoco-py era rules are not encoded
 
 
+def test_a_run_is_told_when_its_synthetic_rows_cannot_terminate():
+    note = envs.missing_rule_note("Hopper-v2", terminal_rows=371)
+    assert "371 rows" in note and "Hopper-v2" in note and "never terminal" in note
+    assert "\n" not in note
+    assert envs.missing_rule_note("Hopper-v5", 371) is None  # the rule is known
+    assert envs.missing_rule_note("CartPole-v1", 0) is None  # nothing to miss
+
+
 def test_unknown_env_id_is_a_clear_error():
     with pytest.raises(ValueError, match="cannot make gymnasium env 'Hopperz-v5'"):
         envs.make_env("Hopperz-v5")

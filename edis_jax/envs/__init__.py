@@ -19,7 +19,7 @@ from edis_jax.envs.jax_env import (
     make_jax_env,
     step_autoreset,
 )
-from edis_jax.envs.termination import TerminationFn, termination_fn
+from edis_jax.envs.termination import TerminationFn, missing_rule_note, termination_fn
 
 __all__ = [
     "ActionScale",
@@ -34,6 +34,7 @@ __all__ = [
     "make_env",
     "make_jax_env",
     "make_vector_env",
+    "missing_rule_note",
     "step_autoreset",
     "step_successes",
     "termination_fn",

@@ -26,6 +26,19 @@ def termination_fn(env_id: str) -> TerminationFn | None:
     return None
 
 
+def missing_rule_note(env_id: str, terminal_rows: int) -> str | None:
+    """The line a run that generates synthetic rows prints when its data has terminations that
+    its synthetic rows cannot have (no known rule: they are labelled 0, as the published EDIS
+    code labels all of them); None where the rule is known or the data never terminates."""
+    if terminal_rows == 0 or termination_fn(env_id) is not None:
+        return None
+    return (
+        f"note: {terminal_rows} rows of the data terminate, but edis-jax knows no termination "
+        f"rule for {env_id} (envs/termination.py): its synthetic rows are never terminal, so "
+        "the agent bootstraps through synthetic failures"
+    )
+
+
 def _never(obs, action, next_obs):
     return jnp.zeros(jnp.shape(next_obs)[:-1], jnp.float32)
 

@@ -164,6 +164,11 @@ class _Run:
         self.trains_generator = self.use_edis and S.draws_synthetic(cfg)
         self.pretrained = None  # a generator pretrained earlier, until the online phase takes it
         self.terminal_fn = envs.termination_fn(dataset.env_id)
+        terminal_rows = int(np.sum(np.asarray(offline.terminal) > 0))
+        if self.trains_generator and (
+            note := envs.missing_rule_note(dataset.env_id, terminal_rows)
+        ):
+            print(note)
         if cfg.online.relabel == "simulator" and not simulators.can_simulate(dataset.env_id):
             raise RunDirError(
                 f"--online.relabel simulator needs an env whose simulator can be set to an "
