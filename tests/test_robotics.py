@@ -85,7 +85,14 @@ def test_antmaze_dataset_stores_dicts_and_loads_them_flat(robotics_env):
 
 
 def test_antmaze_tiny_run_scores_the_success_rate(robotics_env, tmp_path):
-    summary = loop.train(tiny_run(tmp_path, ANTMAZE_DATA, algo="iql"), progress=False)
+    # IQL's default return normalisation is refused on sparse success rewards (it would scale
+    # them by the episode length, 700), in one line before anything is written.
+    default = tiny_run(tmp_path, ANTMAZE_DATA, algo="iql")
+    with pytest.raises(ValueError, match="no-normalize-reward") as refused:
+        loop.train(default, progress=False)
+    assert "\n" not in str(refused.value) and not (tmp_path / "run").exists()
+    iql = dataclasses.replace(default.iql, normalize_reward=False, reward_bias=-1.0)
+    summary = loop.train(default.replace(iql=iql), progress=False)  # the IQL paper's r - 1
     records = read_evals(tmp_path / "run")
     assert records and all("eval_success_rate" in r for r in records)
     for r in records:

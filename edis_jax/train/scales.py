@@ -38,7 +38,17 @@ def return_options(cfg: RunConfig, data_scale: float, ref: tuple[float, float]):
 def reward_scale(cfg: RunConfig, dataset) -> float:
     """With normalize_reward (IQL's default), rewards are scaled by H / (max - min episode
     return), H the episode length (CORL and the IQL paper use 1000, MuJoCo's H), so that returns
-    span about H whatever the task. The agent multiplies this by its config's reward_scale."""
+    span about H whatever the task. The agent multiplies this by its config's reward_scale.
+
+    Refused on a success-scored dataset (AntMaze): its rewards are sparse 0 / 1, so the rule
+    would multiply them by the episode length; the IQL paper and CORL use r - 1 there instead."""
+    if cfg.agent.normalize_reward and scored_by_success(dataset.env_id):
+        raise ValueError(
+            f"--{cfg.algo}.normalize-reward scales rewards so that returns span the episode "
+            f"length, for dense locomotion rewards; {cfg.dataset}'s are sparse success rewards: "
+            f"pass --task (e.g. iql/antmaze-umaze: r - 1, as the IQL paper) or "
+            f"--{cfg.algo}.no-normalize-reward"
+        )
     if not cfg.agent.normalize_reward or len(dataset.episode_returns) < 2:
         return 1.0
     horizon = dataset.env_kwargs.get("max_episode_steps") or envs.episode_length(dataset.env_id)
