@@ -3,9 +3,8 @@ health.
 
 Per arm: the interquartile mean (IQM) over seeds with a 95% bootstrap interval (the rliable
 method), and Welch's t-test against a baseline arm with the t interval of the difference of
-means it inverts (stats.py); figures in plots.py. The online
-learning curve's area (AUC) is the normalised score averaged over the online-phase evaluations,
-per seed.
+means it inverts (stats.py); figures in plots.py. The online learning curve's area (AUC) is the
+normalised score averaged over the online-phase evaluations, per seed.
 """
 
 from __future__ import annotations
@@ -231,11 +230,11 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
         cells += [_status(run), run["dir"]]
         rows.append("| " + " | ".join(cells) + " |")
     notes = [
-        "Scores are normalised; mean ± std over seeds (numpy's population std, ddof 0). IQM: interquartile mean over seeds, "
-        f"[95% CI]: percentile bootstrap over seeds ({BOOTSTRAP_DRAWS} draws; it covers less "
-        "than 95% at few seeds, about 73% at 3 and 92% at 8: it describes the spread, the p "
-        "tests). "
-        "Online AUC: score averaged over the online evaluations.",
+        "Scores are normalised; mean ± std over seeds (numpy's population std, ddof 0). IQM: "
+        f"interquartile mean over seeds, [95% CI]: percentile bootstrap over seeds "
+        f"({BOOTSTRAP_DRAWS} draws; it covers less than 95% at few seeds, about 73% at 3 and 92% "
+        "at 8: it describes the spread, the p tests). Online AUC: score averaged over the "
+        "online evaluations.",
     ]
     if base is not None:
         notes.append(f"p: Welch's t-test against {names[baseline]} ({base['dir']}).")
