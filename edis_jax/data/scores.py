@@ -7,8 +7,12 @@ import numpy as np
 # D4RL's published reference returns (random policy, expert policy) for the MuJoCo locomotion
 # tasks, from D4RL's d4rl/infos.py (REF_MIN_SCORE / REF_MAX_SCORE, the same for every dataset
 # of a task): https://github.com/Farama-Foundation/D4RL/blob/master/d4rl/infos.py
-# They were measured on the v2 envs; gymnasium's v4/v5 keep the same rewards, so datasets built
-# here for these tasks use them, which keeps scores comparable with published tables.
+# They were measured on the v2 envs, and datasets built here for these tasks use them, which
+# keeps scores on the published tables' scale. v5 is not v2, though (gymnasium's v5 version
+# notes): a fall no longer earns that step's healthy reward, Walker2d-v5's feet both have
+# friction 1.9 (v2's left foot 0.9), and Ant-v5 charges contact forces. So normalised scores
+# of v5 data compare with published v2 numbers only roughly; between arms on one dataset,
+# which is what a comparison here reads, they compare exactly.
 D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "Hopper": (-20.272305, 3234.3),
     "HalfCheetah": (-280.178953, 12135.0),
