@@ -1,4 +1,4 @@
-"""The report's figures: learning curves with a bootstrap band, and generator health per retrain."""
+"""The report's figures: learning curves with a t-interval band, generator health per retrain."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edis_jax.report.stats import bootstrap_ci
+from edis_jax.report.stats import mean_ci
 
 # Generator-health panels: (title, [(metric, line label, line style)], log scale).
 HEALTH_PANELS: list[tuple[str, list[tuple[str, str, str]], bool]] = [
@@ -41,15 +41,14 @@ HEALTH_PANELS: list[tuple[str, list[tuple[str, str, str]], bool]] = [
 
 
 def plot(runs: list[dict], names: list[str], path: str | Path) -> Path:
-    """Normalised score against steps: mean over seeds and its 95% bootstrap CI, one line per
-    run (`names`: their labels)."""
+    """Normalised score against steps: mean over seeds and its 95% t interval (stats.mean_ci;
+    none with one seed), one line per run (`names`: their labels)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (run, name) in enumerate(zip(runs, names, strict=True)):
         if len(run["steps"]) == 0:
             continue
-        mean = run["scores"].mean(axis=1)
-        low, high = bootstrap_ci(run["scores"], statistic=np.mean)
+        mean, low, high = np.array([mean_ci(seeds) for seeds in run["scores"]]).T
         ax.plot(run["steps"], mean, label=name, color=f"C{i}")
         ax.fill_between(run["steps"], low, high, alpha=0.2, color=f"C{i}", linewidth=0)
     offline = {r["config"]["offline_steps"] for r in runs}
@@ -60,7 +59,7 @@ def plot(runs: list[dict], names: list[str], path: str | Path) -> Path:
     ax.set_ylabel("normalised score")
     ax.set_title(", ".join(sorted({r["config"]["dataset"] for r in runs})))
     ax.grid(alpha=0.3)
-    ax.legend(title="mean; band: 95% bootstrap CI over seeds", title_fontsize=8)
+    ax.legend(title="mean; band: its 95% t interval over seeds", title_fontsize=8)
     return _save(plt, fig, path)
 
 
