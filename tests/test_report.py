@@ -120,6 +120,21 @@ def write_run(path, online, offline=None, edis=False, retrain=None, finished=Tru
     return path
 
 
+def test_a_seed_whose_score_was_not_finite_shows_as_nan_not_as_a_missing_evaluation(tmp_path):
+    run = write_run(tmp_path / "iql", curve(BASE_FINAL))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if '"seed": 3' in line and "eval_score" in line)
+    record = json.loads(lines[last])
+    lines[last] = json.dumps(record | {"eval_score": None})  # what records.json_float writes
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    loaded = report.load_run(run)
+    assert loaded["scores"].shape == (2 + len(ONLINE_EVAL_STEPS), 8)  # no evaluation dropped
+    assert (
+        np.isnan(loaded["scores"][-1, 3]) and np.isfinite(np.delete(loaded["scores"], 3, 1)).all()
+    )
+    assert np.isnan(report.statistics(loaded)["auc"][3])
+
+
 def curve(final, start=10.0):
     """Online scores at ONLINE_EVAL_STEPS rising linearly to `final`, per seed."""
     final = np.asarray(final, float)

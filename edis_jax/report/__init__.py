@@ -113,10 +113,12 @@ def load_run(run_dir: str | Path) -> dict:
             if r["event"] == "retrain" and online:
                 retrains.setdefault(int(r["step"]), {})[r["seed"]] = r
             continue
-        if r.get("eval_score") is None:
+        if "eval_score" not in r:
             continue
         key = (r["step"] + (config["offline_steps"] if online else 0), int(online))
-        evals.setdefault(key, {})[r["seed"]] = float(r["eval_score"])
+        # null: a score that was not finite (records.json_float), NaN here so that it shows
+        score = r["eval_score"]
+        evals.setdefault(key, {})[r["seed"]] = math.nan if score is None else float(score)
     # an interrupted write may leave an evaluation with some seeds only: it is not plotted
     keys = sorted(k for k in evals if len(evals[k]) == seeds)
     scores = np.array([[evals[k][i] for i in range(seeds)] for k in keys]).reshape(-1, seeds)
