@@ -115,6 +115,27 @@ def test_shipped_dataset_installs_transparently(minari_path, tmp_path, monkeypat
     assert loaded.metadata["edis_jax"]["kind"] == "random"
 
 
+def test_export_keeps_the_evaluation_envs_arguments(minari_path, tmp_path, monkeypatch):
+    """A dataset whose evaluation env differs from the registered one (Minari's D4RL/antmaze:
+    the D4RL evaluation maze) keeps it through `data export` and the install of the .npz; the
+    installed copy used to evaluate on the registered env."""
+    rng = np.random.default_rng(0)
+    episode = {
+        "observations": rng.normal(size=(4, 3)), "actions": rng.uniform(-2, 2, (3, 1)),
+        "rewards": rng.normal(size=3), "terminations": np.zeros(3, bool),
+        "truncations": np.array([False, False, True]),
+    }  # fmt: skip
+    arguments = {"g": 9.81, "max_episode_steps": 3}  # Pendulum-v1 registers g 10, 200 steps
+    minari_store.write_dataset("test/pendulum/kw-v0", "Pendulum-v1", [episode],
+                               ref_min_score=-1.0, ref_max_score=0.0, env_kwargs=arguments)  # fmt: skip
+    assert datasets.load_dataset("test/pendulum/kw-v0").env_kwargs == arguments
+    assets = tmp_path / "assets"
+    datasets.export_dataset("test/pendulum/kw-v0", assets / "test__pendulum__kw-v0.npz")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "fresh_minari"))
+    monkeypatch.setattr(shipped, "ASSETS_DIR", assets)
+    assert datasets.load_dataset("test/pendulum/kw-v0").env_kwargs == arguments  # installed
+
+
 def _write_corrupted(dataset_id: str, field: str, index: tuple, value: float) -> None:
     """Two hand-made Hopper episodes (3 and 2 steps) with one value replaced."""
     episodes = [

@@ -6,6 +6,7 @@ under its id only once complete; one writer per id), and what its metadata says 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -219,9 +220,13 @@ def write_dataset(
     description: str = "",
     algorithm_name: str = "",
     build_info: dict | None = None,
+    env_kwargs: dict | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write episodes as a Minari dataset (arrow format) under MINARI_DATASETS_PATH.
+
+    `env_kwargs` (as `env_kwargs` reads them back) become the dataset's eval_env_spec: the
+    registered spec of `env_id` with them applied, as Minari's D4RL/antmaze datasets store it.
 
     The data is written to a hidden folder first and moved into place when complete, so an
     interrupted build never leaves a half dataset under the id, and --overwrite replaces the old
@@ -232,7 +237,7 @@ def write_dataset(
         return _write_dataset(
             dataset_id, env_id, episodes, ref_min_score=ref_min_score,
             ref_max_score=ref_max_score, description=description, algorithm_name=algorithm_name,
-            build_info=build_info, overwrite=overwrite,
+            build_info=build_info, env_kwargs=env_kwargs, overwrite=overwrite,
         )  # fmt: skip
 
 
@@ -248,7 +253,7 @@ def check_new(dataset_id: str, overwrite: bool) -> None:
 
 def _write_dataset(
     dataset_id, env_id, episodes, *, ref_min_score, ref_max_score, description, algorithm_name,
-    build_info, overwrite,
+    build_info, env_kwargs, overwrite,
 ) -> Path:  # fmt: skip
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
@@ -284,6 +289,8 @@ def _write_dataset(
             metadata["ref_max_score"] = float(ref_max_score)
         if build_info:
             metadata["edis_jax"] = build_info
+        if env_kwargs:
+            metadata["eval_env_spec"] = _spec_with(env_id, env_kwargs).to_json()
         storage.update_metadata(metadata)
         storage.update_episodes(
             EpisodeBuffer(
@@ -302,6 +309,14 @@ def _write_dataset(
         shutil.rmtree(staging, ignore_errors=True)
     _register_namespace(dataset_id)
     return final
+
+
+def _spec_with(env_id: str, env_kwargs: dict) -> gym.envs.registration.EnvSpec:
+    """The registered spec of `env_id` with `env_kwargs` applied (max_episode_steps included)."""
+    spec = gym.spec(env_id)
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "max_episode_steps"}
+    steps = env_kwargs.get("max_episode_steps", spec.max_episode_steps)
+    return dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs}, max_episode_steps=steps)
 
 
 def store_reference_scores(dataset_id: str, ref_min_score: float, ref_max_score: float) -> None:

@@ -65,6 +65,7 @@ def install_shipped(path: Path) -> None:
             description=meta.get("description", ""),
             algorithm_name=meta.get("algorithm_name", ""),
             build_info=build,
+            env_kwargs=meta.get("env_kwargs"),
         )
 
 
@@ -75,6 +76,9 @@ def write_npz(episodes: list[dict], metadata: dict, path: str | os.PathLike) -> 
     keep = ("dataset_id", "ref_min_score", "ref_max_score", "description", "algorithm_name")
     meta = {k: metadata[k] for k in keep if k in metadata}
     meta["env_id"] = minari_store.metadata_env_id(metadata)
+    # The evaluation env's arguments (D4RL/antmaze's evaluation maze): without them the
+    # installed copy would evaluate on the registered env.
+    meta["env_kwargs"] = minari_store.env_kwargs(metadata)
     meta["edis_jax"] = metadata.get("edis_jax", {})
     meta["total_steps"], meta["total_episodes"] = int(lengths.sum()), len(episodes)
     path = Path(path)
