@@ -98,6 +98,8 @@ class CalQLConfig:
     max_target_backup_online: bool = False  # online phase; a leaf, switched without recompiling
     calibrate: bool = True  # lower-bound policy Q by the MC return-to-go (the "Cal" in Cal-QL)
     # CORL's fine-tuning turns calibration off online, where the MC return of new data is unknown.
+    # On, rows of a running episode and synthetic rows bound Q by 0: an overestimate where
+    # returns are negative (AntMaze's r - 1, Pendulum), so there it is no lower bound.
     calibrate_online: bool = False
     # Options of the published Cal-QL(-EDIS) configs (published_configs.md); the defaults leave
     # the loss as above. The CQL gap ood - Q(s, a_data) is clipped to [min, max] (None: no clip).
