@@ -186,12 +186,14 @@ def report_text(
 
 
 def base_config(
-    out: Path, algo: str = "iql", size: Size | None = None, preset: str = "cpu"
+    out: Path, algo: str = "iql", size: Size | None = None, preset: str = "cpu", seed: int = 0
 ) -> config.RunConfig:
     """The settings every arm shares: the preset (with Cal-QL's published values) as it is now
     or, once the baseline arm has started, the settings it saved. The experiment spans
     sessions, and a later change to the preset must not split it between two settings (its
-    finished arms would be refused)."""
+    finished arms would be refused). `seed` is the base seed: seed i of the run draws from
+    fold_in(PRNGKey(seed), i), so experiments of other base seeds are further, independent
+    seeds of the same arms (a block of seeds that fits one session)."""
     size = size or SIZES[algo, preset]
     saved = out / algo / "config.json"
     if saved.is_file():
@@ -202,8 +204,14 @@ def base_config(
                 f"{_describe(size_of(base))}, not {_describe(size)} at {preset}: pass --preset "
                 f"{base.preset} {_flags(size_of(base))}, or another --out"
             )
+        if base.seed != seed:
+            raise RunDirError(
+                f"{out} holds the experiment of base seed {base.seed}, not {seed}: pass --seed "
+                f"{base.seed}, or another --out for base seed {seed}"
+            )
         return base
     cfg = presets.preset(preset).replace(
+        seed=seed,
         algo=algo,
         dataset=DATASET,
         seeds=size.seeds,
@@ -235,12 +243,13 @@ def size_of(cfg: config.RunConfig) -> Size:
 
 
 def arm_configs(
-    out: Path, arms: list[str], algo: str = "iql", size: Size | None = None, preset: str = "cpu"
-) -> list[config.RunConfig]:
+    out: Path, arms: list[str], algo: str = "iql", size: Size | None = None, preset: str = "cpu",
+    seed: int = 0,
+) -> list[config.RunConfig]:  # fmt: skip
     """The configs of `arms` of `algo`, the baseline first (it owns the shared offline phase).
     A generator arm takes the pretraining of the first asked arm whose pretraining is the same
     (`pretraining_of`), so each distinct pretraining runs once."""
-    base = base_config(out, algo, size, preset)
+    base = base_config(out, algo, size, preset, seed)
     names = list(ARMS[algo])
     baseline = names[0]
     configs, owners = [], {}  # owners: pretraining -> the arm that does it
@@ -324,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="default runs/comparison (IQL), runs/comparison_calql"
     )
     parser.add_argument("--seeds", type=int, help="default: SIZES of the algo")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="base seed: another base seed (with another --out) gives further, independent seeds",
+    )  # fmt: skip
     parser.add_argument("--offline-steps", type=int)
     parser.add_argument("--online-steps", type=int)
     parser.add_argument("--retrain-every", type=int)
@@ -348,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         **{k: v for k, v in vars(args).items() if k in Size._fields and v is not None}
     )
     try:
-        configs = arm_configs(out, arms, algo, size, preset)
+        configs = arm_configs(out, arms, algo, size, preset, args.seed)
         if not args.report_only:
             for cfg in configs:
                 stop = None if Path(cfg.out).name in arms else arms_start(configs[1:])

@@ -120,6 +120,24 @@ def test_comparison_generator_arms_share_iql_edis_pretraining(tmp_path):
     assert [c.generator_from for c in alone] == [None, None]
 
 
+def test_comparison_blocks_of_seeds_differ_only_in_their_base_seed(tmp_path):
+    """`--seed`: another base seed, in another --out, is a block of further independent seeds
+    of the same arms; a folder keeps the base seed it started with."""
+    from benchmarks import comparison
+
+    block = comparison.arm_configs(tmp_path / "b1", ["iql", "iql_edis"], seed=1)
+    first = comparison.arm_configs(tmp_path / "b0", ["iql", "iql_edis"])
+    assert [c.seed for c in block] == [1, 1] and [c.seed for c in first] == [0, 0]
+    for a, b in zip(block, first, strict=True):
+        differ = {k for k, v in config.to_dict(a).items() if config.to_dict(b)[k] != v}
+        assert differ <= {"seed", "out", "init_from", "generator_from"}, differ
+    (tmp_path / "b1" / "iql").mkdir(parents=True)
+    (tmp_path / "b1" / "iql" / "config.json").write_text(json.dumps(config.to_dict(block[0])))
+    with pytest.raises(directory.RunDirError, match="base seed 1, not 0: pass --seed 1") as refused:
+        comparison.arm_configs(tmp_path / "b1", ["iql"])
+    assert "\n" not in str(refused.value)
+
+
 def test_calql_comparison_at_the_paper_preset_takes_the_published_guidance(tmp_path):
     """The GPU size: the paper preset's networks and generator, which has no pretraining to
     share, its published guidance scales, and the clean schedule where an arm does not name
