@@ -376,3 +376,45 @@ def test_arms_start_where_the_first_of_them_needs_the_baseline():
     assert comparison.arms_start([by_name["calql_edis"], by_name["calql_synther"]]) == r
     assert comparison.arms_start([by_name["calql_edis_published"]]) == 0  # offline-phase start
     assert comparison.arms_start([by_name["calql_edis_published"], by_name["calql_edis"]]) == r
+
+
+def _block(path, online, base_seed, edis=False):
+    """write_run with its config's base seed (--seed) set."""
+    run = write_run(path, online, edis=edis)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"seed": base_seed}))
+    return run
+
+
+def test_blocks_of_seeds_pool_into_one_arm(tmp_path, capsys):
+    """Runs of one setting with other base seeds are one arm of all their seeds: the same
+    statistics as one run of them all, in the table, the sentences and through the CLI's
+    comma-joined run directories."""
+    iql = [_block(tmp_path / f"b{b}/iql", curve(BASE_FINAL[4 * b : 4 * b + 4]), b) for b in (0, 1)]
+    edis = [
+        _block(tmp_path / f"b{b}/iql_edis", curve(EDIS_FINAL[4 * b : 4 * b + 4]), b, edis=True)
+        for b in (0, 1)
+    ]
+    pooled_iql = report.pool([report.load_run(r) for r in iql])
+    pooled_edis = report.load_arm(",".join(map(str, edis)))
+    assert pooled_edis["scores"].shape == (5, 8) and pooled_edis["config"]["seed"] == [0, 1]
+    st = report.statistics(pooled_edis, pooled_iql)
+    np.testing.assert_array_equal(st["final"], EDIS_FINAL)
+    assert st["p_final"] == pytest.approx(stats.welch_p(EDIS_FINAL, BASE_FINAL))
+    assert pooled_edis["summary"]["wall_time_s"]["total"] == 200.0  # two blocks' walls
+    spec = ",".join(map(str, iql))
+    assert cli.main(["report", ",".join(map(str, edis)), "--baseline", spec]) == 0
+    out = capsys.readouterr().out
+    assert "| IQL | local/test/medium-v0 | 8 |" in out and "IQL-EDIS: final IQM" in out
+    # What does not pool, in one line each.
+    same_seed = _block(tmp_path / "b9/iql", curve(BASE_FINAL[:4]), 1)
+    for runs, why in [
+        ([iql[0], edis[1]], "differ in edis, guide"),
+        ([iql[1], same_seed], "share a base seed"),
+    ]:
+        with pytest.raises(report.ReportError, match=why) as refused:
+            report.pool([report.load_run(r) for r in runs])
+        assert "\n" not in str(refused.value)
+    unfinished = write_run(tmp_path / "b5/iql", curve(BASE_FINAL[:4]), finished=False)
+    with pytest.raises(report.ReportError, match="evaluated at different steps"):
+        report.pool([report.load_run(iql[0]), report.load_run(unfinished)])

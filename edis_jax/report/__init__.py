@@ -48,20 +48,22 @@ class Report(NamedTuple):
 def report(run_dirs: list[str], out: str | None = None, baseline: str | None = None) -> Report:
     """Table, comparison sentences and plots of the runs (default PNG: <first run>/../report.png,
     its health figure beside it as report_health.png). `baseline` is a run directory the other
-    runs are tested against; it joins the table (first) if it is not among `run_dirs`."""
+    runs are tested against; it joins the table (first) if it is not among `run_dirs`. An arm
+    given as comma-joined run directories is their seeds pooled (`pool`)."""
     if not run_dirs and baseline is None:
         raise ReportError("give at least one run directory: edis-jax report RUN_DIR [RUN_DIR...]")
     dirs = list(run_dirs)
     base_index = None
     if baseline is not None:
-        resolved = [Path(d).resolve() for d in dirs]
-        if Path(baseline).resolve() in resolved:
-            base_index = resolved.index(Path(baseline).resolve())
+        resolved = [_resolved(d) for d in dirs]
+        if _resolved(baseline) in resolved:
+            base_index = resolved.index(_resolved(baseline))
         else:
             dirs, base_index = [baseline, *dirs], 0
-    out_path = Path(out) if out else Path(dirs[0]).resolve().parent / "report.png"
+    first = dirs[0].split(",")[0]
+    out_path = Path(out) if out else Path(first).resolve().parent / "report.png"
     check_output_file(out_path, "--out")
-    runs = [load_run(d) for d in dirs]
+    runs = [load_arm(d) for d in dirs]
     names = labels(runs)
     curves = plots.plot(runs, names, out_path)
     health = plots.plot_health(runs, names, out_path.with_name(out_path.stem + "_health.png"))
@@ -133,6 +135,75 @@ def load_run(run_dir: str | Path) -> dict:
         "health": _health_arrays(retrains, seeds),
         "progress": progress,
         "skipped_lines": skipped,
+    }
+
+
+def load_arm(spec: str) -> dict:
+    """A run directory, or comma-joined run directories pooled into one arm (`pool`)."""
+    return pool([load_run(d) for d in spec.split(",")]) if "," in spec else load_run(spec)
+
+
+# What may differ between runs pooled into one arm: where they ran and which seeds they drew.
+POOLED_KEYS = ("seed", "seeds", "out", "init_from", "generator_from", "log")
+
+
+def pool(runs: list[dict]) -> dict:
+    """One arm of the seeds of several runs of the same settings (blocks of seeds, e.g.
+    `benchmarks.comparison --seed b`, run where a block fits): their seeds side by side, in
+    the order given, as `load_run` gives one run. They must differ only in POOLED_KEYS, in
+    their base seeds (the same base seed draws the same seeds), and share their evaluation
+    steps; a summary only if every run has one. Wall times add up."""
+    if len(runs) == 1:
+        return runs[0]
+    first, names = runs[0], ", ".join(r["dir"] for r in runs)
+    keep = lambda c: {k: v for k, v in c.items() if k not in POOLED_KEYS}  # noqa: E731
+    for run in runs[1:]:
+        differ = sorted(k for k in keep(first["config"]) | keep(run["config"])
+                        if keep(first["config"]).get(k) != keep(run["config"]).get(k))  # fmt: skip
+        if differ:
+            raise ReportError(
+                f"{first['dir']} and {run['dir']} differ in {', '.join(differ)}: only runs of "
+                "the same settings pool into one arm"
+            )
+        if not np.array_equal(run["steps"], first["steps"]):
+            raise ReportError(
+                f"{first['dir']} and {run['dir']} were evaluated at different steps: pool runs "
+                "that have reached the same evaluations (finished ones)"
+            )
+    bases = [r["config"].get("seed", 0) for r in runs]
+    if len(set(bases)) < len(bases):
+        raise ReportError(
+            f"{names} share a base seed (--seed): their seeds are the same draws, not more seeds"
+        )
+    seeds = sum(r["scores"].shape[1] for r in runs)
+    summaries = [r["summary"] for r in runs]
+    summary = None
+    if all(summaries):
+        summary = dict(summaries[0])
+        for key in ("offline_score", "final_score", "best_score"):
+            per_seed = np.concatenate([np.asarray(s[key]["per_seed"], float) for s in summaries])
+            summary[key] = {"mean": per_seed.mean(), "std": per_seed.std(), "per_seed": per_seed}
+        walls = [s.get("wall_time_s", {}) for s in summaries]
+        summary["wall_time_s"] = {k: sum(w.get(k) or 0.0 for w in walls) for k in walls[0]}
+        machines = sorted({_machine_label(s.get("machine")) for s in summaries})
+        summary["machine"] = {"label": " + ".join(machines)} if len(machines) > 1 else (
+            summaries[0].get("machine"))  # fmt: skip
+    health_steps = [r["health"]["steps"] for r in runs]
+    if all(np.array_equal(h, health_steps[0]) for h in health_steps):
+        health = {k: np.concatenate([r["health"][k] for r in runs], axis=1) for k in first["health"]
+                  if k != "steps"} | {"steps": health_steps[0]}  # fmt: skip
+    else:  # retrains at different steps (an unfinished run): not drawn
+        health = _health_arrays({}, seeds)
+    return {
+        "dir": ",".join(r["dir"] for r in runs),
+        "config": first["config"] | {"seeds": seeds, "seed": bases},
+        "summary": summary,
+        "steps": first["steps"],
+        "scores": np.concatenate([r["scores"] for r in runs], axis=1),
+        "online_scores": np.concatenate([r["online_scores"] for r in runs], axis=1),
+        "health": health,
+        "progress": first["progress"],
+        "skipped_lines": sum(r["skipped_lines"] for r in runs),
     }
 
 
@@ -346,6 +417,8 @@ def _machine_label(env: dict | None) -> str:
     """The device (the CPU's name and vector extension on a CPU) and the jax version."""
     if not env:
         return "unrecorded"
+    if "label" in env:  # a pooled arm's several machines
+        return env["label"]
     where = env.get("cpu") if env.get("platform") == "cpu" else env.get("device")
     return f"{where or '?'}, jax {env.get('jax', '?')}"
 
@@ -389,6 +462,11 @@ def _health_arrays(retrains: dict[int, dict[int, dict]], seeds: int) -> dict:
                 [[_number(retrains[t].get(i, {}).get(metric)) for i in range(seeds)] for t in steps]
             ).reshape(len(steps), seeds)
     return health
+
+
+def _resolved(spec: str) -> tuple[Path, ...]:
+    """A run directory or comma-joined ones, resolved (to find the baseline among the arms)."""
+    return tuple(Path(d).resolve() for d in spec.split(","))
 
 
 def _number(value) -> float:
