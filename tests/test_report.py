@@ -191,9 +191,11 @@ def test_report_text_with_and_without_baseline(tmp_path):
     assert rows[1].split(" | ")[p_col] == ("<0.001" if p < 0.001 else f"{p:.3g}")
     iqm = stats.iqm_ci(EDIS_FINAL)
     base_iqm = stats.iqm_ci(BASE_FINAL)
+    diff = stats.difference_ci(EDIS_FINAL, BASE_FINAL)  # Welch's interval, by test_stats
     assert (
         f"IQL-EDIS: final IQM {iqm[0]:.1f} [{iqm[1]:.1f}, {iqm[2]:.1f}] vs IQL "
-        f"{base_iqm[0]:.1f} [{base_iqm[1]:.1f}, {base_iqm[2]:.1f}]; Welch p = "
+        f"{base_iqm[0]:.1f} [{base_iqm[1]:.1f}, {base_iqm[2]:.1f}]; mean difference "
+        f"{diff[0]:+.1f} [{diff[1]:+.1f}, {diff[2]:+.1f}], Welch p = "
     ) in r.text
     assert "(significant at 0.05)" in r.text  # these arms differ by ~30 points
     detectable = stats.detectable_difference(EDIS_FINAL, BASE_FINAL)

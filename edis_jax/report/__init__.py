@@ -317,8 +317,9 @@ def table(runs: list[dict], baseline: int | None = None) -> str:
 
 
 def comparisons(runs: list[dict], baseline: int) -> list[str]:
-    """One sentence per run against runs[baseline]: final and AUC IQM [CI], Welch p, and the
-    difference of means these seeds detect with 80% power (stats.detectable_difference)."""
+    """One sentence per run against runs[baseline]: final and AUC IQM [CI], the difference of
+    means with Welch's interval and p, and the difference these seeds detect with 80% power
+    (stats.detectable_difference)."""
     names = labels(runs)
     base_name, base = names[baseline], statistics(runs[baseline])
     sentences = []
@@ -328,7 +329,8 @@ def comparisons(runs: list[dict], baseline: int) -> list[str]:
         st = statistics(run, runs[baseline])
         parts = [
             f"{what} IQM {_iqm_text(st[key + '_iqm'])} vs {base_name} {_iqm_text(base[key + '_iqm'])}"
-            f"; {_p_sentence(st['p_' + key])}"
+            f"; mean difference {_difference_text(difference_ci(st[key], base[key]))}, "
+            f"{_p_sentence(st['p_' + key])}"
             f"; the seeds detect a difference of "
             f"{_number_text(detectable_difference(st[key], base[key]))} with {POWER:.0%} power"
             for key, what in (("final", "final"), ("auc", "online AUC"))
